@@ -1,0 +1,58 @@
+"""pipeyard: share and load community diffusion pipelines.
+
+Public names are resolved lazily: ``import pipeyard`` imports neither torch nor transformers;
+``pipeyard.UNet2DModel`` imports the module that defines it on first access. Each public name
+is listed once in ``_LAZY_NAMES`` below (name -> module relative to this package).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> submodule that defines it. Keep sorted by module, then name.
+_LAZY_NAMES: dict[str, str] = {
+    # configuration and errors
+    "ConfigMixin": "configuration",
+    "FrozenConfig": "configuration",
+    "register_to_config": "configuration",
+    "PipeyardError": "errors",
+    # models
+    "ModelMixin": "modeling",
+    # pipelines
+    "DiffusionPipeline": "pipelines.base",
+    "ImagePipelineOutput": "pipelines.outputs",
+    # utilities
+    "randn_tensor": "torch_utils",
+}
+
+# Submodules reachable as attributes (pipeyard.errors, pipeyard.constants, ...).
+_LAZY_MODULES = frozenset({"constants", "errors", "configuration", "hub", "modeling", "host", "trust", "plugins"})
+
+__all__ = sorted([*_LAZY_NAMES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_NAMES.get(name)
+    if module_name is not None:
+        value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pipeyard' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES, *_LAZY_MODULES})
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .configuration import ConfigMixin, FrozenConfig, register_to_config
+    from .errors import PipeyardError
+    from .modeling import ModelMixin
+    from .pipelines.base import DiffusionPipeline
+    from .pipelines.outputs import ImagePipelineOutput
+    from .torch_utils import randn_tensor

@@ -1,0 +1,376 @@
+"""The one exception tree of pipeyard.
+
+Every error pipeyard raises on purpose derives from :class:`PipeyardError`, and also from the
+standard exception that fits, so ``except FileNotFoundError`` keeps working around a missing
+weights file. Each carries the values it is about as attributes, and its message says what to
+change.
+
+::
+
+    PipeyardError
+    ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
+    ├── ConfigError (ValueError)
+    │   ├── ConfigFileError                         a config file is not valid JSON / not a mapping
+    │   ├── ConfigNotFoundError (FileNotFoundError) no config file where one was expected
+    │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
+    │   ├── UnexpectedConfigKeyError (TypeError)    an override the class does not take
+    │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
+    ├── HubError (OSError)
+    │   ├── RepositoryNotFoundError (FileNotFoundError)
+    │   ├── RevisionNotFoundError (FileNotFoundError)
+    │   ├── EntryNotFoundError (FileNotFoundError)
+    │   ├── GatedRepoError (PermissionError)
+    │   └── OfflineError (ConnectionError)          offline and the file is not cached
+    ├── WeightsError
+    │   ├── WeightsNotFoundError (FileNotFoundError)
+    │   ├── VariantNotFoundError (FileNotFoundError)
+    │   ├── StateDictMismatchError (KeyError)       missing / unexpected keys
+    │   └── ShapeMismatchError (ValueError)
+    ├── ComponentError
+    │   ├── UnknownComponentClassError (LookupError)  a [library, Class] pair nothing can load
+    │   ├── MissingComponentError (TypeError)       required components nobody supplied
+    │   ├── UnexpectedArgumentError (TypeError)     a keyword that is neither component nor option
+    │   └── ComponentTypeError (TypeError)          a passed object of the wrong type
+    ├── SchedulerError (ValueError)                 bad scheduler config or call order
+    ├── ModelInputError (ValueError)                bad model config or forward input
+    ├── PipelineInputError (ValueError)             bad arguments to a pipeline's __call__
+    ├── CustomPipelineError                         the custom-pipeline host (resolve → import)
+    │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
+    │   ├── InvalidPipelineNameError (ValueError)
+    │   ├── PipelineVerificationError (ValueError)  the file failed the AST checks
+    │   ├── RequirementsError (ImportError)         declared or imported packages are missing
+    │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
+    │   └── PipelineImportError (ImportError)       importing the verified file failed
+    └── PluginError                                 a plugin misbehaved at registration or call
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def _preview(items: Sequence[Any], limit: int = 20) -> str:
+    """``a, b, c`` for at most ``limit`` items, then ``(+N more)``."""
+    shown = ", ".join(str(item) for item in items[:limit])
+    if len(items) > limit:
+        shown += f" (+{len(items) - limit} more)"
+    return shown
+
+
+class PipeyardError(Exception):
+    """Base class of every error pipeyard raises on purpose."""
+
+
+class EnvironmentVariableError(PipeyardError, ValueError):
+    """An environment variable read in :mod:`pipeyard.constants` holds an unusable value."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(f"environment variable {name}={value!r} is not valid: expected {expected}")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ConfigError(PipeyardError, ValueError):
+    """A configuration could not be read, built or changed."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file exists but is not a JSON object."""
+
+    def __init__(self, path: Any, reason: str, line: int | None = None, column: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.column = column
+        where = f"{self.path}:{line}:{column}" if line is not None else self.path
+        super().__init__(f"config file {where} is not valid: {reason}. Fix or re-save the file.")
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """No config file was found where one was expected."""
+
+    def __init__(self, name: str, location: str, hint: str = "") -> None:
+        self.name = name
+        self.location = location
+        super().__init__(f"no {name} in {location}" + (f": {hint}" if hint else ""))
+
+
+class MissingConfigKeyError(ConfigError, TypeError):
+    """A required ``__init__`` argument is absent from the config used to build an object."""
+
+    def __init__(self, class_name: str, keys: Sequence[str], source: str | None = None) -> None:
+        self.class_name = class_name
+        self.keys = list(keys)
+        origin = f" (config from {source})" if source else ""
+        super().__init__(
+            f"{class_name} needs {_preview(self.keys)} but the config{origin} does not set "
+            f"{'it' if len(self.keys) == 1 else 'them'}; add the key(s) to the config or pass "
+            f"them as keyword overrides to from_config()"
+        )
+
+
+class UnexpectedConfigKeyError(ConfigError, TypeError):
+    """Keyword overrides that the class's ``__init__`` does not accept."""
+
+    def __init__(self, class_name: str, keys: Sequence[str], valid: Iterable[str]) -> None:
+        self.class_name = class_name
+        self.keys = list(keys)
+        self.valid = sorted(valid)
+        super().__init__(
+            f"{class_name} takes no config argument {_preview(self.keys)}; "
+            f"valid arguments: {_preview(self.valid, 60)}"
+        )
+
+
+class FrozenConfigError(ConfigError, TypeError):
+    """Raised on any attempt to change a frozen config in place."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f"config is frozen: {operation} is not allowed. Build a new object instead, e.g. "
+            f"Cls.from_config(obj.config, key=value)"
+        )
+
+
+# --------------------------------------------------------------------------- hub
+
+
+class HubError(PipeyardError, OSError):
+    """A Hub request failed."""
+
+
+class RepositoryNotFoundError(HubError, FileNotFoundError):
+    def __init__(self, repo_id: str, detail: str = "") -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"repository {repo_id!r} was not found on the Hub (or is private): check the id, or "
+            f"pass token=... / set HF_TOKEN if it is private" + (f" [{detail}]" if detail else "")
+        )
+
+
+class RevisionNotFoundError(HubError, FileNotFoundError):
+    def __init__(self, repo_id: str, revision: str) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        super().__init__(
+            f"revision {revision!r} does not exist in {repo_id!r}: pass an existing branch, tag "
+            f"or commit sha"
+        )
+
+
+class EntryNotFoundError(HubError, FileNotFoundError):
+    def __init__(self, repo_id: str, filename: str, revision: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.filename = filename
+        self.revision = revision
+        at = f" at revision {revision!r}" if revision else ""
+        super().__init__(f"{filename!r} does not exist in {repo_id!r}{at}")
+
+
+class GatedRepoError(HubError, PermissionError):
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"repository {repo_id!r} is gated: accept its terms on the Hub, then pass token=... "
+            f"or set HF_TOKEN"
+        )
+
+
+class OfflineError(HubError, ConnectionError):
+    """Offline mode is on (or the network is unreachable) and the files are not cached."""
+
+    def __init__(self, what: str, reason: str = "offline mode is on") -> None:
+        self.what = what
+        super().__init__(
+            f"cannot fetch {what}: {reason} and it is not in the local cache. Run once online "
+            f"(unset PIPEYARD_OFFLINE / HF_HUB_OFFLINE) or pass a local folder"
+        )
+
+
+# --------------------------------------------------------------------------- weights
+
+
+class WeightsError(PipeyardError):
+    """Model weights could not be found or do not fit the model."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    def __init__(self, location: str, looked_for: Sequence[str], hint: str = "") -> None:
+        self.location = location
+        self.looked_for = list(looked_for)
+        super().__init__(
+            f"no weights in {location}: looked for {_preview(self.looked_for)}"
+            + (f". {hint}" if hint else "")
+        )
+
+
+class VariantNotFoundError(WeightsError, FileNotFoundError):
+    def __init__(self, location: str, variant: str | None, available: Sequence[str]) -> None:
+        self.location = location
+        self.variant = variant
+        self.available = sorted(available)
+        names = ", ".join(repr(v) for v in self.available) or "none"
+        asked = f"variant {variant!r}" if variant else "the default (no variant) weights"
+        super().__init__(
+            f"{location} has no weights for {asked}; available variants: {names} "
+            f"(None = no variant). Pass variant=... accordingly"
+        )
+
+
+class StateDictMismatchError(WeightsError, KeyError):
+    """Checkpoint keys do not match the model's: lists missing and unexpected keys."""
+
+    def __init__(
+        self, class_name: str, checkpoint: str, missing: Sequence[str], unexpected: Sequence[str]
+    ) -> None:
+        self.class_name = class_name
+        self.checkpoint = checkpoint
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing key(s): {_preview(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected key(s): {_preview(self.unexpected)}")
+        self.message = (
+            f"checkpoint {checkpoint} does not fit {class_name}: " + "; ".join(parts)
+            + ". Is it a checkpoint of another architecture, or does config.json not match it?"
+        )
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return self.message
+
+
+class ShapeMismatchError(WeightsError, ValueError):
+    def __init__(self, class_name: str, checkpoint: str, mismatches: Sequence[tuple[str, Any, Any]]):
+        self.class_name = class_name
+        self.checkpoint = checkpoint
+        self.mismatches = list(mismatches)
+        shown = "; ".join(
+            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(model)}"
+            for key, ckpt, model in self.mismatches[:20]
+        )
+        more = f" (+{len(self.mismatches) - 20} more)" if len(self.mismatches) > 20 else ""
+        super().__init__(
+            f"checkpoint {checkpoint} has tensors of the wrong shape for {class_name}: "
+            f"{shown}{more}. Does config.json match the checkpoint?"
+        )
+
+
+# --------------------------------------------------------------------------- components
+
+
+class ComponentError(PipeyardError):
+    """A pipeline component could not be found, loaded or accepted."""
+
+
+class UnknownComponentClassError(ComponentError, LookupError):
+    def __init__(self, component: str, library: str, class_name: str, loadable: Iterable[str]):
+        self.component = component
+        self.library = library
+        self.class_name = class_name
+        self.loadable = sorted(loadable)
+        super().__init__(
+            f"component {component!r} names [{library!r}, {class_name!r}], which pipeyard cannot "
+            f"load; loadable libraries: {', '.join(self.loadable)}. Fix model_index.json, pass "
+            f"{component}=<object> yourself, or install a plugin that provides {library!r}"
+        )
+
+
+class MissingComponentError(ComponentError, TypeError):
+    def __init__(self, pipeline: str, missing: Sequence[tuple[str, str]]) -> None:
+        self.pipeline = pipeline
+        self.missing = list(missing)
+        lines = "; ".join(f"{name} (expected {expected})" for name, expected in self.missing)
+        example = self.missing[0][0]
+        super().__init__(
+            f"{pipeline} needs component(s) that neither the repository nor the call supplies: "
+            f"{lines}. Pass them to from_pretrained, e.g. {example}=<loaded object>"
+        )
+
+
+class UnexpectedArgumentError(ComponentError, TypeError):
+    def __init__(self, pipeline: str, names: Sequence[str], suggestions: dict[str, list[str]]):
+        self.pipeline = pipeline
+        self.names = list(names)
+        self.suggestions = suggestions
+        parts = []
+        for name in self.names:
+            close = suggestions.get(name)
+            parts.append(f"{name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+        super().__init__(
+            f"{pipeline}.from_pretrained got argument(s) that are neither components nor loading "
+            f"options: {', '.join(parts)}"
+        )
+
+
+class ComponentTypeError(ComponentError, TypeError):
+    def __init__(self, component: str, expected: str, got: str) -> None:
+        self.component = component
+        self.expected = expected
+        self.got = got
+        super().__init__(f"component {component!r} must be a {expected}, got a {got}")
+
+
+# --------------------------------------------------------------------------- runtime input
+
+
+class SchedulerError(PipeyardError, ValueError):
+    """A scheduler was configured or called wrongly."""
+
+
+class ModelInputError(PipeyardError, ValueError):
+    """A model was configured wrongly or called with unusable input."""
+
+
+class PipelineInputError(PipeyardError, ValueError):
+    """A pipeline's ``__call__`` got arguments it cannot use."""
+
+
+# --------------------------------------------------------------------------- custom pipelines
+
+
+class CustomPipelineError(PipeyardError):
+    """The custom-pipeline host refused or failed to load a pipeline."""
+
+
+class PipelineNotFoundError(CustomPipelineError, LookupError):
+    """No source matched the ``custom_pipeline`` value; lists what was tried, in order."""
+
+    def __init__(self, name: str, tried: Sequence[str]) -> None:
+        self.name = name
+        self.tried = list(tried)
+        steps = "; ".join(f"{i}. {t}" for i, t in enumerate(self.tried, 1))
+        super().__init__(f"custom pipeline {name!r} was not found. Tried: {steps}")
+
+
+class InvalidPipelineNameError(CustomPipelineError, ValueError):
+    pass
+
+
+class PipelineVerificationError(CustomPipelineError, ValueError):
+    """A pipeline file failed verification; nothing of it ran."""
+
+
+class RequirementsError(CustomPipelineError, ImportError):
+    """Packages a pipeline needs are not installed (or the wrong version)."""
+
+
+class UntrustedCodeError(CustomPipelineError, PermissionError):
+    """The trust gate refused to run a pipeline file."""
+
+
+class PipelineImportError(CustomPipelineError, ImportError):
+    """Importing a verified pipeline file failed."""
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class PluginError(PipeyardError):
+    """A plugin failed to register or misbehaved in a hook."""
