@@ -241,7 +241,7 @@ class ConfigMixin:
         Returns the raw mapping, metadata keys included.
 
         Raises:
-            ConfigNotFoundError: the folder has no such file.
+            EntryNotFoundError: the folder or repo has no such file.
             ConfigFileError: the file is not a JSON object (names file, line and column).
         """
         from . import hub

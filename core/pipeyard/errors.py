@@ -11,14 +11,14 @@ change.
     ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
     ├── ConfigError (ValueError)
     │   ├── ConfigFileError                         a config file is not valid JSON / not a mapping
-    │   ├── ConfigNotFoundError (FileNotFoundError) no config file where one was expected
     │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
     │   ├── UnexpectedConfigKeyError (TypeError)    an override the class does not take
     │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
+    ├── EntryNotFoundError (FileNotFoundError)      a file missing from a folder or repo
+    ├── LocalPathError (FileNotFoundError)          a local path that does not exist
     ├── HubError (OSError)
     │   ├── RepositoryNotFoundError (FileNotFoundError)
     │   ├── RevisionNotFoundError (FileNotFoundError)
-    │   ├── EntryNotFoundError (FileNotFoundError)
     │   ├── GatedRepoError (PermissionError)
     │   └── OfflineError (ConnectionError)          offline and the file is not cached
     ├── WeightsError
@@ -89,15 +89,6 @@ class ConfigFileError(ConfigError):
         super().__init__(f"config file {where} is not valid: {reason}. Fix or re-save the file.")
 
 
-class ConfigNotFoundError(ConfigError, FileNotFoundError):
-    """No config file was found where one was expected."""
-
-    def __init__(self, name: str, location: str, hint: str = "") -> None:
-        self.name = name
-        self.location = location
-        super().__init__(f"no {name} in {location}" + (f": {hint}" if hint else ""))
-
-
 class MissingConfigKeyError(ConfigError, TypeError):
     """A required ``__init__`` argument is absent from the config used to build an object."""
 
@@ -136,7 +127,31 @@ class FrozenConfigError(ConfigError, TypeError):
         )
 
 
-# --------------------------------------------------------------------------- hub
+# --------------------------------------------------------------------------- files and hub
+
+
+class EntryNotFoundError(PipeyardError, FileNotFoundError):
+    """A file is missing from a local folder or a Hub repository."""
+
+    def __init__(self, location: str, filename: str, revision: str | None = None, hint: str = "") -> None:
+        self.location = location
+        self.filename = filename
+        self.revision = revision
+        at = f" at revision {revision!r}" if revision else ""
+        super().__init__(f"{filename!r} does not exist in {location!r}{at}" + (f": {hint}" if hint else ""))
+
+
+class LocalPathError(PipeyardError, FileNotFoundError):
+    """A value that looks like a local path names nothing on disk."""
+
+    def __init__(self, path: str, what: str = "folder") -> None:
+        self.path = path
+        super().__init__(
+            f"local {what} {path!r} does not exist; check the path (a Hub repo id looks like "
+            f"'owner/name' and must not start with '/', './' or '~')"
+        )
+
+
 
 
 class HubError(PipeyardError, OSError):
@@ -160,15 +175,6 @@ class RevisionNotFoundError(HubError, FileNotFoundError):
             f"revision {revision!r} does not exist in {repo_id!r}: pass an existing branch, tag "
             f"or commit sha"
         )
-
-
-class EntryNotFoundError(HubError, FileNotFoundError):
-    def __init__(self, repo_id: str, filename: str, revision: str | None = None) -> None:
-        self.repo_id = repo_id
-        self.filename = filename
-        self.revision = revision
-        at = f" at revision {revision!r}" if revision else ""
-        super().__init__(f"{filename!r} does not exist in {repo_id!r}{at}")
 
 
 class GatedRepoError(HubError, PermissionError):
