@@ -38,6 +38,9 @@ change.
     │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
     │   ├── InvalidPipelineNameError (ValueError)
     │   ├── PipelineVerificationError (ValueError)  the file failed the AST checks
+    │   │   ├── PipelineSyntaxError                 it does not parse (file, line, source line)
+    │   │   ├── PipelineEncodingError (UnicodeError)  it is not UTF-8
+    │   │   └── PipelineClassError                  zero or several DiffusionPipeline subclasses
     │   ├── RequirementsError (ImportError)         declared or imported packages are missing
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
     │   └── PipelineImportError (ImportError)       importing the verified file failed
@@ -356,23 +359,120 @@ class PipelineNotFoundError(CustomPipelineError, LookupError):
 
 
 class InvalidPipelineNameError(CustomPipelineError, ValueError):
-    pass
+    """A ``custom_pipeline`` name or ``custom_revision`` that could escape where it belongs."""
+
+    def __init__(self, value: str, reason: str, what: str = "custom_pipeline") -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{what} {value!r} is not valid: {reason}")
 
 
 class PipelineVerificationError(CustomPipelineError, ValueError):
     """A pipeline file failed verification; nothing of it ran."""
 
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"pipeline file {self.path} failed verification: {reason}")
+
+
+class PipelineSyntaxError(PipelineVerificationError):
+    """The pipeline file does not parse; names the file, the line and the source line."""
+
+    def __init__(self, path: str, line: int | None, source_line: str, detail: str) -> None:
+        self.line = line
+        self.source_line = source_line
+        self.detail = detail
+        where = f"line {line}" if line is not None else "an unknown line"
+        super().__init__(path, f"syntax error at {where}: {detail}\n    {source_line.strip()}")
+
+
+class PipelineEncodingError(PipelineVerificationError, UnicodeError):
+    """The pipeline file is not UTF-8 text."""
+
+    def __init__(self, path: str, position: int, detail: str) -> None:
+        self.position = position
+        PipelineVerificationError.__init__(
+            self, path, f"it is not UTF-8 text (byte {position}: {detail}); re-save it as UTF-8"
+        )
+
+
+class PipelineClassError(PipelineVerificationError):
+    """The file defines zero or several ``DiffusionPipeline`` subclasses (each with its line)."""
+
+    def __init__(self, path: str, found: Sequence[tuple[str, int]]) -> None:
+        self.found = list(found)
+        if not self.found:
+            reason = (
+                "it defines no subclass of pipeyard's DiffusionPipeline; define exactly one, e.g. "
+                "`from pipeyard import DiffusionPipeline` then `class MyPipeline(DiffusionPipeline)`"
+            )
+        else:
+            listed = ", ".join(f"{name} (line {line})" for name, line in self.found)
+            reason = (
+                f"it defines {len(self.found)} DiffusionPipeline subclasses: {listed}; a pipeline "
+                f"file must define exactly one. Move shared base classes into a sibling module "
+                f"and import them relatively (`from .base import MyBase`)"
+            )
+        super().__init__(path, reason)
+
 
 class RequirementsError(CustomPipelineError, ImportError):
-    """Packages a pipeline needs are not installed (or the wrong version)."""
+    """Packages a pipeline needs are not installed (or the wrong version).
+
+    Attributes:
+        path: the pipeline file.
+        unmet: one ``(requirement, what is installed)`` pair per unmet requirement.
+        install_command: a ready ``pip install ...`` line, or "" if pip cannot help.
+    """
+
+    def __init__(self, path: str, unmet: Sequence[tuple[str, str]], install_command: str, note: str = "") -> None:
+        self.path = str(path)
+        self.unmet = list(unmet)
+        self.install_command = install_command
+        listed = "; ".join(f"{req} ({found})" for req, found in self.unmet)
+        fix = f" Install them with: {install_command}" if install_command else ""
+        super().__init__(
+            f"pipeline file {self.path} needs what is not installed: {listed}.{fix}"
+            + (f" {note}" if note else "")
+        )
 
 
 class UntrustedCodeError(CustomPipelineError, PermissionError):
-    """The trust gate refused to run a pipeline file."""
+    """The trust gate refused to run a pipeline file; says what it is and how to allow it.
+
+    Attributes:
+        source: where the code comes from (e.g. ``Hub repo 'alice/pipe' at 'main'``).
+        commit: the resolved commit sha, or None where the source has none.
+        sha256: the content digest the trust store would record.
+        path: a local copy of the file, to read before trusting it.
+        reason: why it is not trusted.
+    """
+
+    def __init__(
+        self, source: str, commit: str | None, sha256: str, path: str, reason: str = ""
+    ) -> None:
+        self.source = source
+        self.commit = commit
+        self.sha256 = sha256
+        self.path = str(path)
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"refusing to run the code of {source}{why}: commit {commit or 'n/a'}, sha256 "
+            f"{sha256}. Read it first: {self.path}. To allow it, either pass "
+            f"trust_remote_code=True, or trust this exact content once with "
+            f"`pipeyard.trust.add({sha256!r})`"
+        )
 
 
 class PipelineImportError(CustomPipelineError, ImportError):
-    """Importing a verified pipeline file failed."""
+    """Importing a verified pipeline file failed, or it did not yield the class verified."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"importing pipeline file {self.path} failed: {reason}")
 
 
 # --------------------------------------------------------------------------- plugins
