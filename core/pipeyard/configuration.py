@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 #: Keys a config file carries about itself, never passed to ``__init__`` nor kept in memory.
 FILE_METADATA_KEYS = frozenset({"_class_name", "_diffusers_version", "_pipeyard_version"})
 
+#: In-memory keys that describe where an object came from, not what it is: never saved.
+_NOT_SAVED = frozenset({"_name_or_path"})
+
 T = TypeVar("T", bound="ConfigMixin")
 
 
@@ -272,7 +275,8 @@ class ConfigMixin:
         from . import __version__
 
         data = {"_class_name": type(self).__name__, "_pipeyard_version": __version__}
-        data.update(sorted(_jsonable(dict(self.config)).items()))
+        kept = {k: v for k, v in self.config.items() if k not in _NOT_SAVED}
+        data.update(sorted(_jsonable(kept).items()))
         return data
 
     @classmethod

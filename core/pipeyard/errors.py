@@ -45,6 +45,8 @@ change.
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
     │   └── PipelineImportError (ImportError)       importing the verified file failed
     └── PluginError                                 a plugin misbehaved at registration or call
+
+    PipeyardWarning (UserWarning)                   the category of every warning pipeyard emits
 """
 
 from __future__ import annotations
@@ -480,3 +482,7 @@ class PipelineImportError(CustomPipelineError, ImportError):
 
 class PluginError(PipeyardError):
     """A plugin failed to register or misbehaved in a hook."""
+
+
+class PipeyardWarning(UserWarning):
+    """Warnings pipeyard emits (a plugin skipped, a component missing but optional, ...)."""

@@ -1,0 +1,326 @@
+"""DiffusionPipeline: a named set of components, saved and loaded in diffusers' layout.
+
+A pipeline folder::
+
+    model_index.json      {"_class_name": ..., "<component>": [library, ClassName], ...}
+    unet/                 one subfolder per component, in that component's own format
+    scheduler/
+    ...
+
+``from_pretrained`` reads model_index.json, picks the pipeline class (the class it is called
+on; ``custom_pipeline``; or ``_class_name``), plans every component with
+:func:`~pipeyard.pipelines.components.plan_components` (all errors before any loading), then
+loads only the subfolders it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from .. import constants, errors, hub
+from ..configuration import ConfigMixin, read_json_file
+from . import components as comp
+
+logger = logging.getLogger(__name__)
+
+P = TypeVar("P", bound="DiffusionPipeline")
+PathLike = str | os.PathLike[str]
+
+
+class DiffusionPipeline(ConfigMixin):
+    """Base class of every pipeline, built-in or custom.
+
+    Subclasses take their components as named ``__init__`` parameters and call
+    :meth:`register_modules` with them; ``__call__`` runs the pipeline.
+
+    Example::
+
+        pipe = DiffusionPipeline.from_pretrained("google/ddpm-cifar10-32")
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        image = pipe(num_inference_steps=50).images[0]
+    """
+
+    config_name = constants.MODEL_INDEX_NAME
+    #: components that may be None / absent from a repository
+    _optional_components: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ components
+
+    def register_modules(self, **modules: Any) -> None:
+        """Record components as attributes and as ``[library, ClassName]`` config entries."""
+        for name, module in modules.items():
+            self.register_to_config(**{name: comp.component_entry(module)})
+            object.__setattr__(self, name, module)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Reassigning a component (pipe.scheduler = other) keeps model_index.json in step.
+        if name in self._component_names():
+            self.register_to_config(**{name: comp.component_entry(value)})
+        super().__setattr__(name, value)
+
+    def _component_names(self) -> list[str]:
+        config = self.__dict__.get("_internal_dict", {})
+        return [k for k, v in config.items() if not k.startswith("_") and comp.is_component_entry(v)]
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """Components by name, as passed to ``__init__`` (``None`` for absent optional ones)."""
+        return {name: getattr(self, name) for name in self._component_names()}
+
+    def _modules(self) -> Iterable[torch.nn.Module]:
+        return (c for c in self.components.values() if isinstance(c, torch.nn.Module))
+
+    # ------------------------------------------------------------------ devices and dtypes
+
+    def to(self: P, *args: Any, **kwargs: Any) -> P:
+        """Move every torch component: ``to("cuda")``, ``to(torch.float16)``, ``to(device, dtype)``."""
+        for module in self._modules():
+            module.to(*args, **kwargs)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the first torch component (CPU when there is none)."""
+        for module in self._modules():
+            for tensor in module.parameters():
+                return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the first torch component."""
+        for module in self._modules():
+            for tensor in module.parameters():
+                if tensor.is_floating_point():
+                    return tensor.dtype
+        return torch.float32
+
+    # ------------------------------------------------------------------ helpers for __call__
+
+    def progress_bar(self, iterable: Iterable[Any] | None = None, total: int | None = None) -> Any:
+        """A tqdm bar over ``iterable`` (or of ``total`` steps) honouring :meth:`set_progress_bar_config`."""
+        from tqdm.auto import tqdm
+
+        config = self.__dict__.get("_progress_bar_config", {})
+        if iterable is None and total is None:
+            raise ValueError("progress_bar needs an iterable or a total")
+        return tqdm(iterable, total=total, **config) if iterable is not None else tqdm(total=total, **config)
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """Options for every later progress bar, passed to tqdm (e.g. ``disable=True``, ``desc=``)."""
+        object.__setattr__(self, "_progress_bar_config", dict(kwargs))
+
+    @staticmethod
+    def numpy_to_pil(images: np.ndarray) -> list[Any]:
+        """``(batch, h, w, c)`` floats in [0, 1] -> a list of PIL images."""
+        from PIL import Image
+
+        if images.ndim == 3:
+            images = images[None, ...]
+        pixels = (images * 255).round().astype("uint8")
+        if pixels.shape[-1] == 1:
+            return [Image.fromarray(p.squeeze(-1), mode="L") for p in pixels]
+        return [Image.fromarray(p) for p in pixels]
+
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """Compute attention in slices to lower peak memory (``"auto"``, ``"max"`` or an int)."""
+        for component in self.components.values():
+            if hasattr(component, "set_attention_slice"):
+                component.set_attention_slice(slice_size)
+
+    def disable_attention_slicing(self) -> None:
+        """Compute attention in one step again."""
+        self.enable_attention_slicing(None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {json.dumps(self.config_to_save(), indent=2, default=str)}"
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(
+        self, save_directory: PathLike, safe_serialization: bool = True, variant: str | None = None, **_: Any
+    ) -> None:
+        """Write model_index.json and each component into its subfolder.
+
+        The folder is built next to the target and swapped in at the end, so an interrupted
+        save leaves the previous content (or nothing) rather than a half-written pipeline.
+        """
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            self.save_config(staging)
+            for name, component in self.components.items():
+                if component is not None:
+                    _save_component(component, staging / name, safe_serialization, variant)
+            _swap_in(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls: type[P],
+        pretrained_model_name_or_path: PathLike,
+        *,
+        custom_pipeline: str | None = None,
+        custom_revision: str | None = None,
+        trust_remote_code: bool = False,
+        torch_dtype: Any = None,
+        variant: str | None = None,
+        use_safetensors: bool | None = None,
+        device: Any = None,
+        low_cpu_mem_usage: bool = True,
+        revision: str | None = None,
+        cache_dir: PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | None = None,
+        **components: Any,
+    ) -> P:
+        """Load a pipeline from a local folder or a Hub repo in diffusers' layout.
+
+        Args:
+            pretrained_model_name_or_path: folder or Hub repo id holding model_index.json.
+            custom_pipeline: a custom pipeline (community name, local file or folder, Hub repo
+                id, or installed entry point) whose class is built instead.
+            custom_revision: revision of a remote ``custom_pipeline``.
+            trust_remote_code: allow running remote code that is not otherwise trusted.
+            torch_dtype: one dtype, or a dict per component with a ``"default"`` key.
+            **components: objects to use instead of loading (``scheduler=...``), or ``None``
+                to skip an optional component.
+
+        Raises:
+            UnexpectedArgumentError, MissingComponentError, ComponentTypeError,
+            UnknownComponentClassError: before anything is loaded.
+        """
+        source = hub.open_source(
+            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+            local_files_only=local_files_only, token=token,
+        )
+        model_index = _read_model_index(source)
+        pipeline_cls = cls._choose_class(model_index, source, custom_pipeline, custom_revision, trust_remote_code)
+        plan = comp.plan_components(pipeline_cls, model_index, components)
+        classes = {
+            name: comp.resolve_component_class(library, class_name, name)
+            for name, (library, class_name) in plan.to_load.items()
+        }
+        options = comp.LoadOptions(torch_dtype, variant, use_safetensors, device, low_cpu_mem_usage)
+        from .loading import load_component
+
+        loaded = {name: load_component(name, classes[name], source, options) for name in plan.to_load}
+        pipeline = pipeline_cls(**plan.values, **plan.passed, **loaded)
+        pipeline.register_to_config(_name_or_path=os.fspath(pretrained_model_name_or_path))
+        from .. import plugins
+
+        plugins.pipeline_loaded(pipeline)
+        return pipeline
+
+    @classmethod
+    def _choose_class(
+        cls,
+        model_index: dict[str, Any],
+        source: hub.FileSource,
+        custom_pipeline: str | None,
+        custom_revision: str | None,
+        trust_remote_code: bool,
+    ) -> type:
+        """The class to build: a custom pipeline, the class called, or model_index's ``_class_name``."""
+        class_name = model_index.get("_class_name")
+        embedded = class_name if comp.is_component_entry(class_name) else None
+        if custom_pipeline is not None or embedded is not None:
+            from ..host import load_pipeline_class
+
+            return load_pipeline_class(
+                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code,
+                pretrained=source, embedded_class=embedded,
+            )
+        if cls is not DiffusionPipeline:
+            return cls
+        return _builtin_pipeline_class(class_name, source.location)
+
+    @classmethod
+    def from_pipe(cls: type[P], pipeline: DiffusionPipeline, **overrides: Any) -> P:
+        """A pipeline of this class reusing ``pipeline``'s component objects (no copies).
+
+        Components the new class does not take are left out; ``overrides`` replace or add
+        components and must be parameters of this class.
+        """
+        target = cls if cls is not DiffusionPipeline else type(pipeline)
+        expected = comp.expected_components(target)
+        reused = {k: v for k, v in pipeline.components.items() if k in expected}
+        settings = {k: v for k, v in pipeline.config.items() if k in expected and not comp.is_component_entry(v)}
+        plan = comp.plan_components(target, settings, {**reused, **overrides})
+        return target(**plan.values, **plan.passed)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _read_model_index(source: hub.FileSource) -> dict[str, Any]:
+    if constants.MODEL_INDEX_NAME not in source.files:
+        raise errors.EntryNotFoundError(
+            source.location, constants.MODEL_INDEX_NAME, source.commit,
+            hint="a pipeline folder needs model_index.json; to load a single model use its "
+            "class's from_pretrained (e.g. UNet2DModel.from_pretrained)",
+        )
+    root = source.fetch([constants.MODEL_INDEX_NAME])
+    return read_json_file(root / constants.MODEL_INDEX_NAME)
+
+
+def _builtin_pipeline_class(class_name: Any, location: str) -> type:
+    import pipeyard
+
+    value = getattr(pipeyard, class_name, None) if isinstance(class_name, str) and class_name in pipeyard._LAZY_NAMES else None
+    if isinstance(value, type) and issubclass(value, DiffusionPipeline):
+        return value
+    known = sorted(
+        name for name, module in pipeyard._LAZY_NAMES.items()
+        if module.startswith("pipelines.") and name.endswith("Pipeline") and name != "DiffusionPipeline"
+    )
+    raise errors.PipelineNotFoundError(
+        str(class_name),
+        [f"model_index.json of {location} names _class_name {class_name!r}, which is not a pipeyard "
+         f"pipeline (built-in: {', '.join(known) or 'none'}); pass custom_pipeline=... or call "
+         f"from_pretrained on the pipeline class you want"],
+    )
+
+
+def _save_component(component: Any, folder: Path, safe_serialization: bool, variant: str | None) -> None:
+    from ..modeling import ModelMixin
+
+    if isinstance(component, ModelMixin):
+        component.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
+    elif hasattr(component, "save_pretrained"):
+        component.save_pretrained(folder)
+    else:
+        raise errors.ComponentError(
+            f"cannot save component {folder.name!r}: a {type(component).__name__} has no save_pretrained()"
+        )
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with two renames (old content removed afterwards)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    if not target.is_dir():
+        raise errors.PipeyardError(f"cannot save a pipeline to {target}: it is a file, not a folder")
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

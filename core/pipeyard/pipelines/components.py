@@ -1,0 +1,234 @@
+"""Pipeline components: which classes model_index.json names, which a pipeline expects, and
+how each is loaded or injected.
+
+A diffusers-format ``model_index.json`` names each component as ``[library, ClassName]``::
+
+    {"_class_name": "StableDiffusionPipeline",
+     "unet": ["diffusers", "UNet2DConditionModel"],
+     "text_encoder": ["transformers", "CLIPTextModel"],
+     "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+     "requires_safety_checker": true}
+
+:func:`resolve_component_class` is the single place that turns such a pair into a class:
+installed plugins first, then pipeyard's own classes (for ``pipeyard``, ``diffusers`` and the
+diffusers pipeline modules that hold model classes), then transformers.
+
+:func:`plan_components` applies the injection rules for a pipeline class: for each
+``__init__`` parameter the caller's keyword wins, else the model_index entry is loaded from its
+subfolder, else the parameter's default. Every error (unknown keywords, missing components,
+wrong types) is raised before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import errors
+from ..configuration import init_signature
+
+logger = logging.getLogger(__name__)
+
+#: diffusers pipeline modules whose model_index entries name classes pipeyard provides.
+DIFFUSERS_PIPELINE_MODULES = frozenset(
+    {"stable_diffusion", "stable_diffusion_safe", "ddpm", "ddim", "pndm", "latent_diffusion"}
+)
+#: transformers classes that were renamed; old repos still name the old class.
+TRANSFORMERS_RENAMES = {"CLIPFeatureExtractor": "CLIPImageProcessor"}
+#: Keywords of ``from_pretrained`` that are loading options, not components.
+LOADING_OPTIONS = (
+    "torch_dtype", "variant", "use_safetensors", "revision", "cache_dir", "local_files_only",
+    "token", "device", "low_cpu_mem_usage", "custom_pipeline", "custom_revision", "trust_remote_code",
+)
+
+
+def is_component_entry(value: Any) -> bool:
+    """True for a model_index ``[library, ClassName]`` pair (``[None, None]`` included)."""
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        v is None or isinstance(v, str) for v in value
+    )
+
+
+def loadable_libraries() -> list[str]:
+    """The library names a model_index entry may use, plugin-provided ones included."""
+    from .. import plugins
+
+    return sorted({"pipeyard", "diffusers", "transformers", *DIFFUSERS_PIPELINE_MODULES, *plugins.extra_libraries()})
+
+
+def resolve_component_class(library: str, class_name: str, component: str = "?") -> type:
+    """The class a model_index ``[library, ClassName]`` entry stands for.
+
+    Raises:
+        UnknownComponentClassError: nothing can load this pair; names the component and the
+            loadable libraries.
+    """
+    from .. import plugins
+
+    found = plugins.resolve_component_class(library, class_name)
+    if found is not None:
+        return found
+    if library in ("pipeyard", "diffusers") or library in DIFFUSERS_PIPELINE_MODULES:
+        found = _pipeyard_class(class_name)
+    elif library == "transformers":
+        found = _transformers_class(class_name)
+    if found is None:
+        raise errors.UnknownComponentClassError(component, library, class_name, loadable_libraries())
+    return found
+
+
+def _pipeyard_class(class_name: str) -> type | None:
+    import pipeyard
+
+    if class_name not in pipeyard._LAZY_NAMES:
+        return None
+    value = getattr(pipeyard, class_name)
+    return value if isinstance(value, type) else None
+
+
+def _transformers_class(class_name: str) -> type | None:
+    import transformers
+
+    value = getattr(transformers, TRANSFORMERS_RENAMES.get(class_name, class_name), None)
+    return value if isinstance(value, type) else None
+
+
+def component_entry(obj: Any) -> list[str | None]:
+    """The ``[library, ClassName]`` pair that records ``obj`` in model_index.json."""
+    if obj is None:
+        return [None, None]
+    cls = type(obj)
+    return [cls.__module__.split(".")[0], cls.__name__]
+
+
+# ---------------------------------------------------------------------- expected components
+
+
+def expected_components(pipeline_cls: type) -> dict[str, inspect.Parameter]:
+    """The named ``__init__`` parameters of a pipeline class: its components and options.
+
+    Raises:
+        ComponentError: the ``__init__`` takes ``*args`` (components must be named).
+    """
+    params = list(init_signature(pipeline_cls).parameters.values())[1:]
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise errors.ComponentError(
+                f"{pipeline_cls.__name__}.__init__ takes *{p.name}: pipeline components must be named "
+                f"parameters (e.g. def __init__(self, unet, scheduler)) so they can be loaded by name"
+            )
+    return {p.name: p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def optional_component_names(pipeline_cls: type) -> set[str]:
+    """Components that may be missing: ``_optional_components`` and parameters defaulting to None."""
+    params = expected_components(pipeline_cls)
+    names = set(getattr(pipeline_cls, "_optional_components", ()))
+    return names | {n for n, p in params.items() if p.default is None}
+
+
+def _annotation_type(pipeline_cls: type, name: str) -> type | None:
+    """The class a parameter is annotated with, when it is a plain class (Optional[X] -> X)."""
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(pipeline_cls.__init__))
+    except Exception:  # an annotation naming something not importable here: no check
+        return None
+    hint = hints.get(name)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) else [hint]
+    if len(args) == 1 and isinstance(args[0], type) and args[0] is not typing.Any:
+        return args[0]
+    return None
+
+
+# ---------------------------------------------------------------------- the plan
+
+
+@dataclass
+class LoadOptions:
+    """How components that are *loaded* (not passed in) are read."""
+
+    torch_dtype: Any = None
+    variant: str | None = None
+    use_safetensors: bool | None = None
+    device: Any = None
+    low_cpu_mem_usage: bool = True
+
+    def dtype_for(self, component: str) -> Any:
+        """One dtype for all, or a per-component mapping with a ``"default"`` key."""
+        if isinstance(self.torch_dtype, Mapping):
+            return self.torch_dtype.get(component, self.torch_dtype.get("default"))
+        return self.torch_dtype
+
+
+@dataclass
+class ComponentPlan:
+    """What ``from_pretrained`` will do for each ``__init__`` parameter of a pipeline class."""
+
+    pipeline_cls: type
+    passed: dict[str, Any] = field(default_factory=dict)
+    to_load: dict[str, tuple[str, str]] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def plan_components(pipeline_cls: type, model_index: Mapping[str, Any], passed: Mapping[str, Any]) -> ComponentPlan:
+    """Decide, for every parameter of ``pipeline_cls``, where its value comes from.
+
+    Raises:
+        UnexpectedArgumentError: a keyword that is neither a parameter nor a loading option.
+        ComponentTypeError: a passed object contradicting the parameter's annotation.
+        MissingComponentError: required components nobody supplies, all listed at once.
+    """
+    expected = expected_components(pipeline_cls)
+    _reject_unknown(pipeline_cls, expected, passed)
+    optional = optional_component_names(pipeline_cls)
+    plan = ComponentPlan(pipeline_cls)
+    missing: list[tuple[str, str]] = []
+    for name, param in expected.items():
+        entry = model_index.get(name)
+        if name in passed:
+            _check_type(pipeline_cls, name, passed[name])
+            plan.passed[name] = passed[name]
+        elif is_component_entry(entry) and entry[0] is not None:
+            plan.to_load[name] = (entry[0], entry[1])
+        elif name in model_index and not is_component_entry(entry):
+            plan.values[name] = entry  # a plain config value such as requires_safety_checker
+        elif param.default is not inspect.Parameter.empty:
+            plan.values[name] = param.default
+        elif name in optional or (is_component_entry(entry) and entry[0] is None):
+            plan.values[name] = None
+        else:
+            missing.append((name, _describe_expected(pipeline_cls, name, entry)))
+    if missing:
+        raise errors.MissingComponentError(pipeline_cls.__name__, missing)
+    return plan
+
+
+def _reject_unknown(pipeline_cls: type, expected: Mapping[str, Any], passed: Mapping[str, Any]) -> None:
+    unknown = [k for k in passed if k not in expected]
+    if not unknown:
+        return
+    choices = [*expected, *LOADING_OPTIONS]
+    suggestions = {k: difflib.get_close_matches(k, choices, n=2, cutoff=0.6) for k in unknown}
+    raise errors.UnexpectedArgumentError(pipeline_cls.__name__, unknown, suggestions)
+
+
+def _check_type(pipeline_cls: type, name: str, value: Any) -> None:
+    if value is None:
+        return
+    expected = _annotation_type(pipeline_cls, name)
+    if expected is not None and not isinstance(value, expected):
+        raise errors.ComponentTypeError(name, expected.__name__, type(value).__name__)
+
+
+def _describe_expected(pipeline_cls: type, name: str, entry: Any) -> str:
+    annotated = _annotation_type(pipeline_cls, name)
+    if annotated is not None:
+        return annotated.__name__
+    if is_component_entry(entry) and entry[1]:
+        return str(entry[1])
+    return "an object (no annotation)"
