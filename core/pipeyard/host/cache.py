@@ -1,0 +1,182 @@
+"""Step 3: the content-addressed module store and the resolution records.
+
+Layout under ``PIPEYARD_HOME`` (read at call time)::
+
+    modules/
+      <digest>/                 one pipeline package, named by its content
+        pipeline.py             the pipeline file, under its own name
+        helpers/util.py         sibling modules it imports relatively, same relative paths
+        MANIFEST.json           {"main": ..., "files": {path: sha256}}; written last
+    records/
+      <sha256 of key>.json      source + revision -> commit + digest (Hub, GitHub)
+    locks/
+      <digest>.lock             one filelock per package being written
+
+The digest of a single-file package is the file's sha256 (what ``sha256sum`` prints); with
+siblings it is the sha256 of the manifest lines ``<sha256>  <path>``, sorted. Because the
+folder name is the content, two different ``pipeline.py`` files never collide (diffusers
+#3761), and an edited file is a new package. A package whose manifest exists is complete:
+files are written to a temporary name then ``os.replace``-d, the manifest last, under a lock,
+so concurrent processes filling an empty cache all succeed. On read every file is re-hashed
+against the manifest, so a file edited inside the cache is refused rather than run.
+
+A resolution record lets a warm load of a remote pipeline make no network request at all, and
+lets offline mode (diffusers #7946, #5300) work: it maps ``(source, revision)`` to the commit
+and digest seen when it was first fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import constants, errors
+
+MANIFEST_NAME = "MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class StoredPackage:
+    """A complete package in the module store.
+
+    Attributes:
+        digest: its content digest (the folder name).
+        root: the folder.
+        main: package-relative path of the pipeline file.
+        files: package-relative path -> sha256 of every file.
+    """
+
+    digest: str
+    root: Path
+    main: str
+    files: Mapping[str, str]
+
+    @property
+    def main_path(self) -> Path:
+        return self.root.joinpath(*self.main.split("/"))
+
+    def read_all(self) -> dict[str, bytes]:
+        """Every file's bytes (used to verify a package loaded from the store)."""
+        return {name: self.root.joinpath(*name.split("/")).read_bytes() for name in self.files}
+
+
+@dataclass(frozen=True)
+class ResolutionRecord:
+    """What a remote source at a revision resolved to, the first time it was fetched."""
+
+    commit: str | None
+    digest: str
+    origin: str
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def package_digest(hashes: Mapping[str, str]) -> str:
+    """The digest of a package from its files' sha256 (see the module docstring)."""
+    if len(hashes) == 1:
+        return next(iter(hashes.values()))
+    manifest = "".join(f"{hashes[name]}  {name}\n" for name in sorted(hashes))
+    return sha256(manifest.encode())
+
+
+def modules_dir() -> Path:
+    return constants.pipeyard_home() / "modules"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a unique temp file in the same folder, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with_suppressed_unlink(temp)
+        raise
+
+
+def with_suppressed_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _lock(name: str):
+    from filelock import FileLock
+
+    locks = constants.pipeyard_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{name}.lock"), timeout=max(60.0, constants.network_timeout()))
+
+
+def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:
+    """Put a package in the store (once per digest); return where it lies."""
+    hashes = {name: sha256(data) for name, data in files.items()}
+    digest = package_digest(hashes)
+    stored = load_package(digest, check=False)
+    if stored is not None:
+        return stored
+    root = modules_dir() / digest
+    with _lock(digest):
+        if (root / MANIFEST_NAME).is_file():  # another process finished while we waited
+            return _read_manifest(digest, root)
+        for name, data in files.items():
+            _atomic_write(root.joinpath(*name.split("/")), data)
+        manifest = {"main": main, "files": dict(sorted(hashes.items()))}
+        _atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    return StoredPackage(digest, root, main, hashes)
+
+
+def _read_manifest(digest: str, root: Path) -> StoredPackage:
+    data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    return StoredPackage(digest, root, data["main"], data["files"])
+
+
+def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
+    """The stored package ``digest``, or None when it is not (completely) stored.
+
+    With ``check``, every file is re-hashed; a mismatch raises
+    :class:`~pipeyard.errors.PipelineVerificationError` (the cache was edited by hand).
+    """
+    root = modules_dir() / digest
+    if not (root / MANIFEST_NAME).is_file():
+        return None
+    stored = _read_manifest(digest, root)
+    if check:
+        actual = {name: sha256(data) for name, data in stored.read_all().items()}
+        if actual != dict(stored.files) or package_digest(actual) != digest:
+            raise errors.PipelineVerificationError(
+                str(root), "the cached files no longer match their digest; delete this folder and load again"
+            )
+    return stored
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _record_path(key: str) -> Path:
+    return constants.pipeyard_home() / "records" / f"{sha256(key.encode())}.json"
+
+
+def read_record(key: str) -> ResolutionRecord | None:
+    """The resolution record stored for ``key``, or None."""
+    try:
+        data = json.loads(_record_path(key).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return ResolutionRecord(data.get("commit"), data["digest"], data.get("origin", ""))
+
+
+def write_record(key: str, record: ResolutionRecord) -> None:
+    """Store the resolution of ``key`` (atomic; the last writer wins, all write the same)."""
+    data = {"key": key, "commit": record.commit, "digest": record.digest, "origin": record.origin}
+    _atomic_write(_record_path(key), json.dumps(data, indent=1).encode())

@@ -1,0 +1,257 @@
+"""Step 2: read a :class:`~pipeyard.host.resolve.Source`'s pipeline file and its sibling modules.
+
+A source becomes a :class:`FetchedPackage`: the bytes of the pipeline file and of every module
+it imports relatively (``from .x import y``, ``from . import x``, ``from ..a.b import c``, at
+any depth), all from the same place and, for remote sources, the same commit. Nothing is
+executed; relative imports are found with :mod:`ast`.
+
+Only this module and :mod:`pipeyard.hub` touch the network. Hub files go through ``hub.py``;
+GitHub community files are plain HTTP GETs of a raw-file URL template, with the timeout of
+``PIPEYARD_TIMEOUT``. Offline mode is checked before any request.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.machinery
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .. import constants, errors
+from .resolve import Source, SourceKind
+from .verify import candidate_files, relative_imports
+
+#: Reads one package-relative file; None when the source has no such file.
+Reader = Callable[[str], Optional[bytes]]
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class FetchedPackage:
+    """A pipeline file and its relatively imported siblings, as bytes.
+
+    Attributes:
+        files: package-relative path -> content; ``main`` is among them.
+        main: the pipeline file's package-relative path.
+        commit: the commit the files come from (Hub: always; GitHub: when a sha was asked).
+        origin: where a reader can look (a folder, a URL) for messages.
+    """
+
+    files: dict[str, bytes]
+    main: str
+    commit: str | None = None
+    origin: str = ""
+
+
+# --------------------------------------------------------------------------- package walk
+
+
+def _imports_of(name: str, data: bytes) -> list[str]:
+    """Candidate sibling files of one module; none when it does not parse (verify says why)."""
+    try:
+        tree = ast.parse(data.decode("utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    candidates: list[str] = []
+    for level, module, names in relative_imports(tree):
+        candidates.extend(candidate_files(name, level, module, names))
+    return candidates
+
+
+def collect_package(main: str, read: Reader) -> dict[str, bytes]:
+    """The pipeline file plus every module reachable from it by relative imports.
+
+    Raises:
+        EntryNotFoundError: the pipeline file itself is missing.
+    """
+    data = read(main)
+    if data is None:
+        raise errors.EntryNotFoundError("the pipeline source", main)
+    files = {main: data}
+    queue = [main]
+    while queue:
+        current = queue.pop()
+        for candidate in _imports_of(current, files[current]):
+            if candidate in files:
+                continue
+            content = read(candidate)
+            if content is not None:
+                files[candidate] = content
+                queue.append(candidate)
+    return files
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def folder_reader(root: str | os.PathLike[str]) -> Reader:
+    """Read package-relative files from a local folder."""
+    base = Path(root)
+
+    def read(name: str) -> bytes | None:
+        path = base.joinpath(*name.split("/"))
+        return path.read_bytes() if path.is_file() else None
+
+    return read
+
+
+def community_url(revision: str, name: str) -> str:
+    """The raw-file URL of ``community/<name>`` at ``revision``.
+
+    From ``PIPEYARD_COMMUNITY_URL`` (``{revision}`` and ``{name}`` fields), else derived from the
+    ``Repository`` URL in pipeyard's installed metadata (``[project.urls]``).
+    """
+    template = constants.community_url_template() or _default_community_template()
+    return template.format(revision=revision, name=name)
+
+
+def _default_community_template() -> str:
+    import importlib_metadata
+
+    for entry in importlib_metadata.metadata("pipeyard").get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository" and "github.com/" in url:
+            owner_repo = url.strip().split("github.com/", 1)[1].strip("/")
+            return f"https://raw.githubusercontent.com/{owner_repo}/{{revision}}/community/{{name}}"
+    raise errors.CustomPipelineError(
+        "cannot tell where community pipelines live: set PIPEYARD_COMMUNITY_URL to a URL template "
+        "with {revision} and {name} fields"
+    )
+
+
+def http_get(url: str) -> bytes | None:
+    """GET ``url`` with pipeyard's timeout; None on 404, an error for anything else."""
+    if constants.is_offline():
+        raise errors.OfflineError(url)
+    try:
+        with urllib.request.urlopen(url, timeout=constants.network_timeout()) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise errors.CustomPipelineError(f"GET {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise errors.OfflineError(url, f"the server was not reached ({reason})") from None
+
+
+def github_reader(revision: str) -> Reader:
+    """Read community files at ``revision`` from the raw-file URL template."""
+    return lambda name: http_get(community_url(revision, name))
+
+
+def hub_reader(repo_id: str, commit: str, files: tuple[str, ...], **options: object) -> Reader:
+    """Read files of a Hub repo at one commit (only those its listing holds)."""
+    from .. import hub
+
+    listed = frozenset(files)
+
+    def read(name: str) -> bytes | None:
+        if name not in listed:
+            return None
+        return hub.download_file(repo_id, name, revision=commit, **options).read_bytes()  # type: ignore[arg-type]
+
+    return read
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def locate_module_file(module: str) -> Path:
+    """The file of an installed module, found without importing it or its parents."""
+    path: list[str] | None = None
+    spec = None
+    for part_index, part in enumerate(module.split(".")):
+        name = ".".join(module.split(".")[: part_index + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            raise errors.PipelineImportError(module, f"no installed module {name!r}")
+        path = list(spec.submodule_search_locations or [])
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise errors.PipelineImportError(module, "the entry point does not name a Python source file")
+    return Path(spec.origin)
+
+
+def _fetch_hub(source: Source, options: dict[str, object]) -> FetchedPackage:
+    from .. import hub
+
+    listing = hub.repo_listing(source.location, revision=source.revision, **options)  # type: ignore[arg-type]
+    if source.filename not in listing.files:
+        raise errors.EntryNotFoundError(source.location, source.filename, source.revision)
+    read = hub_reader(source.location, listing.commit, listing.files, **options)
+    origin = f"{source.location}@{listing.commit}"
+    return FetchedPackage(collect_package(source.filename, read), source.filename, listing.commit, origin)
+
+
+def _fetch_github(source: Source) -> FetchedPackage:
+    assert source.revision is not None
+    read = github_reader(source.revision)
+    url = community_url(source.revision, source.filename)
+    if (main := read(source.filename)) is None:
+        raise errors.PipelineNotFoundError(
+            source.location, [f"community pipeline {source.filename!r} at {source.revision!r}: {url} answered 404"]
+        )
+    cached = {source.filename: main}
+    files = collect_package(source.filename, lambda n: cached[n] if n in cached else read(n))
+    commit = source.revision if _FULL_SHA.match(source.revision) else None
+    return FetchedPackage(files, source.filename, commit, url)
+
+
+def _fetch_local(source: Source, root: str) -> FetchedPackage:
+    files = collect_package(source.filename, folder_reader(root))
+    return FetchedPackage(files, source.filename, None, root)
+
+
+def _fetch_entry_point(source: Source) -> FetchedPackage:
+    module = source.location.partition(":")[0].strip()
+    path = locate_module_file(module)
+    return FetchedPackage({path.name: path.read_bytes()}, path.name, None, str(path.parent))
+
+
+def fetch_package(source: Source, **options: object) -> FetchedPackage:
+    """Read a source's pipeline file and siblings (network only for Hub and GitHub sources).
+
+    Args:
+        options: ``token``, ``cache_dir``, ``local_files_only`` for Hub sources.
+
+    Raises:
+        EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError,
+        OfflineError, PipelineNotFoundError (GitHub 404).
+    """
+    from .._bundled import bundled_dir
+
+    if source.kind in (SourceKind.LOCAL_FILE, SourceKind.LOCAL_FOLDER):
+        return _fetch_local(source, source.location)
+    if source.kind is SourceKind.BUNDLED:
+        return _fetch_local(source, str(bundled_dir("community")))
+    if source.kind is SourceKind.ENTRY_POINT:
+        return _fetch_entry_point(source)
+    if source.kind is SourceKind.GITHUB:
+        return _fetch_github(source)
+    if source.kind is SourceKind.EMBEDDED and os.path.isdir(source.location):
+        return _fetch_local(source, source.location)
+    return _fetch_hub(source, options)
+
+
+def fetch_from_file_source(file_source: object, filename: str) -> FetchedPackage:
+    """Read a module embedded in a model repo already opened by :func:`pipeyard.hub.open_source`.
+
+    The repo is the same listing, at the same commit, that the caller read model_index.json
+    from, so the module cannot come from another revision than the weights.
+    """
+    has = getattr(file_source, "has")
+    fetch = getattr(file_source, "fetch")
+
+    def read(name: str) -> bytes | None:
+        return fetch([name]).joinpath(*name.split("/")).read_bytes() if has(name) else None
+
+    commit = getattr(file_source, "commit", None)
+    origin = f"{getattr(file_source, 'location', '?')}" + (f"@{commit}" if commit else "")
+    return FetchedPackage(collect_package(filename, read), filename, commit, origin)

@@ -1,0 +1,245 @@
+"""Step 1: turn a ``custom_pipeline`` value into a :class:`Source`, without any network.
+
+The value is matched against the sources below, in this order; the first that matches wins and
+a value that matches none raises one :class:`~pipeyard.errors.PipelineNotFoundError` listing
+every attempt:
+
+1. ``LOCAL_FILE``    an existing ``.py`` file
+2. ``LOCAL_FOLDER``  an existing folder holding ``pipeline.py``
+3. ``ENTRY_POINT``   a name an installed distribution registers under ``pipeyard.pipelines``
+4. ``BUNDLED``       a community name shipped in ``community/`` (``GITHUB`` with a revision)
+5. ``HUB``           a Hub repo id ``owner/name``, its ``pipeline.py``
+
+and, with no ``custom_pipeline`` at all, ``EMBEDDED``: the ``[module_file, ClassName]`` pair of
+a repo's ``model_index.json``, fetched from that repo. Whether a Hub repo or a GitHub revision
+exists is only known when fetching (:mod:`pipeyard.host.fetch`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+
+#: Entry-point group under which distributions register pipelines (``name = "module:Class"``).
+ENTRY_POINT_GROUP = "pipeyard.pipelines"
+
+#: The file a folder or Hub repo must hold.
+PIPELINE_FILENAME = "pipeline.py"
+
+_SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+_MODULE_FILE = re.compile(r"^([A-Za-z_]\w*/)*[A-Za-z_]\w*(\.py)?$")
+
+
+class SourceKind(str, enum.Enum):
+    """Where pipeline code comes from; the trust gate decides by kind first."""
+
+    LOCAL_FILE = "local file"
+    LOCAL_FOLDER = "local folder"
+    ENTRY_POINT = "entry point"
+    BUNDLED = "bundled community pipeline"
+    GITHUB = "community pipeline from GitHub"
+    HUB = "Hub repo"
+    EMBEDDED = "pipeline module of model repo"
+
+    @property
+    def is_remote(self) -> bool:
+        """True for sources read over the network (Hub, GitHub, a Hub model repo)."""
+        return self in (SourceKind.GITHUB, SourceKind.HUB) or self is SourceKind.EMBEDDED
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved place holding one pipeline file.
+
+    Attributes:
+        kind: which of the sources matched.
+        location: a folder path, an entry point value, a community name or a repo id.
+        filename: the pipeline file, relative to ``location`` (``pipeline.py``, ``x.py``).
+        revision: the revision asked for (Hub/GitHub/embedded from a Hub repo), else None.
+        class_name: the class to take, when the source says (entry point, model_index).
+    """
+
+    kind: SourceKind
+    location: str
+    filename: str
+    revision: str | None = None
+    class_name: str | None = None
+
+    def describe(self) -> str:
+        """A short human description for messages, e.g. ``Hub repo 'a/b' at 'main'``."""
+        at = f" at {self.revision!r}" if self.revision else ""
+        if self.kind in (SourceKind.LOCAL_FILE, SourceKind.LOCAL_FOLDER):
+            return f"{self.kind.value} {os.path.join(self.location, self.filename)!r}"
+        if self.kind is SourceKind.EMBEDDED:
+            return f"{self.kind.value} {self.location!r} ({self.filename}){at}"
+        return f"{self.kind.value} {self.location!r}{at}"
+
+    def record_key(self) -> str:
+        """The key of this source's resolution record (remote sources only)."""
+        return json.dumps([self.kind.name, self.location, self.filename, self.revision or ""])
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_revision(revision: str | None) -> None:
+    """Refuse revisions that could be used as a path (separators other than ``/``, ``..``)."""
+    if revision is None:
+        return
+    if not revision or revision != revision.strip() or "\\" in revision or "\x00" in revision:
+        raise errors.InvalidPipelineNameError(revision, "not a branch, tag or commit", "custom_revision")
+    if ".." in revision or revision.startswith("/") or os.path.isabs(revision):
+        raise errors.InvalidPipelineNameError(revision, "must not contain '..' or start with '/'", "custom_revision")
+
+
+def _validate_name(name: str) -> None:
+    if ".." in name.split("/") or ".." in name:
+        raise errors.InvalidPipelineNameError(name, "'..' is not allowed in a pipeline name")
+    if "\x00" in name or "\\" in name:
+        raise errors.InvalidPipelineNameError(name, "contains a NUL byte or a backslash")
+
+
+def _looks_like_path(value: str) -> bool:
+    """Values that can only mean a local path (so no registry or Hub lookup is tried)."""
+    return (
+        value.startswith(("/", "./", "../", "~", ".\\"))
+        or os.path.isabs(value)
+        or value.endswith(".py")
+        or value.count("/") > 1
+    )
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def installed_environment_key() -> tuple[tuple[str, int], ...]:
+    """Changes whenever a distribution may have been installed or removed on ``sys.path``.
+
+    Installing or removing a distribution adds or removes a ``*.dist-info`` folder, which
+    changes its parent folder's mtime; so answers derived from installed metadata can be
+    memoized on this key (a full metadata scan costs ~10 ms, this a few stat calls).
+    """
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, -1))
+    return tuple(key)
+
+
+@lru_cache(maxsize=8)
+def _entry_points(environment: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    import importlib_metadata
+
+    found: dict[str, str] = {}
+    for entry_point in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry_point.name, entry_point.value)
+    return found
+
+
+def entry_point_value(name: str) -> str | None:
+    """``module:Class`` registered for ``name`` in the entry-point group, or None."""
+    return _entry_points(installed_environment_key()).get(name)
+
+
+@lru_cache(maxsize=4)
+def _registry_cached(path: str, mtime_ns: int) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {entry["name"]: entry for entry in data.get("pipelines", [])}
+
+
+def bundled_registry() -> dict[str, Any]:
+    """Name -> entry of the bundled ``registry/index.json`` (re-read when the file changes)."""
+    from .._bundled import bundled_dir
+
+    path = bundled_dir("registry") / "index.json"
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    return _registry_cached(str(path), stat.st_mtime_ns)
+
+
+def bundled_digests() -> frozenset[str]:
+    """sha256 of every bundled community file (fetched copies equal to one are bundled code)."""
+    return frozenset(entry["sha256"] for entry in bundled_registry().values())
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _local_source(value: str, tried: list[str]) -> Source | None:
+    path = Path(value).expanduser()
+    if path.is_file():
+        if path.suffix != ".py":
+            raise errors.InvalidPipelineNameError(value, "a local pipeline file must end in .py")
+        return Source(SourceKind.LOCAL_FILE, str(path.resolve().parent), path.name)
+    tried.append(f"local file {value!r}: no such file")
+    if path.is_dir():
+        if (path / PIPELINE_FILENAME).is_file():
+            return Source(SourceKind.LOCAL_FOLDER, str(path.resolve()), PIPELINE_FILENAME)
+        tried.append(f"local folder {value!r}: it holds no {PIPELINE_FILENAME}")
+    else:
+        tried.append(f"local folder {value!r}: no such folder")
+    return None
+
+
+def _named_source(name: str, revision: str | None, tried: list[str]) -> Source | None:
+    if "/" not in name and _SIMPLE_NAME.match(name):
+        value = entry_point_value(name)
+        if value is not None:
+            return Source(SourceKind.ENTRY_POINT, value, name, class_name=value.partition(":")[2] or None)
+        tried.append(f"entry point {name!r} in group {ENTRY_POINT_GROUP!r}: no installed distribution registers it")
+        if revision is not None:
+            return Source(SourceKind.GITHUB, name, f"{name}.py", revision)
+        if name in bundled_registry():
+            return Source(SourceKind.BUNDLED, name, f"{name}.py")
+        available = ", ".join(sorted(bundled_registry())) or "none"
+        tried.append(f"bundled community pipeline {name!r}: not in registry/index.json (available: {available})")
+    if _REPO_ID.match(name):
+        return Source(SourceKind.HUB, name, PIPELINE_FILENAME, revision or "main")
+    tried.append(f"Hub repo {name!r}: not a repo id of the form 'owner/name'")
+    return None
+
+
+def embedded_source(pretrained: str, class_entry: tuple[str, str], revision: str | None) -> Source:
+    """The ``[module_file, ClassName]`` pair of a model_index.json, as a source in that repo."""
+    module_file, class_name = class_entry
+    if not _MODULE_FILE.match(module_file):
+        raise errors.InvalidPipelineNameError(module_file, "a module file of model_index.json must be a relative module path")
+    filename = module_file if module_file.endswith(".py") else f"{module_file}.py"
+    return Source(SourceKind.EMBEDDED, os.fspath(pretrained), filename, revision, class_name)
+
+
+def resolve_source(custom_pipeline: str | os.PathLike[str], *, custom_revision: str | None = None) -> Source:
+    """Match ``custom_pipeline`` against the sources, in order (see the module docstring).
+
+    Raises:
+        InvalidPipelineNameError: a name with ``..``, a bad revision, a non-``.py`` file.
+        PipelineNotFoundError: nothing matched; lists what was tried, in order.
+    """
+    validate_revision(custom_revision)
+    value = os.fspath(custom_pipeline)
+    tried: list[str] = []
+    source = _local_source(value, tried)
+    if source is not None:
+        return source
+    if isinstance(custom_pipeline, os.PathLike) or _looks_like_path(value):
+        raise errors.PipelineNotFoundError(value, tried)
+    _validate_name(value)
+    source = _named_source(value, custom_revision, tried)
+    if source is None:
+        raise errors.PipelineNotFoundError(value, tried)
+    return source
