@@ -33,7 +33,15 @@ change.
     │   └── ComponentTypeError (TypeError)          a passed object of the wrong type
     ├── SchedulerError (ValueError)                 bad scheduler config or call order
     ├── ModelInputError (ValueError)                bad model config or forward input
+    │   ├── ModelConfigError                        a config value the model cannot build
+    │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
+    │   ├── InputShapeError                         forward input of the wrong shape
+    │   └── MissingModelInputError (TypeError)      a forward input the model needs is None
     ├── PipelineInputError (ValueError)             bad arguments to a pipeline's __call__
+    │   ├── ImageSizeError                          height / width not a multiple of 8
+    │   ├── ConflictingInputsError                  e.g. prompt and prompt_embeds both given
+    │   ├── BatchSizeMismatchError                  generators / negative prompts of the wrong length
+    │   └── UnknownOutputTypeError                  output_type not "pil", "np", "pt" (or "latent")
     ├── CustomPipelineError                         the custom-pipeline host (resolve → import)
     │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
     │   ├── InvalidPipelineNameError (ValueError)
@@ -64,7 +72,18 @@ def _preview(items: Sequence[Any], limit: int = 20) -> str:
 
 
 class PipeyardError(Exception):
-    """Base class of every error pipeyard raises on purpose."""
+    """Base class of every error pipeyard raises on purpose.
+
+    ``str(error)`` is always the message given to ``__init__``: the standard bases mixed in
+    (``OSError``, ``KeyError``) would otherwise print errno fields or the message's repr.
+    """
+
+    def __init__(self, message: str = "", *args: Any) -> None:
+        self.message = message
+        super().__init__(message, *args)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class EnvironmentVariableError(PipeyardError, ValueError):
@@ -247,14 +266,10 @@ class StateDictMismatchError(WeightsError, KeyError):
             parts.append(f"{len(self.missing)} missing key(s): {_preview(self.missing)}")
         if self.unexpected:
             parts.append(f"{len(self.unexpected)} unexpected key(s): {_preview(self.unexpected)}")
-        self.message = (
+        super().__init__(
             f"checkpoint {checkpoint} does not fit {class_name}: " + "; ".join(parts)
             + ". Is it a checkpoint of another architecture, or does config.json not match it?"
         )
-        super().__init__(self.message)
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return self.message
 
 
 class ShapeMismatchError(WeightsError, ValueError):
@@ -339,8 +354,102 @@ class ModelInputError(PipeyardError, ValueError):
     """A model was configured wrongly or called with unusable input."""
 
 
+class ModelConfigError(ModelInputError):
+    """A config value a model cannot be built with (unsupported, out of range, inconsistent)."""
+
+    def __init__(self, model: str, key: str, value: Any, expected: str) -> None:
+        self.model = model
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{model} cannot be built with {key}={value!r}: expected {expected}")
+
+
+class UnknownBlockTypeError(ModelInputError, LookupError):
+    """A down/mid/up block type name that the block registry does not know."""
+
+    def __init__(self, block_type: str, kind: str, known: Iterable[str]) -> None:
+        self.block_type = block_type
+        self.kind = kind
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown {kind} block type {block_type!r}; known {kind} block types: {', '.join(self.known)}"
+        )
+
+    def __str__(self) -> str:  # LookupError is fine, but keep the message as is
+        return str(self.args[0])
+
+
+class InputShapeError(ModelInputError):
+    """A forward input whose shape does not fit the model."""
+
+    def __init__(self, model: str, argument: str, expected: str, got: Sequence[int]) -> None:
+        self.model = model
+        self.argument = argument
+        self.expected = expected
+        self.got = tuple(got)
+        super().__init__(f"{model}: {argument} must be {expected}, got shape {self.got}")
+
+
+class MissingModelInputError(ModelInputError, TypeError):
+    """A forward input the model needs was not given (or was None)."""
+
+    def __init__(self, model: str, argument: str, why: str) -> None:
+        self.model = model
+        self.argument = argument
+        super().__init__(f"{model} needs {argument}: {why}")
+
+
 class PipelineInputError(PipeyardError, ValueError):
     """A pipeline's ``__call__`` got arguments it cannot use."""
+
+
+class ImageSizeError(PipelineInputError):
+    """A ``height`` / ``width`` the model cannot produce (not a multiple of the VAE's factor)."""
+
+    def __init__(self, height: int, width: int, multiple: int) -> None:
+        self.height = height
+        self.width = width
+        self.multiple = multiple
+        fixed = (max(multiple, height // multiple * multiple), max(multiple, width // multiple * multiple))
+        super().__init__(
+            f"height and width must be multiples of {multiple}, got height={height}, width={width}; "
+            f"use e.g. height={fixed[0]}, width={fixed[1]}"
+        )
+
+
+class ConflictingInputsError(PipelineInputError):
+    """Two arguments that each say the same thing were both given (or neither was)."""
+
+    def __init__(self, first: str, second: str, both: bool = True) -> None:
+        self.first = first
+        self.second = second
+        if both:
+            message = f"pass either {first} or {second}, not both (the pipeline would ignore one of them)"
+        else:
+            message = f"pass {first} or {second}: one of them is required"
+        super().__init__(message)
+
+
+class BatchSizeMismatchError(PipelineInputError):
+    """A per-image argument (generators, negative prompts, embeddings) of the wrong length."""
+
+    def __init__(self, argument: str, got: int, expected: int, fix: str) -> None:
+        self.argument = argument
+        self.got = got
+        self.expected = expected
+        super().__init__(f"{argument} has {got} entries but the batch has {expected}: {fix}")
+
+
+class UnknownOutputTypeError(PipelineInputError):
+    """An ``output_type`` the pipeline cannot produce."""
+
+    def __init__(self, output_type: Any, allowed: Sequence[str]) -> None:
+        self.output_type = output_type
+        self.allowed = list(allowed)
+        super().__init__(
+            f"unknown output_type {output_type!r}; use one of {', '.join(repr(a) for a in self.allowed)}"
+        )
 
 
 # --------------------------------------------------------------------------- custom pipelines
