@@ -23,7 +23,11 @@ _LAZY_NAMES: dict[str, str] = {
     "ModelMixin": "modeling",
     # pipelines
     "DiffusionPipeline": "pipelines.base",
+    "DDIMPipeline": "pipelines.ddim",
+    "DDPMPipeline": "pipelines.ddpm",
     "ImagePipelineOutput": "pipelines.outputs",
+    "StableDiffusionPipelineOutput": "pipelines.outputs",
+    "StableDiffusionPipeline": "pipelines.stable_diffusion",
     # utilities
     "randn_tensor": "torch_utils",
 }
@@ -54,5 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .errors import PipeyardError
     from .modeling import ModelMixin
     from .pipelines.base import DiffusionPipeline
-    from .pipelines.outputs import ImagePipelineOutput
+    from .pipelines.ddim import DDIMPipeline
+    from .pipelines.ddpm import DDPMPipeline
+    from .pipelines.outputs import ImagePipelineOutput, StableDiffusionPipelineOutput
+    from .pipelines.stable_diffusion import StableDiffusionPipeline
     from .torch_utils import randn_tensor

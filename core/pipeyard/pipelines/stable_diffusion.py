@@ -1,0 +1,413 @@
+"""StableDiffusionPipeline: text-to-image with a latent diffusion model (Rombach et al., 2022).
+
+The walk of one call::
+
+    prompts --CLIP text encoder--> embeddings (and negative ones, for classifier-free guidance)
+    noise latents * init_noise_sigma
+    for t in scheduler.timesteps:  noise_pred = unet(scale_model_input(latents), t, embeddings)
+                                   guided = uncond + guidance_scale * (text - uncond)
+                                   latents = scheduler.step(guided, t, latents).prev_sample
+    images = vae.decode(latents / scaling_factor) -> safety checker -> output_type
+
+Works with SD 1.x and 2.x repositories (epsilon or v-prediction, the scheduler decides) and any
+scheduler with the diffusers interface.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .. import errors
+from .base import DiffusionPipeline
+from .call_checks import Generator, check_generators
+from .image_processing import LATENT_OUTPUT_TYPES, check_output_type, postprocess
+from .outputs import StableDiffusionPipelineOutput
+from .prompt_encoding import Prompt, encode_prompt, prompt_batch_size
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
+#: tensors a ``callback_on_step_end`` may read and replace
+CALLBACK_TENSOR_INPUTS = ("latents", "prompt_embeds", "negative_prompt_embeds")
+
+
+def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, guidance_rescale: float = 0.0) -> torch.Tensor:
+    """Pull the guided prediction's std back towards the text prediction's (Lin et al., 2023, §3.4).
+
+    High guidance with zero-terminal-SNR schedules over-exposes images; rescaling by
+    ``std(text) / std(cfg)`` and mixing by ``guidance_rescale`` fixes it.
+    """
+    dims = list(range(1, noise_pred_text.ndim))
+    std_text = noise_pred_text.std(dim=dims, keepdim=True)
+    std_cfg = noise_cfg.std(dim=dims, keepdim=True)
+    rescaled = noise_cfg * (std_text / std_cfg)
+    return guidance_rescale * rescaled + (1 - guidance_rescale) * noise_cfg
+
+
+def step_kwargs(scheduler: Any, generator: Generator, eta: float) -> dict[str, Any]:
+    """``eta`` and ``generator`` for schedulers whose ``step`` takes them (DDIM, ancestral, ...)."""
+    accepted = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+class StableDiffusionPipeline(DiffusionPipeline):
+    """Text-to-image generation with Stable Diffusion 1.x / 2.x.
+
+    Example::
+
+        pipe = DiffusionPipeline.from_pretrained("runwayml/stable-diffusion-v1-5", torch_dtype=torch.float16)
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        pipe = pipe.to("cuda")
+        image = pipe("a photo of an astronaut riding a horse", num_inference_steps=20).images[0]
+    """
+
+    _optional_components = ("safety_checker", "feature_extractor")
+
+    def __init__(
+        self,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        unet: Any,
+        scheduler: Any,
+        safety_checker: Any,
+        feature_extractor: Any,
+        requires_safety_checker: bool = True,
+    ) -> None:
+        super().__init__()
+        scheduler = _updated_scheduler(scheduler)
+        if safety_checker is None and requires_safety_checker:
+            logger.warning(
+                "%s runs without a safety checker (safety_checker=None): do not expose unfiltered "
+                "results in public services; load the repository's safety_checker to keep it on",
+                type(self).__name__,
+            )
+        if safety_checker is not None and feature_extractor is None:
+            raise errors.ComponentError(
+                f"{type(self).__name__} has a safety_checker but no feature_extractor to prepare its "
+                f"input: pass feature_extractor=CLIPImageProcessor(...), or safety_checker=None"
+            )
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+            safety_checker=safety_checker, feature_extractor=feature_extractor,
+        )
+        self.register_to_config(requires_safety_checker=requires_safety_checker)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """How much smaller the latents are than the image (8 for every SD VAE)."""
+        vae = getattr(self, "vae", None)
+        return 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale of the current (or last) call."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the current call runs the UNet on unconditional and text embeddings."""
+        return self._guidance_scale > 1 and getattr(self.unet.config, "time_cond_proj_dim", None) is None
+
+    @property
+    def num_timesteps(self) -> int:
+        """Number of timesteps of the current (or last) call."""
+        return self._num_timesteps
+
+    def default_size(self) -> tuple[int, int]:
+        """``(height, width)`` the UNet was trained for: its ``sample_size`` times the VAE factor."""
+        size = self.unet.config.sample_size
+        height, width = (size, size) if isinstance(size, int) else (size[0], size[1])
+        return height * self.vae_scale_factor, width * self.vae_scale_factor
+
+    # ------------------------------------------------------------------ steps of a call
+
+    def encode_prompt(
+        self,
+        prompt: Prompt | None,
+        device: torch.device,
+        num_images_per_prompt: int,
+        do_classifier_free_guidance: bool,
+        negative_prompt: Prompt | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        clip_skip: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prompt and negative-prompt embeddings, repeated for ``num_images_per_prompt``."""
+        return encode_prompt(
+            self.text_encoder, self.tokenizer, prompt, device, num_images_per_prompt,
+            do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            clip_skip, fallback_dtype=self.unet.dtype if self.unet is not None else None,
+        )
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        num_channels_latents: int,
+        height: int,
+        width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: Generator,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Starting latents (drawn, or the caller's) scaled by the scheduler's ``init_noise_sigma``."""
+        from ..torch_utils import randn_tensor
+
+        shape = (batch_size, num_channels_latents, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise errors.PipelineInputError(
+                f"latents have shape {tuple(latents.shape)} but this call needs {shape} "
+                f"(batch * num_images_per_prompt, channels, height // {self.vae_scale_factor}, "
+                f"width // {self.vae_scale_factor})"
+            )
+        else:
+            latents = latents.to(device)
+        return latents * self.scheduler.init_noise_sigma
+
+    def run_safety_checker(
+        self, image: torch.Tensor, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, list[bool] | None]:
+        """Black out images the safety checker flags; ``None`` flags when there is no checker."""
+        if self.safety_checker is None:
+            return image, None
+        pil_images = postprocess(image, output_type="pil")
+        clip_input = self.feature_extractor(pil_images, return_tensors="pt").to(device)
+        return self.safety_checker(images=image, clip_input=clip_input.pixel_values.to(dtype))
+
+    def check_inputs(
+        self,
+        prompt: Prompt | None,
+        height: int,
+        width: int,
+        negative_prompt: Prompt | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+    ) -> None:
+        """Refuse unusable arguments before any work, with what to change.
+
+        Raises:
+            ImageSizeError, ConflictingInputsError, BatchSizeMismatchError, PipelineInputError.
+        """
+        if height % 8 != 0 or width % 8 != 0:
+            raise errors.ImageSizeError(height, width, 8)
+        _check_prompt_inputs(prompt, prompt_embeds)
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise errors.ConflictingInputsError("negative_prompt", "negative_prompt_embeds")
+        batch_size = prompt_batch_size(prompt, prompt_embeds)
+        if isinstance(negative_prompt, list) and len(negative_prompt) != batch_size:
+            raise errors.BatchSizeMismatchError(
+                "negative_prompt", len(negative_prompt), batch_size,
+                "pass one negative prompt (a string) for all prompts, or a list with one per prompt",
+            )
+        _check_embeds_match(prompt_embeds, negative_prompt_embeds, batch_size)
+        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in CALLBACK_TENSOR_INPUTS]
+        if unknown:
+            raise errors.PipelineInputError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from {list(CALLBACK_TENSOR_INPUTS)}"
+            )
+
+    # ------------------------------------------------------------------ the call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Prompt | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        negative_prompt: Prompt | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: Generator = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        guidance_rescale: float = 0.0,
+        clip_skip: int | None = None,
+        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
+        """Generate images from text.
+
+        Args:
+            prompt: one prompt or a list; or pass ``prompt_embeds`` instead.
+            height, width: image size in pixels, multiples of 8 (default: the UNet's size).
+            num_inference_steps: denoising steps.
+            guidance_scale: classifier-free guidance weight; ``<= 1`` turns guidance off.
+            negative_prompt: what to steer away from: one for all prompts or one per prompt.
+            num_images_per_prompt: images generated for each prompt.
+            eta: DDIM noise weight (schedulers without ``eta`` ignore it).
+            generator: one ``torch.Generator``, or a list with one per image
+                (``batch * num_images_per_prompt``).
+            latents: starting noise, ``(batch * num_images_per_prompt, 4, height / 8, width / 8)``.
+            prompt_embeds, negative_prompt_embeds: precomputed text embeddings.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
+            return_dict: return a :class:`StableDiffusionPipelineOutput` rather than a tuple.
+            guidance_rescale: 0..1, rescales guided predictions (helps zero-terminal-SNR models).
+            clip_skip: use the text encoder's hidden state this many layers before the last.
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step;
+                returned tensors replace the pipeline's.
+            callback_on_step_end_tensor_inputs: which tensors the callback receives.
+
+        Returns:
+            ``.images`` and ``.nsfw_content_detected`` (or the tuple of both).
+
+        Raises:
+            PipelineInputError (and its subclasses): bad arguments, before any work.
+        """
+        height, width = height or self.default_size()[0], width or self.default_size()[1]
+        self.check_inputs(
+            prompt, height, width, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs,
+        )
+        check_output_type(output_type, LATENT_OUTPUT_TYPES)
+        batch_size = prompt_batch_size(prompt, prompt_embeds) * num_images_per_prompt
+        check_generators(generator, batch_size, "len(prompts) * num_images_per_prompt")
+        self._guidance_scale = guidance_scale
+        device = self.device
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
+            prompt_embeds, negative_prompt_embeds, clip_skip,
+        )
+        if self.do_classifier_free_guidance:
+            prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = self.prepare_latents(
+            batch_size, self.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
+        )
+        tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+        self._denoise(
+            tensors, num_inference_steps, guidance_rescale, step_kwargs(self.scheduler, generator, eta),
+            callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )
+        return self._finish(tensors["latents"], output_type, return_dict, device, tensors["prompt_embeds"].dtype)
+
+    def _denoise(
+        self,
+        tensors: dict[str, Any],
+        num_inference_steps: int,
+        guidance_rescale: float,
+        extra_step_kwargs: dict[str, Any],
+        callback: StepCallback | None,
+        callback_inputs: Sequence[str],
+    ) -> None:
+        """The sampling loop; updates ``tensors["latents"]`` (and what the callback replaces)."""
+        timesteps = self.scheduler.timesteps
+        order = getattr(self.scheduler, "order", 1)
+        num_warmup_steps = len(timesteps) - num_inference_steps * order
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=num_inference_steps) as bar:
+            for i, t in enumerate(timesteps):
+                noise_pred = self._predict_noise(tensors["latents"], t, tensors["prompt_embeds"], guidance_rescale)
+                tensors["latents"] = self.scheduler.step(
+                    noise_pred, t, tensors["latents"], **extra_step_kwargs, return_dict=False
+                )[0]
+                if callback is not None:
+                    returned = callback(self, i, t, {k: tensors[k] for k in callback_inputs})
+                    tensors.update({k: v for k, v in returned.items() if k in CALLBACK_TENSOR_INPUTS})
+                if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
+                    bar.update()
+
+    def _predict_noise(
+        self, latents: torch.Tensor, t: Any, prompt_embeds: torch.Tensor, guidance_rescale: float
+    ) -> torch.Tensor:
+        """The UNet's prediction for ``latents`` at ``t``, with classifier-free guidance applied."""
+        guided = self.do_classifier_free_guidance
+        model_input = torch.cat([latents] * 2) if guided else latents
+        model_input = self.scheduler.scale_model_input(model_input, t)
+        noise_pred = self.unet(model_input, t, encoder_hidden_states=prompt_embeds).sample
+        if not guided:
+            return noise_pred
+        noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+        noise_pred = noise_pred_uncond + self._guidance_scale * (noise_pred_text - noise_pred_uncond)
+        if guidance_rescale > 0.0:
+            noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
+        return noise_pred
+
+    def _finish(
+        self, latents: torch.Tensor, output_type: str, return_dict: bool, device: torch.device, dtype: torch.dtype
+    ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
+        """Decode, run the safety checker and convert to ``output_type``."""
+        if output_type == "latent":
+            image, has_nsfw = latents, None
+        else:
+            image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            image, has_nsfw = self.run_safety_checker(image, device, dtype)
+        do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
+        images = postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
+        if not return_dict:
+            return images, has_nsfw
+        return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=has_nsfw)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _updated_scheduler(scheduler: Any) -> Any:
+    """A scheduler rebuilt with ``steps_offset=1`` and ``clip_sample=False`` when its config is outdated.
+
+    Early SD repositories shipped configs that skew the timesteps and clip latents; diffusers
+    corrects them the same way, so outputs match.
+    """
+    if scheduler is None:
+        return None
+    config = scheduler.config
+    fixes = {}
+    if getattr(config, "steps_offset", 1) != 1:
+        fixes["steps_offset"] = 1
+    if getattr(config, "clip_sample", False) is True:
+        fixes["clip_sample"] = False
+    if not fixes:
+        return scheduler
+    logger.warning(
+        "the scheduler config is outdated (%s); using %s instead. Update scheduler/scheduler_config.json",
+        {k: config[k] for k in fixes}, fixes,
+    )
+    return type(scheduler).from_config({**dict(config), **fixes})
+
+
+def _check_prompt_inputs(prompt: Any, prompt_embeds: torch.Tensor | None) -> None:
+    if prompt is not None and prompt_embeds is not None:
+        raise errors.ConflictingInputsError("prompt", "prompt_embeds")
+    if prompt is None and prompt_embeds is None:
+        raise errors.ConflictingInputsError("prompt", "prompt_embeds", both=False)
+    if prompt is not None and not isinstance(prompt, (str, list)):
+        raise errors.PipelineInputError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+
+
+def _check_embeds_match(
+    prompt_embeds: torch.Tensor | None, negative_prompt_embeds: torch.Tensor | None, batch_size: int
+) -> None:
+    if negative_prompt_embeds is None:
+        return
+    if prompt_embeds is not None and prompt_embeds.shape != negative_prompt_embeds.shape:
+        raise errors.PipelineInputError(
+            f"prompt_embeds {tuple(prompt_embeds.shape)} and negative_prompt_embeds "
+            f"{tuple(negative_prompt_embeds.shape)} must have the same shape"
+        )
+    if negative_prompt_embeds.shape[0] != batch_size:
+        raise errors.BatchSizeMismatchError(
+            "negative_prompt_embeds", negative_prompt_embeds.shape[0], batch_size,
+            "pass negative embeddings with one row per prompt",
+        )
+
