@@ -74,9 +74,9 @@ class BasicTransformerBlock(nn.Module):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # diffusers applies encoder_attention_mask to attn2 only, also when attn1 cross-attends.
         self_context = encoder_hidden_states if self.only_cross_attention else None
-        self_mask = encoder_attention_mask if self.only_cross_attention else None
-        hidden_states = hidden_states + self.attn1(self.norm1(hidden_states), self_context, self_mask)
+        hidden_states = hidden_states + self.attn1(self.norm1(hidden_states), self_context)
         if self.attn2 is not None and self.norm2 is not None:
             attended = self.attn2(self.norm2(hidden_states), encoder_hidden_states, encoder_attention_mask)
             hidden_states = hidden_states + attended

@@ -1,0 +1,284 @@
+"""UNet2DConditionModel: the text-conditioned UNet of Stable Diffusion 1.x and 2.x.
+
+Wiring as :mod:`.unet_2d`, with spatial transformers that cross-attend to
+``encoder_hidden_states`` (the text encoder's output) in the ``CrossAttn*`` blocks and the
+mid block. SD 2 configs add ``use_linear_projection`` and per-block ``attention_head_dim``.
+
+A naming quirk kept for checkpoint compatibility: in diffusers configs ``attention_head_dim``
+is the number of heads per block (SD 1.x: 8). ``num_attention_heads``, when set, takes its
+place with the name that says what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import errors
+from ..configuration import register_to_config
+from ..modeling import ModelMixin
+from .activations import activation
+from .attention import AttentionSlicingMixin
+from .embeddings import SinusoidalTimestepProjection, TimestepEmbedding
+from .outputs import UNet2DConditionOutput
+from .unet_blocks import BlockArgs, build_block, check_block_types
+from .validation import check_sample, per_block, require_choice, require_defaults, timesteps_for_batch
+
+DOWN_TYPES = ("CrossAttnDownBlock2D", "DownBlock2D")
+UP_TYPES = ("CrossAttnUpBlock2D", "UpBlock2D")
+MID_TYPES = ("UNetMidBlock2DCrossAttn",)
+
+# Options diffusers knows that pipeyard accepts only at their default (SDXL, unCLIP, LCM, ...).
+_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "dual_cross_attention": False,
+    "class_embed_type": None,
+    "addition_embed_type": None,
+    "addition_time_embed_dim": None,
+    "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None,
+    "reverse_transformer_layers_per_block": None,
+    "resnet_skip_time_act": False,
+    "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional",
+    "time_embedding_act_fn": None,
+    "timestep_post_act": None,
+    "time_cond_proj_dim": None,
+    "projection_class_embeddings_input_dim": None,
+    "attention_type": "default",
+    "class_embeddings_concat": False,
+    "cross_attention_norm": None,
+}
+
+
+class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
+    """Conditional 2-d UNet, weight-compatible with diffusers' ``UNet2DConditionModel``.
+
+    Example::
+
+        unet = UNet2DConditionModel.from_pretrained("runwayml/stable-diffusion-v1-5", subfolder="unet")
+        noise_pred = unet(latents, t, encoder_hidden_states=text_embeddings).sample
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] | None = None,
+        in_channels: int = 4,
+        out_channels: int = 4,
+        center_input_sample: bool = False,
+        flip_sin_to_cos: bool = True,
+        freq_shift: int = 0,
+        down_block_types: tuple[str, ...] = (
+            "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D",
+        ),
+        mid_block_type: str | None = "UNetMidBlock2DCrossAttn",
+        up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        only_cross_attention: bool | tuple[bool, ...] = False,
+        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        layers_per_block: int | tuple[int, ...] = 2,
+        downsample_padding: int = 1,
+        mid_block_scale_factor: float = 1,
+        dropout: float = 0.0,
+        act_fn: str = "silu",
+        norm_num_groups: int | None = 32,
+        norm_eps: float = 1e-5,
+        cross_attention_dim: int | tuple[int, ...] = 1280,
+        transformer_layers_per_block: int | tuple[int, ...] | tuple[tuple[int, ...], ...] = 1,
+        reverse_transformer_layers_per_block: tuple[tuple[int, ...], ...] | None = None,
+        encoder_hid_dim: int | None = None,
+        encoder_hid_dim_type: str | None = None,
+        attention_head_dim: int | tuple[int, ...] = 8,
+        num_attention_heads: int | tuple[int, ...] | None = None,
+        dual_cross_attention: bool = False,
+        use_linear_projection: bool = False,
+        class_embed_type: str | None = None,
+        addition_embed_type: str | None = None,
+        addition_time_embed_dim: int | None = None,
+        num_class_embeds: int | None = None,
+        upcast_attention: bool = False,
+        resnet_time_scale_shift: str = "default",
+        resnet_skip_time_act: bool = False,
+        resnet_out_scale_factor: float = 1.0,
+        time_embedding_type: str = "positional",
+        time_embedding_dim: int | None = None,
+        time_embedding_act_fn: str | None = None,
+        timestep_post_act: str | None = None,
+        time_cond_proj_dim: int | None = None,
+        conv_in_kernel: int = 3,
+        conv_out_kernel: int = 3,
+        projection_class_embeddings_input_dim: int | None = None,
+        attention_type: str = "default",
+        class_embeddings_concat: bool = False,
+        mid_block_only_cross_attention: bool | None = None,
+        cross_attention_norm: str | None = None,
+        addition_embed_type_num_heads: int = 64,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        require_defaults(name, {key: self.config[key] for key in _UNSUPPORTED_DEFAULTS}, _UNSUPPORTED_DEFAULTS)
+        require_choice(name, "mid_block_type", mid_block_type, (*MID_TYPES, None))
+        self._check_block_lists(name)
+        self.sample_size = sample_size
+        first = block_out_channels[0]
+        time_embed_dim = time_embedding_dim or first * 4
+        self.conv_in = nn.Conv2d(in_channels, first, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2)
+        self.time_proj = SinusoidalTimestepProjection(first, flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(first, time_embed_dim, act_fn)
+        self.class_embedding = nn.Embedding(num_class_embeds, time_embed_dim) if num_class_embeds else None
+        shared = BlockArgs(
+            in_channels=0, out_channels=0, temb_channels=time_embed_dim, eps=norm_eps, act_fn=act_fn,
+            groups=norm_num_groups or 32, time_scale_shift=resnet_time_scale_shift, dropout=dropout,
+            downsample_padding=downsample_padding, use_linear_projection=use_linear_projection,
+        )
+        per = self._per_block_settings(name)
+        self.down_blocks = nn.ModuleList(self._down_blocks(shared, per))
+        self.mid_block = self._mid_block(shared, per) if mid_block_type else None
+        self.up_blocks = nn.ModuleList(self._up_blocks(shared, per))
+        self.conv_norm_out: nn.GroupNorm | None = None
+        self.conv_act: nn.Module | None = None
+        if norm_num_groups is not None:
+            self.conv_norm_out = nn.GroupNorm(norm_num_groups, first, eps=norm_eps)
+            self.conv_act = activation(act_fn, name)
+        self.conv_out = nn.Conv2d(first, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2)
+
+    # ------------------------------------------------------------------ building
+
+    def _check_block_lists(self, name: str) -> None:
+        config = self.config
+        counts = (len(config.down_block_types), len(config.up_block_types), len(config.block_out_channels))
+        if len(set(counts)) != 1:
+            raise errors.ModelConfigError(
+                name, "down_block_types/up_block_types/block_out_channels", counts,
+                "the same number of down blocks, up blocks and block_out_channels",
+            )
+        check_block_types("down", config.down_block_types, DOWN_TYPES)
+        check_block_types("up", config.up_block_types, UP_TYPES)
+
+    def _per_block_settings(self, name: str) -> dict[str, list[Any]]:
+        """Config values that may be one per down block, expanded to lists (down-block order)."""
+        config = self.config
+        count = len(config.down_block_types)
+        heads = config.num_attention_heads or config.attention_head_dim
+        return {
+            "heads": per_block(name, "num_attention_heads", heads, count),
+            "layers": per_block(name, "layers_per_block", config.layers_per_block, count),
+            "cross_dim": per_block(name, "cross_attention_dim", config.cross_attention_dim, count),
+            "depth": per_block(name, "transformer_layers_per_block", config.transformer_layers_per_block, count),
+            "only_cross": per_block(name, "only_cross_attention", config.only_cross_attention, count),
+        }
+
+    def _down_blocks(self, shared: BlockArgs, per: dict[str, list[Any]]) -> list[nn.Module]:
+        channels = self.config.block_out_channels
+        blocks = []
+        for i, block_type in enumerate(self.config.down_block_types):
+            args = replace(
+                shared, in_channels=channels[max(i - 1, 0)], out_channels=channels[i], num_layers=per["layers"][i],
+                add_sampler=i < len(channels) - 1, num_attention_heads=per["heads"][i],
+                cross_attention_dim=per["cross_dim"][i], transformer_layers=per["depth"][i],
+                only_cross_attention=per["only_cross"][i],
+            )
+            blocks.append(build_block("down", block_type, args, DOWN_TYPES))
+        return blocks
+
+    def _mid_block(self, shared: BlockArgs, per: dict[str, list[Any]]) -> nn.Module:
+        channels = self.config.block_out_channels[-1]
+        args = replace(
+            shared, in_channels=channels, out_channels=channels, output_scale_factor=self.config.mid_block_scale_factor,
+            num_attention_heads=per["heads"][-1], cross_attention_dim=per["cross_dim"][-1],
+            transformer_layers=per["depth"][-1],
+        )
+        return build_block("mid", self.config.mid_block_type, args, MID_TYPES)
+
+    def _up_blocks(self, shared: BlockArgs, per: dict[str, list[Any]]) -> list[nn.Module]:
+        rev = {key: list(reversed(values)) for key, values in per.items()}
+        channels = list(reversed(self.config.block_out_channels))
+        blocks = []
+        for i, block_type in enumerate(self.config.up_block_types):
+            args = replace(
+                shared, in_channels=channels[min(i + 1, len(channels) - 1)], out_channels=channels[i],
+                prev_output_channel=channels[max(i - 1, 0)], num_layers=rev["layers"][i] + 1,
+                add_sampler=i < len(channels) - 1, num_attention_heads=rev["heads"][i],
+                cross_attention_dim=rev["cross_dim"][i], transformer_layers=rev["depth"][i],
+                only_cross_attention=rev["only_cross"][i],
+            )
+            blocks.append(build_block("up", block_type, args, UP_TYPES))
+        return blocks
+
+    # ------------------------------------------------------------------ forward
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor | None,
+        class_labels: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
+        """Predict the noise for ``sample`` at ``timestep``, conditioned on ``encoder_hidden_states``.
+
+        Args:
+            sample: latents ``(B, in_channels, H, W)``, ``H``/``W`` divisible by
+                :attr:`downsampling_factor`.
+            timestep: python number, 0-d tensor, or 1-d tensor of 1 or ``B`` values.
+            encoder_hidden_states: ``(B, tokens, cross_attention_dim)`` text embeddings.
+            encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore.
+            cross_attention_kwargs: accepted for call compatibility; must be empty.
+
+        Raises:
+            InputShapeError, MissingModelInputError, ModelInputError.
+        """
+        self._check_inputs(sample, encoder_hidden_states, cross_attention_kwargs)
+        mask = None
+        if encoder_attention_mask is not None:  # 1/0 -> additive bias (B, 1, tokens)
+            mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+        if self.config.center_input_sample:
+            sample = 2 * sample - 1.0
+        emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
+        hidden = self.conv_in(sample)
+        skips: tuple[torch.Tensor, ...] = (hidden,)
+        for down_block in self.down_blocks:
+            hidden, block_skips = down_block(hidden, emb, encoder_hidden_states, mask)
+            skips += block_skips
+        if self.mid_block is not None:
+            hidden = self.mid_block(hidden, emb, encoder_hidden_states, mask)
+        for up_block in self.up_blocks:
+            count = len(up_block.resnets)
+            hidden = up_block(hidden, skips[-count:], emb, encoder_hidden_states, mask)
+            skips = skips[:-count]
+        if self.conv_norm_out is not None and self.conv_act is not None:
+            hidden = self.conv_act(self.conv_norm_out(hidden))
+        hidden = self.conv_out(hidden)
+        return UNet2DConditionOutput(sample=hidden) if return_dict else (hidden,)
+
+    def _check_inputs(
+        self, sample: torch.Tensor, context: torch.Tensor | None, cross_attention_kwargs: dict[str, Any] | None
+    ) -> None:
+        name = type(self).__name__
+        check_sample(name, sample, self.config.in_channels, self.downsampling_factor)
+        if context is None:
+            raise errors.MissingModelInputError(
+                name, "encoder_hidden_states", "pass the text encoder's hidden states (batch, tokens, dim)"
+            )
+        if context.ndim != 3 or context.shape[0] != sample.shape[0]:
+            raise errors.InputShapeError(name, "encoder_hidden_states", f"(batch={sample.shape[0]}, tokens, dim)", context.shape)
+        if cross_attention_kwargs:
+            raise errors.ModelInputError(
+                f"{name} does not support cross_attention_kwargs yet (got {sorted(cross_attention_kwargs)})"
+            )
+
+    def _embed(self, timesteps: torch.Tensor, sample: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
+        if self.class_embedding is None:
+            return emb
+        if class_labels is None:
+            raise errors.MissingModelInputError(type(self).__name__, "class_labels", "the config sets num_class_embeds")
+        return emb + self.class_embedding(class_labels).to(dtype=sample.dtype)
