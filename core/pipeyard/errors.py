@@ -547,6 +547,7 @@ class RequirementsError(CustomPipelineError, ImportError):
             f"pipeline file {self.path} needs what is not installed: {listed}.{fix}"
             + (f" {note}" if note else "")
         )
+        self.path = str(path)  # ImportError.__init__ resets ``path`` to None
 
 
 class UntrustedCodeError(CustomPipelineError, PermissionError):
@@ -584,6 +585,7 @@ class PipelineImportError(CustomPipelineError, ImportError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"importing pipeline file {self.path} failed: {reason}")
+        self.path = str(path)  # ImportError.__init__ resets ``path`` to None
 
 
 # --------------------------------------------------------------------------- plugins

@@ -1,0 +1,100 @@
+"""Importing verified packages: relative imports at any depth, failures, the class check."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeyard import errors
+from pipeyard.host import load_pipeline_class
+
+
+def _write(root, files):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def test_relative_imports_of_any_depth_load_as_one_package(tmp_path):
+    """diffusers follows two levels of relative imports; ours follows them all."""
+    _write(tmp_path, {
+        "pipeline.py": """
+            from pipeyard import DiffusionPipeline
+            from . import helpers
+            from .pkg.deep import VALUE
+            class Deep(DiffusionPipeline):
+                def __call__(self):
+                    return helpers.NAME, VALUE
+        """,
+        "helpers.py": "from .pkg import level1\nNAME = 'helpers' + level1.SUFFIX\n",
+        "pkg/__init__.py": "",
+        "pkg/level1.py": "from .level2 import SUFFIX\n",
+        "pkg/level2.py": "from ..pkg.level3 import BASE\nSUFFIX = BASE + '!'\n",
+        "pkg/level3.py": "BASE = '-3'\n",
+        "pkg/deep.py": "from .level2 import SUFFIX as VALUE\n",
+        "unrelated.py": "raise RuntimeError('never imported')\n",
+    })
+    cls = load_pipeline_class(str(tmp_path))
+    assert cls.__call__(None) == ("helpers-3!", "-3!")
+    package = cls.__module__.rsplit(".", 1)[0]
+    assert f"{package}.pkg.level3" in sys.modules and f"{package}.unrelated" not in sys.modules
+
+
+def test_a_changed_sibling_makes_a_new_package(tmp_path):
+    _write(tmp_path, {
+        "pipeline.py": "from pipeyard import DiffusionPipeline\nfrom .h import X\n"
+                       "class P(DiffusionPipeline):\n    def __call__(self):\n        return X\n",
+        "h.py": "X = 1\n",
+    })
+    first = load_pipeline_class(str(tmp_path))
+    (tmp_path / "h.py").write_text("X = 2\n")
+    second = load_pipeline_class(str(tmp_path))
+    assert (first.__call__(None), second.__call__(None)) == (1, 2)
+
+
+def test_an_error_raised_at_import_is_wrapped_and_leaves_nothing_behind(write_pipeline, pipeline_text):
+    path = write_pipeline(text=pipeline_text(body="raise ValueError('boom')\n"))
+    with pytest.raises(errors.PipelineImportError, match="ValueError: boom") as caught:
+        load_pipeline_class(str(path))
+    assert isinstance(caught.value.__cause__, ValueError) and str(path.name) in caught.value.path
+    assert not [name for name in sys.modules if name.startswith("pipeyard_m") and "boom" in repr(sys.modules[name])]
+    with pytest.raises(errors.PipelineImportError):  # a retry runs the file again, same error
+        load_pipeline_class(str(path))
+
+
+def test_a_class_that_is_not_a_pipeline_after_import_is_refused(write_pipeline):
+    text = (
+        "import pipeyard\n"
+        "DiffusionPipeline = object  # shadows the real base at runtime\n"
+        "from pipeyard import DiffusionPipeline\n"
+        "DiffusionPipeline = object\n"
+        "class Sneaky(DiffusionPipeline):\n    pass\n"
+    )
+    with pytest.raises(errors.PipelineImportError, match="not a subclass of pipeyard.DiffusionPipeline"):
+        load_pipeline_class(str(write_pipeline(text=text)))
+
+
+def test_requirements_are_checked_before_import(write_pipeline, pipeline_text, tmp_path):
+    marker = tmp_path / "ran.txt"
+    header = (
+        "# /// script\n# dependencies = [\"no-such-dist-xyz\"]\n# [tool.pipeyard]\n"
+        "# requires-core = \">=0.1\"\n# ///\n" f"open({str(marker)!r}, 'w').close()\n"
+    )
+    with pytest.raises(errors.RequirementsError, match='pip install "no-such-dist-xyz"'):
+        load_pipeline_class(str(write_pipeline(text=pipeline_text(header=header))))
+    assert not marker.exists()
+
+
+def test_importing_the_host_does_not_import_torch():
+    code = (
+        "import sys, pipeyard.host, pipeyard.trust\n"
+        "from pipeyard.host import load_pipeline_class, resolve, fetch, verify, trust, cache, importer\n"
+        "heavy = [m for m in ('torch', 'transformers', 'pipeyard.pipelines.base', 'pipeyard.models') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,193 @@
+"""Static verification of pipeline files: classes, syntax, encoding, PEP 723, requirements."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from pipeyard import errors
+from pipeyard.host import verify
+
+
+def _verify(text: str | bytes, name: str = "pipeline.py", siblings: dict[str, str] | None = None):
+    data = text if isinstance(text, bytes) else textwrap.dedent(text).encode()
+    files = {name: data, **{k: textwrap.dedent(v).encode() for k, v in (siblings or {}).items()}}
+    return verify.verify_package(files, name, "/repo")
+
+
+def test_one_subclass_is_found_with_its_line():
+    info = _verify("""
+        from pipeyard import DiffusionPipeline
+
+        class Helper:
+            pass
+
+        class MyPipeline(DiffusionPipeline):
+            pass
+    """)
+    assert (info.class_name, info.line) == ("MyPipeline", 7)
+
+
+def test_subclass_through_a_class_defined_in_the_file_counts_and_both_are_reported():
+    """diffusers reports a base class and its subclass confusingly; we name both, with lines."""
+    with pytest.raises(errors.PipelineClassError) as caught:
+        _verify("""
+            import pipeyard as py
+
+            class Base(py.DiffusionPipeline):
+                pass
+
+            class Real(Base):
+                pass
+        """)
+    assert caught.value.found == [("Base", 4), ("Real", 7)]
+    assert "Base (line 4), Real (line 7)" in str(caught.value)
+    assert "/repo/pipeline.py" in str(caught.value)
+
+
+def test_no_subclass_is_an_error_saying_what_to_write():
+    with pytest.raises(errors.PipelineClassError, match="defines no subclass") as caught:
+        _verify("class Nothing:\n    pass\n")
+    assert caught.value.found == []
+
+
+def test_imported_pipeline_classes_do_not_count_but_subclassing_them_does():
+    info = _verify("""
+        from pipeyard import DiffusionPipeline, DDPMPipeline as Base
+
+        class Mine(Base):
+            pass
+    """)
+    assert info.class_name == "Mine"
+
+
+def test_a_class_named_like_a_pipeline_from_elsewhere_does_not_count():
+    with pytest.raises(errors.PipelineClassError):
+        _verify("from diffusers import DiffusionPipeline\n\nclass P(DiffusionPipeline):\n    pass\n")
+
+
+def test_base_class_in_a_relatively_imported_sibling_counts():
+    info = _verify(
+        "from .base import SharedBase\n\nclass Real(SharedBase):\n    pass\n",
+        siblings={"base.py": "from pipeyard import DiffusionPipeline\nclass SharedBase(DiffusionPipeline):\n    pass\n"},
+    )
+    assert info.class_name == "Real"
+
+
+def test_syntax_error_names_file_line_and_source_line():
+    with pytest.raises(errors.PipelineSyntaxError) as caught:
+        _verify("x = 1\ny = (2,\nclass\n")
+    error = caught.value
+    assert error.path == "/repo/pipeline.py" and error.line is not None
+    assert error.source_line.strip() in {"y = (2,", "class"}
+    assert f"line {error.line}" in str(error) and error.source_line.strip() in str(error)
+
+
+def test_non_utf8_file_is_a_typed_error():
+    with pytest.raises(errors.PipelineEncodingError) as caught:
+        _verify(b"# caf\xe9\nx = 1\n")
+    assert isinstance(caught.value, UnicodeError) and caught.value.position == 5
+    assert "UTF-8" in str(caught.value)
+
+
+def test_pep723_block_is_read():
+    info = _verify("""
+        # /// script
+        # requires-python = ">=3.9"
+        # dependencies = ["packaging>=20"]
+        # [tool.pipeyard]
+        # requires-core = ">=0.1"
+        # tags = ["a"]
+        # ///
+        from pipeyard import DiffusionPipeline
+        class P(DiffusionPipeline):
+            pass
+    """)
+    assert info.metadata == verify.ScriptMetadata(("packaging>=20",), ">=3.9", ">=0.1", None, ("a",))
+
+
+def test_pep723_block_without_requires_core_is_refused():
+    with pytest.raises(errors.PipelineVerificationError, match="requires-core"):
+        _verify("# /// script\n# dependencies = []\n# ///\nfrom pipeyard import DiffusionPipeline\n"
+                "class P(DiffusionPipeline):\n    pass\n")
+
+
+def _info(metadata=None, imports=()):
+    return verify.PipelineFileInfo("P", 1, metadata, tuple(imports))
+
+
+def test_all_unmet_requirements_in_one_error_with_a_pip_line():
+    meta = verify.ScriptMetadata(("packaging>=1", "no-such-dist-xyz>=1", "packaging<1"), ">=3.0", ">=0.1")
+    with pytest.raises(errors.RequirementsError) as caught:
+        verify.check_requirements(_info(meta), "/repo/p.py")
+    error = caught.value
+    assert [req for req, _ in error.unmet] == ["no-such-dist-xyz>=1", "packaging<1"]
+    assert error.install_command == 'pip install "no-such-dist-xyz>=1" "packaging<1"'
+    assert "not installed" in str(error) and "installed)" in str(error)
+
+
+def test_requires_core_and_python_are_checked():
+    meta = verify.ScriptMetadata((), ">=99", ">=99")
+    with pytest.raises(errors.RequirementsError) as caught:
+        verify.check_requirements(_info(meta), "/repo/p.py")
+    assert caught.value.unmet[0][0] == "pipeyard>=99"
+    assert "requires Python >=99" in str(caught.value)
+
+
+def test_met_requirements_pass():
+    verify.check_requirements(_info(verify.ScriptMetadata(("packaging",), ">=3.8", ">=0.1")), "p.py")
+
+
+def test_without_block_top_level_imports_are_checked_except_optional_ones():
+    info = _verify("""
+        import os, json
+        import PIL.Image
+        import not_installed_pkg_abc.sub
+        from pipeyard import DiffusionPipeline
+        from typing import TYPE_CHECKING
+        try:
+            import optional_pkg_abc
+        except ImportError:
+            optional_pkg_abc = None
+        if TYPE_CHECKING:
+            import typing_only_pkg_abc
+        def later():
+            import lazy_pkg_abc
+        class P(DiffusionPipeline):
+            pass
+    """)
+    with pytest.raises(errors.RequirementsError) as caught:
+        verify.check_requirements(info, "/repo/pipeline.py")
+    assert [name for name, _ in caught.value.unmet] == ["not_installed_pkg_abc"]
+    assert caught.value.install_command == 'pip install "not_installed_pkg_abc"'
+
+
+def test_checking_requirements_imports_nothing(tmp_path, monkeypatch):
+    """diffusers' check_imports imports modules before consent; we only look them up."""
+    package = tmp_path / "side_effect_pkg_abc"
+    package.mkdir()
+    marker = tmp_path / "imported.txt"
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    info = _verify("import side_effect_pkg_abc\nfrom pipeyard import DiffusionPipeline\n"
+                   "class P(DiffusionPipeline):\n    pass\n")
+    verify.check_requirements(info, "/repo/pipeline.py")
+    assert not marker.exists() and "side_effect_pkg_abc" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("importer", "level", "module", "names", "first"),
+    [
+        ("pipeline.py", 1, "helpers", ("x",), "helpers.py"),
+        ("pipeline.py", 1, "", ("utils",), "utils.py"),
+        ("a/b/c/mod.py", 3, "top", ("y",), "a/top.py"),
+    ],
+)
+def test_relative_import_candidates(importer, level, module, names, first):
+    assert next(verify.candidate_files(importer, level, module, names)) == first
+
+
+def test_relative_import_above_the_package_root_yields_nothing():
+    assert list(verify.candidate_files("pipeline.py", 2, "x", ())) == []
