@@ -21,6 +21,15 @@ _LAZY_NAMES: dict[str, str] = {
     "PipeyardError": "errors",
     # models
     "ModelMixin": "modeling",
+    "AutoencoderKL": "models.autoencoder_kl",
+    "AutoencoderKLOutput": "models.outputs",
+    "DecoderOutput": "models.outputs",
+    "DiagonalGaussianDistribution": "models.outputs",
+    "UNet2DConditionOutput": "models.outputs",
+    "UNet2DOutput": "models.outputs",
+    "StableDiffusionSafetyChecker": "models.safety_checker",
+    "UNet2DModel": "models.unet_2d",
+    "UNet2DConditionModel": "models.unet_2d_condition",
     # pipelines
     "DiffusionPipeline": "pipelines.base",
     "DDIMPipeline": "pipelines.ddim",
@@ -57,6 +66,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .configuration import ConfigMixin, FrozenConfig, register_to_config
     from .errors import PipeyardError
     from .modeling import ModelMixin
+    from .models.autoencoder_kl import AutoencoderKL
+    from .models.outputs import (
+        AutoencoderKLOutput,
+        DecoderOutput,
+        DiagonalGaussianDistribution,
+        UNet2DConditionOutput,
+        UNet2DOutput,
+    )
+    from .models.safety_checker import StableDiffusionSafetyChecker
+    from .models.unet_2d import UNet2DModel
+    from .models.unet_2d_condition import UNet2DConditionModel
     from .pipelines.base import DiffusionPipeline
     from .pipelines.ddim import DDIMPipeline
     from .pipelines.ddpm import DDPMPipeline
