@@ -32,6 +32,12 @@ change.
     │   ├── UnexpectedArgumentError (TypeError)     a keyword that is neither component nor option
     │   └── ComponentTypeError (TypeError)          a passed object of the wrong type
     ├── SchedulerError (ValueError)                 bad scheduler config or call order
+    │   ├── SchedulerConfigError                    a config value outside the valid choices
+    │   │   └── UnsupportedSchedulerOptionError (NotImplementedError)  kept, not implemented
+    │   ├── InferenceStepsError                     num_inference_steps < 1 or > training steps
+    │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
+    │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
+    │   └── ModelOutputShapeError                   model output and sample shapes differ
     ├── ModelInputError (ValueError)                bad model config or forward input
     │   ├── ModelConfigError                        a config value the model cannot build
     │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
@@ -348,6 +354,93 @@ class ComponentTypeError(ComponentError, TypeError):
 
 class SchedulerError(PipeyardError, ValueError):
     """A scheduler was configured or called wrongly."""
+
+
+class SchedulerConfigError(SchedulerError):
+    """A scheduler option whose value is not one of the valid choices; lists them."""
+
+    def __init__(self, scheduler: str, key: str, value: Any, valid: Iterable[Any]) -> None:
+        self.scheduler = scheduler
+        self.key = key
+        self.value = value
+        self.valid = list(valid)
+        choices = ", ".join(repr(v) for v in self.valid)
+        super().__init__(
+            f"{scheduler} does not support {key}={value!r}; valid values: {choices}. "
+            f"Pass one of them, e.g. {scheduler}.from_config(config, {key}={self.valid[0]!r})"
+        )
+
+
+class UnsupportedSchedulerOptionError(SchedulerConfigError, NotImplementedError):
+    """A diffusers option pipeyard keeps in the config but does not implement, set to non-default."""
+
+    def __init__(self, scheduler: str, key: str, value: Any, default: Any) -> None:
+        self.scheduler = scheduler
+        self.key = key
+        self.value = value
+        self.default = default
+        self.valid = [default]
+        SchedulerError.__init__(
+            self,
+            f"{scheduler}: {key}={value!r} is not implemented in pipeyard (only the default "
+            f"{default!r} is). Use {scheduler}.from_config(config, {key}={default!r}), or a "
+            f"scheduler that implements it",
+        )
+
+
+class InferenceStepsError(SchedulerError):
+    """``num_inference_steps`` is not an integer between 1 and ``num_train_timesteps``."""
+
+    def __init__(self, scheduler: str, value: Any, num_train_timesteps: int) -> None:
+        self.scheduler = scheduler
+        self.value = value
+        self.num_train_timesteps = num_train_timesteps
+        super().__init__(
+            f"{scheduler}.set_timesteps: num_inference_steps={value!r} is out of range; pass an "
+            f"integer from 1 to num_train_timesteps={num_train_timesteps}"
+        )
+
+
+class SchedulerNotReadyError(SchedulerError, RuntimeError):
+    """``step`` (or a lookup by timestep) was called before ``set_timesteps``."""
+
+    def __init__(self, scheduler: str) -> None:
+        self.scheduler = scheduler
+        super().__init__(
+            f"{scheduler} has no inference schedule yet: call "
+            f"scheduler.set_timesteps(num_inference_steps) before step()"
+        )
+
+
+class TimestepNotInScheduleError(SchedulerError, LookupError):
+    """A timestep that is not one of ``scheduler.timesteps``."""
+
+    def __init__(self, scheduler: str, timestep: Any, schedule: Sequence[Any]) -> None:
+        self.scheduler = scheduler
+        self.timestep = timestep
+        self.schedule = list(schedule)
+        shown = ", ".join(str(t) for t in self.schedule[:6]) + (", ..." if len(self.schedule) > 6 else "")
+        super().__init__(
+            f"{scheduler}: timestep {timestep!r} is not in the schedule [{shown}]; pass the "
+            f"values of scheduler.timesteps in order (not their indices), after set_timesteps"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ModelOutputShapeError(SchedulerError):
+    """The model output passed to ``step`` does not have the sample's shape."""
+
+    def __init__(self, scheduler: str, got: Sequence[int], expected: Sequence[int]) -> None:
+        self.scheduler = scheduler
+        self.got = tuple(got)
+        self.expected = tuple(expected)
+        super().__init__(
+            f"{scheduler}.step: model_output has shape {self.got} but sample has shape "
+            f"{self.expected}; pass the model output for this sample (split off guidance "
+            f"batches and learned-variance channels first)"
+        )
 
 
 class ModelInputError(PipeyardError, ValueError):

@@ -279,7 +279,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         index_path = directory / index_name(fmt, variant)
         if split.is_sharded:
             write_json_atomic(index_path, {"metadata": dict(split.metadata), "weight_map": split.tensor_to_filename})
-        _remove_stale_weights(directory, fmt, variant, keep={*split.filename_to_tensors, index_path.name})
+        keep = {*split.filename_to_tensors, *([index_path.name] if split.is_sharded else [])}
+        _remove_stale_weights(directory, fmt, variant, keep)
 
     # ------------------------------------------------------------------ loading
 

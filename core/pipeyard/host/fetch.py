@@ -182,7 +182,8 @@ def locate_module_file(module: str) -> Path:
 def _fetch_hub(source: Source, options: dict[str, object]) -> FetchedPackage:
     from .. import hub
 
-    listing = hub.repo_listing(source.location, revision=source.revision, **options)  # type: ignore[arg-type]
+    revision = source.revision or "main"
+    listing = hub.repo_listing(source.location, revision=revision, **options)  # type: ignore[arg-type]
     if source.filename not in listing.files:
         raise errors.EntryNotFoundError(source.location, source.filename, source.revision)
     read = hub_reader(source.location, listing.commit, listing.files, **options)

@@ -22,16 +22,17 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import constants, errors, hub
 from ..configuration import ConfigMixin, read_json_file
 from . import components as comp
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 P = TypeVar("P", bound="DiffusionPipeline")
 PathLike = str | os.PathLike[str]
@@ -78,6 +79,8 @@ class DiffusionPipeline(ConfigMixin):
         return {name: getattr(self, name) for name in self._component_names()}
 
     def _modules(self) -> Iterable[torch.nn.Module]:
+        import torch  # the base class itself needs no torch: `import` stays light
+
         return (c for c in self.components.values() if isinstance(c, torch.nn.Module))
 
     # ------------------------------------------------------------------ devices and dtypes
@@ -91,6 +94,8 @@ class DiffusionPipeline(ConfigMixin):
     @property
     def device(self) -> torch.device:
         """Device of the first torch component (CPU when there is none)."""
+        import torch
+
         for module in self._modules():
             for tensor in module.parameters():
                 return tensor.device
@@ -98,7 +103,9 @@ class DiffusionPipeline(ConfigMixin):
 
     @property
     def dtype(self) -> torch.dtype:
-        """Floating dtype of the first torch component."""
+        """Floating dtype of the first torch component (float32 when there is none)."""
+        import torch
+
         for module in self._modules():
             for tensor in module.parameters():
                 if tensor.is_floating_point():

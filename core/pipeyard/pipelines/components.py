@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -133,14 +134,21 @@ def optional_component_names(pipeline_cls: type) -> set[str]:
 
 
 def _annotation_type(pipeline_cls: type, name: str) -> type | None:
-    """The class a parameter is annotated with, when it is a plain class (Optional[X] -> X)."""
-    try:
-        hints = typing.get_type_hints(inspect.unwrap(pipeline_cls.__init__))
-    except Exception:  # an annotation naming something not importable here: no check
-        return None
-    hint = hints.get(name)
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) else [hint]
-    if len(args) == 1 and isinstance(args[0], type) and args[0] is not typing.Any:
+    """The class a parameter is annotated with, when it resolves to one (``Optional[X]`` -> X).
+
+    String annotations (``from __future__ import annotations``) are evaluated in the module
+    that defines ``__init__``; one that does not resolve there is not checked.
+    """
+    init = inspect.unwrap(pipeline_cls.__init__)
+    annotation = inspect.signature(init).parameters[name].annotation
+    if isinstance(annotation, str):
+        module = sys.modules.get(init.__module__)
+        try:
+            annotation = eval(annotation, dict(vars(module)) if module else {})  # noqa: S307
+        except Exception:
+            return None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_args(annotation) else [annotation]
+    if len(args) == 1 and isinstance(args[0], type) and args[0] not in (inspect.Parameter.empty, object):
         return args[0]
     return None
 
@@ -231,4 +239,7 @@ def _describe_expected(pipeline_cls: type, name: str, entry: Any) -> str:
         return annotated.__name__
     if is_component_entry(entry) and entry[1]:
         return str(entry[1])
+    raw = expected_components(pipeline_cls)[name].annotation
+    if raw is not inspect.Parameter.empty:
+        return raw if isinstance(raw, str) else getattr(raw, "__name__", str(raw))
     return "an object (no annotation)"

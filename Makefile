@@ -1,0 +1,48 @@
+# pipeyard — two commands from a fresh clone: `make demo` and `make test`.
+#
+# TORCH_SPEC picks the torch build installed before the project (default: plain `torch`;
+# CI sets torch==2.13.0, the CPU build on its disk). It is installed first so that pip does
+# not resolve `torch` on its own and pull a multi-GB CUDA build.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch
+PYTEST_ARGS ?=
+
+BIN  := $(VENV)/bin
+PIP  := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: demo test docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Stamps: reinstall when pyproject.toml changes.
+$(VENV)/.torch-installed: | $(BIN)/python
+	$(PIP) install -q "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.runtime-installed: pyproject.toml $(VENV)/.torch-installed
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.runtime-installed
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.runtime-installed
+	$(BIN)/pipeyard demo
+
+test: $(VENV)/.test-installed
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+docs: $(VENV)/.test-installed
+	$(BIN)/mkdocs build --strict --site-dir site
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/import_time.py
+
+clean:
+	rm -rf $(VENV) site build *.egg-info core/*.egg-info

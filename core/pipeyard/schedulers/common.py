@@ -1,0 +1,454 @@
+"""What every scheduler shares: the mixin, the output, noise schedules and validation.
+
+Notation used across the scheduler modules (Karras et al. 2022 and Lu et al. 2022):
+
+==================  ==================================================================
+``alpha_bar[t]``    cumulative product of ``1 - beta`` up to training step ``t``
+``sigma``           noise level of the variance-exploding view, ``sqrt((1 - ab) / ab)``
+``alpha_t, sigma_t``  the variance-preserving pair at ``sigma``: ``x_t = alpha_t x0 + sigma_t eps``
+``lambda``          half log-SNR, ``log(alpha_t) - log(sigma_t)``
+``x0``              the model's estimate of the clean sample
+==================  ==================================================================
+
+Tables (betas, ``alphas_cumprod``, sigmas) are float32 tensors like diffusers', so every
+scheduler reproduces diffusers' numbers; per-step work only indexes precomputed tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from .. import errors
+from ..configuration import ConfigMixin
+from ..outputs import BaseOutput
+
+#: The schedulers that can share one Stable Diffusion config (``compatibles``).
+SD_FAMILY: tuple[str, ...] = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "LMSDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DEISMultistepScheduler",
+    "UniPCMultistepScheduler",
+)
+
+BASE_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+
+@dataclasses.dataclass
+class SchedulerOutput(BaseOutput):
+    """What ``step`` returns.
+
+    Attributes:
+        prev_sample: the sample at the next (less noisy) timestep; feed it back to the model.
+        pred_original_sample: the clean-sample estimate ``x0``, for schedulers that form one.
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_choice(scheduler: str, key: str, value: Any, valid: Iterable[str]) -> None:
+    """Raise :class:`~pipeyard.errors.SchedulerConfigError` unless ``value`` is in ``valid``."""
+    valid = tuple(valid)
+    if value not in valid:
+        raise errors.SchedulerConfigError(scheduler, key, value, valid)
+
+
+def check_unsupported(scheduler: str, options: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse options pipeyard keeps in the config but does not implement, unless at default.
+
+    ``options`` maps a key to ``(value given, default)``.
+    """
+    for key, (value, default) in options.items():
+        if value != default and not (value is None and default is False):
+            raise errors.UnsupportedSchedulerOptionError(scheduler, key, value, default)
+
+
+def check_num_inference_steps(scheduler: str, num_inference_steps: Any, num_train_timesteps: int) -> int:
+    """Validate ``num_inference_steps`` (an int in ``[1, num_train_timesteps]``)."""
+    ok = isinstance(num_inference_steps, (int, np.integer)) and not isinstance(num_inference_steps, bool)
+    if not ok or not 1 <= num_inference_steps <= num_train_timesteps:
+        raise errors.InferenceStepsError(scheduler, num_inference_steps, num_train_timesteps)
+    return int(num_inference_steps)
+
+
+# --------------------------------------------------------------------------- training noise schedule
+
+
+def _alpha_bar_cosine(t: float) -> float:
+    return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+
+def _alpha_bar_laplace(t: float) -> float:
+    lmb = -0.5 * math.copysign(1, 0.5 - t) * math.log(1 - 2 * math.fabs(0.5 - t) + 1e-6)
+    snr = math.exp(lmb)
+    return math.sqrt(snr / (1 + snr))
+
+
+def _alpha_bar_exp(t: float) -> float:
+    return math.exp(t * -12.0)
+
+
+def betas_from_alpha_bar(n: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> torch.Tensor:
+    """Betas of a continuous ``alpha_bar(t)``, t in [0, 1], capped at ``max_beta`` (Nichol & Dhariwal 2021)."""
+    betas = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), max_beta) for i in range(n)]
+    return torch.tensor(betas, dtype=torch.float32)
+
+
+def make_betas(
+    scheduler: str,
+    num_train_timesteps: int,
+    beta_start: float,
+    beta_end: float,
+    beta_schedule: str,
+    trained_betas: Sequence[float] | np.ndarray | None,
+    valid: Sequence[str] = BASE_BETA_SCHEDULES,
+) -> torch.Tensor:
+    """The training betas, float32, for a named schedule (or the given ``trained_betas``)."""
+    if trained_betas is not None:
+        return torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
+    check_choice(scheduler, "beta_schedule", beta_schedule, valid)
+    n = num_train_timesteps
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, n, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float32) ** 2
+    if beta_schedule == "sigmoid":
+        return torch.sigmoid(torch.linspace(-6, 6, n)) * (beta_end - beta_start) + beta_start
+    alpha_bar = {"squaredcos_cap_v2": _alpha_bar_cosine, "laplace": _alpha_bar_laplace, "exp": _alpha_bar_exp}
+    return betas_from_alpha_bar(n, alpha_bar[beta_schedule])
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Shift and scale ``sqrt(alpha_bar)`` so the last step has zero SNR (Lin et al. 2023, Alg. 1)."""
+    root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    alpha_bar = root**2
+    alphas = torch.cat([alpha_bar[0:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1 - alphas
+
+
+# --------------------------------------------------------------------------- inference timesteps
+
+
+def spaced_timesteps(spacing: str, num_train: int, num_steps: int, steps_offset: int = 0) -> np.ndarray:
+    """Descending training timesteps for ``num_steps`` steps (float64; callers cast).
+
+    ``linspace`` spreads them evenly over [0, T-1] (not rounded: callers that want integers
+    round); ``leading`` takes multiples of ``T // n`` plus ``steps_offset``; ``trailing``
+    counts down from ``T - 1`` by ``T / n`` (Lin et al. 2023, table 2).
+    """
+    if spacing == "linspace":
+        return np.linspace(0, num_train - 1, num_steps)[::-1].copy()
+    if spacing == "leading":
+        ratio = num_train // num_steps
+        return (np.arange(0, num_steps) * ratio).round()[::-1] + steps_offset
+    ratio = num_train / num_steps
+    return np.round(np.arange(num_train, 0, -ratio)) - 1
+
+
+def solver_timesteps(spacing: str, num_train: int, num_steps: int, steps_offset: int, last: int) -> np.ndarray:
+    """Integer timesteps of the multistep ODE solvers: a grid of ``n + 1`` points, minus ``t = 0``.
+
+    ``last`` is one past the highest usable timestep (``num_train`` unless clipped by lambda).
+    """
+    if spacing == "linspace":
+        grid = np.linspace(0, last - 1, num_steps + 1).round()[::-1][:-1]
+    elif spacing == "leading":
+        ratio = last // (num_steps + 1)
+        grid = (np.arange(0, num_steps + 1) * ratio).round()[::-1][:-1] + steps_offset
+    else:
+        grid = np.arange(last, 0, -num_train / num_steps).round() - 1
+    return grid.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- sigmas
+
+
+def train_sigmas(alphas_cumprod: torch.Tensor) -> np.ndarray:
+    """``sqrt((1 - alpha_bar) / alpha_bar)`` per training step, as float32 numpy."""
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).numpy()
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, num_steps: int, rho: float = 7.0) -> np.ndarray:
+    """Descending sigmas evenly spaced in ``sigma ** (1 / rho)`` (Karras et al. 2022, eq. 5)."""
+    ramp = np.linspace(0, 1, num_steps)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+
+def exponential_sigmas(sigma_min: float, sigma_max: float, num_steps: int) -> np.ndarray:
+    """Descending sigmas evenly spaced in ``log(sigma)``."""
+    return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), num_steps))
+
+
+def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
+    """Fractional training timesteps of ``sigmas``, interpolating linearly in ``log(sigma)``."""
+    sigmas = np.asarray(sigmas)
+    log_sigma = np.log(np.maximum(sigmas, 1e-10)).reshape(-1)
+    dists = log_sigma[None, :] - log_sigmas[:, None]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    high = low + 1
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high]), 0, 1)
+    return ((1 - w) * low + w * high).reshape(sigmas.shape)
+
+
+def alpha_sigma(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The variance-preserving ``(alpha_t, sigma_t)`` of a variance-exploding ``sigma``."""
+    alpha_t = 1 / (sigma**2 + 1) ** 0.5
+    return alpha_t, sigma * alpha_t
+
+
+def half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
+    """``lambda = log(alpha_t) - log(sigma_t)`` at ``sigma``."""
+    alpha_t, sigma_t = alpha_sigma(sigma)
+    return torch.log(alpha_t) - torch.log(sigma_t)
+
+
+# --------------------------------------------------------------------------- x0 handling
+
+
+def threshold_sample(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Dynamic thresholding: clip each sample at its ``ratio`` quantile of |x0| (Saharia et al. 2022)."""
+    dtype = x0.dtype
+    batch, channels, *rest = x0.shape
+    flat = x0.reshape(batch, -1)
+    if dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    flat = torch.clamp(flat, -s, s) / s
+    return flat.reshape(batch, channels, *rest).to(dtype)
+
+
+def predict_x0(
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: Any, sigma_t: Any
+) -> torch.Tensor:
+    """The clean-sample estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``."""
+    if prediction_type == "epsilon":
+        return (sample - sigma_t * model_output) / alpha_t
+    if prediction_type == "sample":
+        return model_output
+    return alpha_t * sample - sigma_t * model_output  # v_prediction
+
+
+def predict_epsilon(
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: Any, sigma_t: Any
+) -> torch.Tensor:
+    """The noise estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``."""
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "sample":
+        return (sample - alpha_t * model_output) / sigma_t
+    return alpha_t * model_output + sigma_t * sample  # v_prediction
+
+
+def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` of shape ``(batch,)`` reshaped to broadcast against ``like``."""
+    return values.flatten().reshape(-1, *([1] * (like.ndim - 1)))
+
+
+# --------------------------------------------------------------------------- the mixin
+
+
+class SchedulerMixin(ConfigMixin):
+    """Base of every scheduler: config I/O, ``compatibles``, and step-index bookkeeping.
+
+    Subclasses call :meth:`_set_schedule` at the end of ``set_timesteps``; it maps each
+    timestep to its position once, so ``step`` finds its place with a dict lookup. For a
+    timestep listed twice (second-order schedulers), the second position is used, as in
+    diffusers, so that starting from a timestep mid-schedule lands on the first-order half.
+    """
+
+    config_name: ClassVar[str] = "scheduler_config.json"
+    #: Class names (exported by ``pipeyard``) that can be built from this class's config.
+    _compatibles: ClassVar[tuple[str, ...]] = SD_FAMILY
+    #: Model evaluations per step (2 for Heun-style schedulers).
+    order: ClassVar[int] = 1
+
+    num_inference_steps: int | None = None
+    timesteps: torch.Tensor
+    _step_index: int | None = None
+    _begin_index: int | None = None
+    _index_of: dict[float, int]
+
+    @property
+    def compatibles(self) -> list[type[SchedulerMixin]]:
+        """The scheduler classes that can share this config (``Other.from_config(self.config)``)."""
+        return self._get_compatibles()
+
+    @classmethod
+    def _get_compatibles(cls) -> list[type[SchedulerMixin]]:
+        package = importlib.import_module("pipeyard")
+        names = dict.fromkeys([cls.__name__, *cls._compatibles])
+        return [getattr(package, name) for name in names if hasattr(package, name)]
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    @property
+    def step_index(self) -> int | None:
+        """Position of the next ``step`` in ``timesteps``; None before the first one."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """Where sampling starts, when a pipeline set it (image-to-image); else None."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start at ``timesteps[begin_index]`` (pipelines call this before ``add_noise``)."""
+        self._begin_index = begin_index
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _set_schedule(self, timesteps: torch.Tensor, num_inference_steps: int) -> None:
+        """Install ``timesteps`` and build the timestep -> index map."""
+        self.timesteps = timesteps
+        self.num_inference_steps = num_inference_steps
+        positions: dict[float, list[int]] = {}
+        for i, t in enumerate(timesteps.tolist()):
+            positions.setdefault(t, []).append(i)
+        self._index_of = {t: ix[1] if len(ix) > 1 else ix[0] for t, ix in positions.items()}
+        self._step_index = None
+        self._begin_index = None
+
+    def _require_schedule(self) -> None:
+        if self.num_inference_steps is None:
+            raise errors.SchedulerNotReadyError(type(self).__name__)
+
+    def index_for_timestep(self, timestep: float | torch.Tensor) -> int:
+        """Position of ``timestep`` in ``timesteps``.
+
+        Raises:
+            SchedulerNotReadyError: ``set_timesteps`` was not called.
+            TimestepNotInScheduleError: ``timestep`` is not one of ``timesteps``.
+        """
+        self._require_schedule()
+        key = timestep.item() if isinstance(timestep, torch.Tensor) else timestep
+        try:
+            return self._index_of[key]
+        except (KeyError, TypeError):
+            raise errors.TimestepNotInScheduleError(type(self).__name__, timestep, self.timesteps.tolist()) from None
+
+    def _advance_index(self, timestep: float | torch.Tensor) -> int:
+        """The current step index, set from ``timestep`` (or the begin index) on the first call."""
+        if self._step_index is None:
+            self._step_index = self._begin_index if self._begin_index is not None else self.index_for_timestep(timestep)
+        else:
+            self.index_for_timestep(timestep)  # only validates
+        return self._step_index
+
+    def _check_output_shape(self, model_output: torch.Tensor, sample: torch.Tensor, learned: bool = False) -> None:
+        if model_output.shape == sample.shape:
+            return
+        doubled = (sample.shape[0], 2 * sample.shape[1], *sample.shape[2:])
+        if learned and model_output.ndim == sample.ndim and tuple(model_output.shape) == doubled:
+            return
+        raise errors.ModelOutputShapeError(type(self).__name__, tuple(model_output.shape), tuple(sample.shape))
+
+    def _step_indices(self, timesteps: torch.Tensor) -> list[int]:
+        """Step indices for ``add_noise``: per timestep, or the begin/current index when set."""
+        if self._begin_index is None:
+            return [self.index_for_timestep(t) for t in timesteps.reshape(-1)]
+        index = self._step_index if self._step_index is not None else self._begin_index
+        return [index] * timesteps.reshape(-1).shape[0]
+
+
+class AlphaBarNoiseMixin:
+    """``add_noise`` for schedulers indexed by training timestep: ``sqrt(ab) x0 + sqrt(1 - ab) eps``."""
+
+    alphas_cumprod: torch.Tensor
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Noise ``original_samples`` to the training ``timesteps`` (one per batch element)."""
+        alpha_bar = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+        alpha_bar = alpha_bar[timesteps.to(original_samples.device)]
+        sqrt_ab = broadcast_to(alpha_bar**0.5, original_samples)
+        sqrt_one_minus_ab = broadcast_to((1 - alpha_bar) ** 0.5, original_samples)
+        return sqrt_ab * original_samples + sqrt_one_minus_ab * noise
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The v-prediction target ``sqrt(ab) eps - sqrt(1 - ab) x0`` (Salimans & Ho 2022)."""
+        alpha_bar = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)[timesteps.to(sample.device)]
+        return broadcast_to(alpha_bar**0.5, sample) * noise - broadcast_to((1 - alpha_bar) ** 0.5, sample) * sample
+
+
+class SigmaSchedulerMixin(SchedulerMixin):
+    """Shared parts of the k-diffusion samplers (Euler, Heun, LMS, DPM2): sigma tables and inputs.
+
+    Their sample lives in the variance-exploding space ``x = x0 + sigma * eps``; the model sees
+    ``x / sqrt(sigma ** 2 + 1)`` (``scale_model_input``). Subclasses fill ``self.sigmas``
+    (float32, CPU, one more entry than ``timesteps``).
+    """
+
+    sigmas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """Standard deviation of the starting noise: the largest sigma (+1 in quadrature for leading)."""
+        max_sigma = self.sigmas.max()
+        if self.config.timestep_spacing in ("linspace", "trailing"):
+            return max_sigma.item()
+        return ((max_sigma**2 + 1) ** 0.5).item()
+
+    def _train_sigma_table(self) -> None:
+        """Before ``set_timesteps``: every training step, so ``init_noise_sigma`` is defined."""
+        sigmas = train_sigmas(self.alphas_cumprod)
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas[::-1], [0.0]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(np.linspace(0, len(sigmas) - 1, len(sigmas))[::-1].copy())
+
+    def _inference_sigmas(self, num_inference_steps: int, round_karras_t: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(timesteps, sigmas)`` for the configured spacing, then karras/exponential if asked.
+
+        Timesteps come back float32-valued; sigmas float64, without the final zero.
+        """
+        cfg = self.config
+        timesteps = spaced_timesteps(
+            cfg.timestep_spacing, cfg.num_train_timesteps, num_inference_steps, cfg.steps_offset
+        ).astype(np.float32)
+        table = train_sigmas(self.alphas_cumprod)
+        sigmas = np.interp(timesteps, np.arange(0, len(table)), table)
+        if cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas"):
+            ramp = karras_sigmas if cfg.get("use_karras_sigmas") else exponential_sigmas
+            low = cfg.get("sigma_min") if cfg.get("sigma_min") is not None else sigmas[-1].item()
+            high = cfg.get("sigma_max") if cfg.get("sigma_max") is not None else sigmas[0].item()
+            sigmas = ramp(low, high, num_inference_steps)
+            timesteps = sigma_to_t(sigmas, np.log(table))
+            if round_karras_t and cfg.get("use_karras_sigmas"):
+                timesteps = timesteps.round()
+        return timesteps, sigmas
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+        """The model's input at this step: ``sample / sqrt(sigma ** 2 + 1)``."""
+        sigma = self._sigmas_list[self._advance_index(timestep)]
+        return sample / (sigma**2 + 1) ** 0.5
+
+    _sigmas_list: list[float]
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``x0 + sigma * eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
+        sigmas = self.sigmas.to(device=original_samples.device, dtype=original_samples.dtype)
+        sigma = broadcast_to(sigmas[self._step_indices(timesteps)], original_samples)
+        return original_samples + noise * sigma

@@ -1,0 +1,181 @@
+"""DDPM: ancestral sampling of the learned reverse process (Ho et al. 2020, arXiv:2006.11239)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..configuration import register_to_config
+from ..torch_utils import randn_tensor
+from .common import (
+    PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
+    AlphaBarNoiseMixin,
+    SchedulerMixin,
+    SchedulerOutput,
+    check_choice,
+    check_num_inference_steps,
+    make_betas,
+    rescale_zero_terminal_snr,
+    spaced_timesteps,
+    threshold_sample,
+)
+
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+DDPM_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+
+
+class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
+    """Denoising diffusion probabilistic models: one stochastic reverse step per timestep.
+
+    Example::
+
+        scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+        scheduler.set_timesteps(50)
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        variance_type: str = "fixed_small",
+        clip_sample: bool = True,
+        prediction_type: str = "epsilon",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        clip_sample_range: float = 1.0,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "leading",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+    ) -> None:
+        name = type(self).__name__
+        check_choice(name, "variance_type", variance_type, VARIANCE_TYPES)
+        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        self.betas = make_betas(
+            name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, DDPM_BETA_SCHEDULES
+        )
+        if rescale_betas_zero_snr:
+            self.betas = rescale_zero_terminal_snr(self.betas)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._alpha_bar = self.alphas_cumprod.tolist()
+        self.init_noise_sigma = 1.0
+        self.variance_type = variance_type
+        self.num_inference_steps = None
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | torch.Tensor | None = None) -> torch.Tensor:
+        """DDPM feeds the sample to the model unscaled."""
+        return sample
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Pick ``num_inference_steps`` training timesteps with the configured spacing."""
+        cfg = self.config
+        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
+        grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
+        if cfg.timestep_spacing == "linspace":
+            grid = grid.round()
+        timesteps = torch.from_numpy(grid.astype(np.int64)).to(device)
+        self._set_schedule(timesteps, n)
+        values = timesteps.tolist()
+        self._prev_of = {t: (values[i + 1] if i + 1 < len(values) else -1) for i, t in enumerate(values)}
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+        """The timestep after ``timestep`` in the schedule (-1 after the last)."""
+        self.index_for_timestep(timestep)
+        return self._prev_of[timestep.item() if isinstance(timestep, torch.Tensor) else timestep]
+
+    def _variance(self, t: int, prev_t: int, predicted_variance: torch.Tensor | None) -> torch.Tensor | float:
+        """The reverse-step variance (eq. 7's beta-tilde, or beta, or the model's, per ``variance_type``)."""
+        alpha_bar_t = self._alpha_bar[t]
+        alpha_bar_prev = self._alpha_bar[prev_t] if prev_t >= 0 else 1.0
+        beta_t = 1 - alpha_bar_t / alpha_bar_prev
+        beta_tilde = max((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t, 1e-20)
+        kind = self.variance_type
+        if kind == "fixed_small":
+            return beta_tilde
+        if kind == "fixed_small_log":
+            return float(np.exp(0.5 * np.log(beta_tilde)))
+        if kind == "fixed_large":
+            return beta_t
+        if kind == "fixed_large_log":
+            return float(np.log(beta_t))
+        if kind == "learned":
+            return predicted_variance
+        frac = (predicted_variance + 1) / 2  # learned_range: interpolate the log variances
+        return frac * float(np.log(beta_t)) + (1 - frac) * float(np.log(beta_tilde))
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
+        """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15)."""
+        learned = self.variance_type in ("learned", "learned_range")
+        self._check_output_shape(model_output, sample, learned=learned)
+        t = int(timestep)
+        prev_t = self.previous_timestep(timestep)
+        predicted_variance = None
+        if learned and model_output.shape[1] == 2 * sample.shape[1]:
+            model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
+
+        # 1. alpha_bar and beta products at t and t_prev
+        alpha_bar_t = self._alpha_bar[t]
+        alpha_bar_prev = self._alpha_bar[prev_t] if prev_t >= 0 else 1.0
+        beta_bar_t, beta_bar_prev = 1 - alpha_bar_t, 1 - alpha_bar_prev
+        alpha_t = alpha_bar_t / alpha_bar_prev
+        beta_t = 1 - alpha_t
+
+        # 2. x0 from the model output (eq. 15), then clip or threshold it
+        x0 = self._predict_x0(model_output, sample, alpha_bar_t, beta_bar_t)
+
+        # 3. mean of q(x_{t-1} | x_t, x0) (eq. 7)
+        x0_coeff = alpha_bar_prev**0.5 * beta_t / beta_bar_t
+        xt_coeff = alpha_t**0.5 * beta_bar_prev / beta_bar_t
+        prev_sample = x0_coeff * x0 + xt_coeff * sample
+
+        # 4. add noise, except at the last step
+        if t > 0:
+            noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
+            prev_sample = prev_sample + self._noise_scale(t, prev_t, predicted_variance) * noise
+        if not return_dict:
+            return (prev_sample, x0)
+        return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
+    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha_bar_t: float, beta_bar_t: float) -> torch.Tensor:
+        cfg = self.config
+        if cfg.prediction_type == "epsilon":
+            x0 = (sample - beta_bar_t**0.5 * model_output) / alpha_bar_t**0.5
+        elif cfg.prediction_type == "sample":
+            x0 = model_output
+        else:
+            x0 = alpha_bar_t**0.5 * sample - beta_bar_t**0.5 * model_output
+        if cfg.thresholding:
+            return threshold_sample(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+        if cfg.clip_sample:
+            return x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
+        return x0
+
+    def _noise_scale(self, t: int, prev_t: int, predicted_variance: torch.Tensor | None) -> torch.Tensor | float:
+        """The standard deviation multiplying the fresh noise."""
+        variance = self._variance(t, prev_t, predicted_variance)
+        if self.variance_type == "fixed_small_log":
+            return variance  # already a standard deviation
+        if self.variance_type == "fixed_large_log":
+            return float(np.exp(0.5 * variance))  # diffusers takes sqrt of the log here (NaN)
+        if self.variance_type == "learned_range":
+            return torch.exp(0.5 * variance)
+        return variance**0.5

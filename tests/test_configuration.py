@@ -1,0 +1,147 @@
+"""ConfigMixin, FrozenConfig, register_to_config and config files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import pytest
+
+from pipeyard import ConfigMixin, FrozenConfig, register_to_config
+from pipeyard.errors import (
+    ConfigFileError,
+    EntryNotFoundError,
+    FrozenConfigError,
+    MissingConfigKeyError,
+    UnexpectedConfigKeyError,
+)
+
+
+class Ramp(ConfigMixin):
+    config_name = "scheduler_config.json"
+    ignore_for_config = ("verbose",)
+
+    @register_to_config
+    def __init__(self, steps: int, start: float = 0.0, stop: float = 1.0, shape=(1, 2), verbose=False, _cache=None):
+        self.built_with = (steps, start, stop)
+
+
+def test_init_arguments_and_defaults_become_the_config():
+    ramp = Ramp(10, stop=2.0)
+    assert dict(ramp.config) == {"steps": 10, "start": 0.0, "stop": 2.0, "shape": (1, 2)}
+    assert ramp.config.stop == 2.0 and ramp.config["steps"] == 10
+    assert ramp.built_with == (10, 0.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: c.__setitem__("steps", 3),
+        lambda c: setattr(c, "steps", 3),
+        lambda c: c.pop("steps"),
+        lambda c: c.popitem(),
+        lambda c: c.update(steps=3),
+        lambda c: c.setdefault("new", 1),
+        lambda c: c.clear(),
+        lambda c: c.__delitem__("steps"),
+        lambda c: delattr(c, "steps"),
+        lambda c: c.__ior__({"steps": 3}),
+    ],
+    ids=["setitem", "setattr", "pop", "popitem", "update", "setdefault", "clear", "delitem", "delattr", "ior"],
+)
+def test_every_way_of_mutating_the_config_raises(mutate):
+    ramp = Ramp(10)
+    with pytest.raises(FrozenConfigError, match="config is frozen") as info:
+        mutate(ramp.config)
+    assert isinstance(info.value, TypeError)
+    assert ramp.config.steps == 10
+
+
+def test_frozen_config_is_a_dict_that_pickles_copies_and_dumps():
+    config = Ramp(4).config
+    assert isinstance(config, dict) and isinstance(config, FrozenConfig)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert copy.deepcopy(config) == config and copy.copy(config) is config
+    assert json.loads(json.dumps(config))["steps"] == 4
+    with pytest.raises(AttributeError, match="no key 'nope'"):
+        config.nope
+
+
+def test_from_config_keeps_unknown_keys_as_hidden_config_and_drops_file_metadata():
+    config = {"steps": 5, "solver_order": 2, "_class_name": "Other", "_diffusers_version": "0.30.0", "_private": 1}
+    ramp = Ramp.from_config(config)
+    assert ramp.built_with == (5, 0.0, 1.0)
+    assert ramp.config.solver_order == 2 and ramp.config._private == 1
+    assert "_class_name" not in ramp.config and "_diffusers_version" not in ramp.config
+    again = Ramp.from_config(ramp.config)
+    assert dict(again.config) == dict(ramp.config)
+
+
+def test_from_config_accepts_an_object_and_overrides():
+    ramp = Ramp.from_config(Ramp(3), stop=9.0)
+    assert ramp.config.stop == 9.0 and ramp.config.steps == 3
+
+
+def test_override_that_is_not_an_init_argument_is_refused():
+    with pytest.raises(UnexpectedConfigKeyError, match="Ramp takes no config argument stpo") as info:
+        Ramp.from_config({"steps": 1}, stpo=3)
+    assert "stop" in info.value.valid
+
+
+def test_missing_required_argument_names_it_and_the_class():
+    with pytest.raises(MissingConfigKeyError, match="Ramp needs steps") as info:
+        Ramp.from_config({"start": 1.0})
+    assert info.value.keys == ["steps"] and info.value.class_name == "Ramp"
+    assert isinstance(info.value, TypeError)
+
+
+def test_save_and_load_round_trip_with_metadata(tmp_path):
+    ramp = Ramp(7, shape=(3, 4))
+    path = ramp.save_config(tmp_path)
+    assert path.name == "scheduler_config.json"
+    data = json.loads(path.read_text())
+    assert data["_class_name"] == "Ramp" and "_pipeyard_version" in data
+    assert data["shape"] == [3, 4]
+    loaded = Ramp.from_pretrained(tmp_path)
+    assert loaded.config.steps == 7 and loaded.config.shape == [3, 4]
+
+
+def test_load_config_from_subfolder_reads_diffusers_files(tmp_path):
+    folder = tmp_path / "scheduler"
+    folder.mkdir()
+    (folder / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "steps": 2})
+    )
+    assert Ramp.load_config(tmp_path, subfolder="scheduler")["_diffusers_version"] == "0.6.0"
+    assert Ramp.from_pretrained(tmp_path, subfolder="scheduler").config.steps == 2
+
+
+def test_config_file_that_is_not_json_names_file_line_and_column(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text('{\n  "steps": 3,\n  oops\n}')
+    with pytest.raises(ConfigFileError) as info:
+        Ramp.load_config(tmp_path)
+    assert info.value.line == 3 and info.value.column == 3
+    assert "scheduler_config.json:3:3" in str(info.value)
+
+
+def test_config_file_holding_a_list_is_refused(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigFileError, match="expected a JSON object, found a list"):
+        Ramp.load_config(tmp_path)
+
+
+def test_missing_config_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(EntryNotFoundError, match="scheduler_config.json") as info:
+        Ramp.load_config(tmp_path)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_register_to_config_needs_a_config_mixin():
+    class NotConfigurable:
+        @register_to_config
+        def __init__(self, a=1):
+            pass
+
+    with pytest.raises(TypeError, match="needs a ConfigMixin"):
+        NotConfigurable()
