@@ -383,3 +383,52 @@ def build_tiny_sd_components(folder: Path, *, sd2: bool = False, seed: int = 0) 
     safety_checker = StableDiffusionSafetyChecker(clip_config).eval()
     feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return {**parts, "safety_checker": safety_checker, "feature_extractor": feature_extractor}
+
+
+# ---- model fixtures ----
+# diffusers as the test-time oracle for pipeyard.models (tests/test_models_*.py).
+
+
+class ModelOracle:
+    """Helpers to build a diffusers model, save it, and compare outputs with pipeyard's."""
+
+    FP32_TOLERANCE = 1e-4
+    HALF_TOLERANCE = 1e-2
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._count = 0
+
+    def save(self, model, **save_kwargs) -> Path:
+        """Save a (diffusers) model into a fresh folder and return it."""
+        self._count += 1
+        folder = self.root / f"model-{self._count}"
+        model.save_pretrained(folder, **save_kwargs)
+        return folder
+
+    @staticmethod
+    def relative_error(expected, got) -> float:
+        """``max |expected - got| / max |expected|``, computed in float32."""
+        expected, got = expected.float(), got.float()
+        return float((expected - got).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+    @staticmethod
+    def half_dtype():
+        """float16 where this CPU runs it (conv, group norm, SDPA), else bfloat16."""
+        import torch
+
+        try:
+            x = torch.randn(1, 4, 4, 4, dtype=torch.float16)
+            torch.nn.functional.conv2d(x, torch.randn(4, 4, 3, 3, dtype=torch.float16), padding=1)
+            torch.nn.functional.group_norm(x, 2)
+            q = torch.randn(1, 2, 4, 8, dtype=torch.float16)
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            return torch.float16
+        except RuntimeError:
+            return torch.bfloat16
+
+
+@pytest.fixture
+def oracle(tmp_path: Path) -> ModelOracle:
+    pytest.importorskip("diffusers")
+    return ModelOracle(tmp_path)
