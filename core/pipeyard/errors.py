@@ -455,7 +455,7 @@ class ModelConfigError(ModelInputError):
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{model} cannot be built with {key}={value!r}: expected {expected}")
+        super().__init__(f"{model}: unusable {key}={value!r}; expected {expected}")
 
 
 class UnknownBlockTypeError(ModelInputError, LookupError):
