@@ -58,6 +58,8 @@ class UnetSchedulerOneForwardPipeline(DiffusionPipeline):
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, config.in_channels, height, width)
         noise = torch.randn(shape, generator=generator, dtype=self.unet.dtype).to(self.unet.device)
+        # The full training schedule, so that timestep 1 is on it and steps to timestep 0.
+        self.scheduler.set_timesteps(self.scheduler.config.num_train_timesteps)
         timestep = 1
         prediction = self.unet(noise, timestep).sample
         return self.scheduler.step(prediction, timestep, noise).prev_sample
