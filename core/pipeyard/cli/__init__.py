@@ -1,0 +1,53 @@
+"""The ``pipeyard`` command line: a thin layer over the library.
+
+Commands parse their arguments, call the public API and print. Expected failures (any
+:class:`~pipeyard.errors.PipeyardError`) print ``ErrorType: message`` and exit with status 1;
+``--verbose`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import errors
+
+
+class _PipeyardGroup(click.Group):
+    """Turns library errors into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except errors.PipeyardError as exc:
+            if ctx.params.get("verbose"):
+                raise
+            click.echo(f"{type(exc).__name__}: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_PipeyardGroup)
+@click.option("--verbose", is_flag=True, help="Show tracebacks of expected errors too.")
+@click.version_option(package_name="pipeyard")
+def cli(verbose: bool) -> None:
+    """Share and load community diffusion pipelines."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="demo-output", show_default=True, help="Folder for the model and PNGs.")
+@click.option("--steps", default=25, show_default=True, help="Denoising steps of the sampled grid.")
+@click.option("--seed", default=0, show_default=True)
+def demo(out_dir: str, steps: int, seed: int) -> None:
+    """Build a small model, load it (also through a custom pipeline), write PNGs."""
+    from ..demo import run_demo
+
+    run_demo(out_dir, steps=steps, seed=seed, echo=click.echo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(standalone_mode=True))
