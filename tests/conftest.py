@@ -98,21 +98,19 @@ class GitRepo:
         _git(path, "init", "-q", "-b", "main")
 
     def commit(self, files: dict[str, str | bytes], *, tag: str | None = None, branch: str | None = None) -> str:
-        """Write ``files`` (path -> text), commit them on the current branch; return the sha."""
-        if branch:
-            _git(self.path, "checkout", "-q", "-B", branch)
+        """Write ``files`` (path -> text), commit them on ``main``; return the sha.
+
+        ``tag`` tags the commit; ``branch`` points that branch at it too.
+        """
         for name, content in files.items():
             target = self.path / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            data = content.encode() if isinstance(content, str) else content
-            target.write_bytes(data)
+            target.write_bytes(content.encode() if isinstance(content, str) else content)
         _git(self.path, "add", "-A")
         _git(self.path, "commit", "-q", "--allow-empty", "-m", "update")
-        if tag:
-            _git(self.path, "tag", tag)
-        if branch:
-            _git(self.path, "checkout", "-q", "main")
-        return _git(self.path, "rev-parse", "HEAD" if not branch else branch)
+        for ref in filter(None, (tag and ("tag", tag), branch and ("branch", "-f", branch))):
+            _git(self.path, *ref)
+        return _git(self.path, "rev-parse", "HEAD")
 
     def show(self, revision: str, name: str) -> bytes | None:
         env = {**os.environ, **_GIT_ENV}
@@ -432,3 +430,70 @@ class ModelOracle:
 def oracle(tmp_path: Path) -> ModelOracle:
     pytest.importorskip("diffusers")
     return ModelOracle(tmp_path)
+
+
+def build_tiny_unconditional_unet(seed: int = 0):
+    """A random tiny diffusers UNet2DModel (16x16 RGB) for the DDPM / DDIM pipelines."""
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=3, out_channels=3,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+
+
+def _quiet_diffusers() -> None:
+    """diffusers and transformers log (not warn) about optional extras; keep test output short."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="session")
+def tiny_ddpm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DDPMPipeline folder (tiny UNet2DModel + DDPMScheduler) saved by diffusers."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    _quiet_diffusers()
+    folder = tmp_path_factory.mktemp("tiny-ddpm") / "pipe"
+    DDPMPipeline(unet=build_tiny_unconditional_unet(), scheduler=DDPMScheduler()).save_pretrained(folder)
+    return folder
+
+
+def _save_tiny_sd(tmp_path_factory: pytest.TempPathFactory, name: str, sd2: bool) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    _quiet_diffusers()
+    root = tmp_path_factory.mktemp(name)
+    components = build_tiny_sd_components(root, sd2=sd2)
+    StableDiffusionPipeline(**components).save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SD 1.x-style StableDiffusionPipeline folder (with safety checker) saved by diffusers."""
+    return _save_tiny_sd(tmp_path_factory, "tiny-sd", sd2=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SD 2.x-style folder (linear projection, v-prediction, no safety checker) saved by diffusers."""
+    return _save_tiny_sd(tmp_path_factory, "tiny-sd2", sd2=True)
+
+
+def assert_images_equal(ours, theirs, atol: float = 1e-4) -> float:
+    """Max abs difference of two image arrays; fails above ``atol`` (shapes must match)."""
+    import numpy as np
+
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    diff = float(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).max())
+    print(f"max-abs-diff {diff:.3g}")
+    assert diff <= atol, f"max abs difference {diff} > {atol}"
+    return diff
