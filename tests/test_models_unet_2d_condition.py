@@ -1,0 +1,148 @@
+"""UNet2DConditionModel against diffusers (SD 1.x and 2.x families, tiny widths)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeyard import UNet2DConditionModel, UNet2DConditionOutput
+
+SD1 = dict(
+    sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+    norm_num_groups=8, cross_attention_dim=24, attention_head_dim=4,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+)
+
+CONFIGS = {
+    "sd1": SD1,
+    # SD 2: linear projections, per-block head counts, upcast attention
+    "sd2": {**SD1, "attention_head_dim": (2, 4), "use_linear_projection": True, "upcast_attention": True},
+    "only_cross_deep_transformers": {**SD1, "only_cross_attention": True, "transformer_layers_per_block": 2},
+    "per_block_lists": {
+        **SD1, "block_out_channels": (16, 32, 32), "norm_num_groups": 16, "layers_per_block": (1, 2, 1),
+        "cross_attention_dim": (24, 24, 24), "only_cross_attention": (False, True, False),
+        "transformer_layers_per_block": (1, 2, 1), "attention_head_dim": (2, 4, 4),
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "flip_sin_to_cos": False, "freq_shift": 1, "center_input_sample": True, "mid_block_scale_factor": 0.5,
+    },
+    "class_embeds_no_mid_block": {**SD1, "num_class_embeds": 5, "mid_block_type": None},
+}
+
+
+def _inputs(config: dict, batch: int = 2) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    cross = config["cross_attention_dim"]
+    cross = cross[0] if isinstance(cross, tuple) else cross
+    inputs = {
+        "sample": torch.randn(batch, 4, 16, 16, generator=generator),
+        "timestep": torch.tensor([10, 900][:batch]),
+        "encoder_hidden_states": torch.randn(batch, 7, cross, generator=generator),
+    }
+    if config.get("num_class_embeds"):
+        inputs["class_labels"] = torch.tensor([1, 4][:batch])
+    return inputs
+
+
+def _pair(oracle, config: dict, **load_kwargs):
+    import diffusers
+
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DConditionModel(**config).eval()
+    folder = oracle.save(reference)
+    ours = UNet2DConditionModel.from_pretrained(folder, **load_kwargs)
+    if "torch_dtype" in load_kwargs:
+        reference = diffusers.UNet2DConditionModel.from_pretrained(folder, torch_dtype=load_kwargs["torch_dtype"])
+    return reference.eval(), ours
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@torch.no_grad()
+def test_forward_matches_diffusers_in_float32(oracle, name):
+    reference, ours = _pair(oracle, CONFIGS[name])
+    inputs = _inputs(CONFIGS[name])
+    expected = reference(**inputs).sample
+    output = ours(**inputs)
+    assert isinstance(output, UNet2DConditionOutput)
+    assert oracle.relative_error(expected, output.sample) <= oracle.FP32_TOLERANCE
+    ours.set_attention_slice("auto")
+    assert oracle.relative_error(expected, ours(**inputs).sample) <= oracle.FP32_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd2"])
+@torch.no_grad()
+def test_forward_matches_diffusers_in_half_precision(oracle, name):
+    dtype = oracle.half_dtype()
+    reference, ours = _pair(oracle, CONFIGS[name], torch_dtype=dtype)
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _inputs(CONFIGS[name]).items()}
+    expected = reference(**inputs).sample
+    got = ours(**inputs).sample
+    assert got.dtype == dtype
+    assert oracle.relative_error(expected, got) <= oracle.HALF_TOLERANCE
+    ours.set_attention_slice("max")
+    assert oracle.relative_error(expected, ours(**inputs).sample) <= oracle.HALF_TOLERANCE
+
+
+@torch.no_grad()
+def test_encoder_attention_mask_matches_diffusers(oracle):
+    reference, ours = _pair(oracle, SD1)
+    inputs = _inputs(SD1)
+    mask = torch.ones(2, 7)
+    mask[0, 3:] = 0
+    expected = reference(**inputs, encoder_attention_mask=mask).sample
+    assert oracle.relative_error(expected, ours(**inputs, encoder_attention_mask=mask).sample) <= oracle.FP32_TOLERANCE
+    ours.set_attention_slice(1)
+    assert oracle.relative_error(expected, ours(**inputs, encoder_attention_mask=mask).sample) <= oracle.FP32_TOLERANCE
+
+
+@pytest.mark.parametrize("timestep", [10, 10.5, torch.tensor(10), torch.tensor([10])], ids=repr)
+@torch.no_grad()
+def test_timestep_forms_broadcast_like_diffusers(oracle, timestep):
+    reference, ours = _pair(oracle, SD1)
+    inputs = {**_inputs(SD1), "timestep": timestep}
+    assert oracle.relative_error(reference(**inputs).sample, ours(**inputs).sample) <= oracle.FP32_TOLERANCE
+
+
+@torch.no_grad()
+def test_num_attention_heads_names_what_attention_head_dim_means(oracle):
+    torch.manual_seed(0)
+    legacy = UNet2DConditionModel(**SD1).eval()
+    named = UNet2DConditionModel.from_config({**SD1, "attention_head_dim": 16, "num_attention_heads": 4}).eval()
+    named.load_state_dict(legacy.state_dict())
+    inputs = _inputs(SD1)
+    torch.testing.assert_close(named(**inputs).sample, legacy(**inputs).sample)
+    assert named.down_blocks[0].attentions[0].transformer_blocks[0].attn1.heads == 4
+
+
+@torch.no_grad()
+def test_channels_last_and_return_dict_false(oracle):
+    _, ours = _pair(oracle, SD1)
+    inputs = _inputs(SD1)
+    expected = ours(**inputs).sample
+    ours.to(memory_format=torch.channels_last)
+    inputs["sample"] = inputs["sample"].to(memory_format=torch.channels_last)
+    (got,) = ours(**inputs, return_dict=False)
+    assert oracle.relative_error(expected, got) <= oracle.FP32_TOLERANCE
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_full_size_sd15_unet_matches_diffusers(oracle):
+    """The real SD 1.5 UNet config (860M parameters), random weights, 32x32 latents."""
+    import diffusers
+
+    config = dict(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2, cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DConditionModel(**config).eval()
+    folder = oracle.save(reference)
+    ours = UNet2DConditionModel.from_pretrained(folder)
+    inputs = {
+        "sample": torch.randn(1, 4, 32, 32), "timestep": 500, "encoder_hidden_states": torch.randn(1, 77, 768),
+    }
+    expected = reference(**inputs).sample
+    assert oracle.relative_error(expected, ours(**inputs).sample) <= oracle.FP32_TOLERANCE
