@@ -37,18 +37,26 @@ _manager: pluggy.PluginManager | None = None
 _autoloaded = False
 
 
-def manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with entry-point plugins loaded on first use."""
-    global _manager, _autoloaded
+def _bare_manager() -> pluggy.PluginManager:
+    """The process-wide manager, created if needed, without loading entry points."""
+    global _manager
     with _lock:
         if _manager is None:
             _manager = pluggy.PluginManager("pipeyard")
             _manager.add_hookspecs(hookspecs)
+        return _manager
+
+
+def manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with entry-point plugins loaded on first use."""
+    global _autoloaded
+    with _lock:
+        pm = _bare_manager()
         if not _autoloaded:
             _autoloaded = True
             if not constants.plugin_autoload_disabled():
-                _load_entry_points(_manager)
-        return _manager
+                _load_entry_points(pm)
+        return pm
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -95,20 +103,21 @@ def unregister(name: str) -> None:
 
 
 def block(name: str) -> None:
-    """Unregister ``name`` if present and refuse it from now on (entry points included)."""
-    with _lock:
-        pm = _manager if _manager is not None else manager()
-        pm.set_blocked(name)
+    """Unregister ``name`` if present and refuse it from now on (entry points included).
+
+    Blocking does not trigger discovery, so a plugin blocked before first use never loads.
+    """
+    _bare_manager().set_blocked(name)
 
 
 def unblock(name: str) -> None:
     """Allow a blocked name again (pluggy >= 1.5)."""
-    manager().unblock(name)
+    _bare_manager().unblock(name)
 
 
 def list_plugins() -> list[str]:
     """Names of the registered plugins, sorted."""
-    return sorted(name for name, _ in manager().list_name_plugin())
+    return sorted(name for name, plugin in manager().list_name_plugin() if plugin is not None)
 
 
 def reset() -> None:
