@@ -497,3 +497,13 @@ def assert_images_equal(ours, theirs, atol: float = 1e-4) -> float:
     print(f"max-abs-diff {diff:.3g}")
     assert diff <= atol, f"max abs difference {diff} > {atol}"
     return diff
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests are opt-in: they run only when ``-m`` names the marker (``-m slow``)."""
+    if "slow" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with `pytest -m slow`")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
