@@ -37,6 +37,22 @@ _LAZY_NAMES: dict[str, str] = {
     "ImagePipelineOutput": "pipelines.outputs",
     "StableDiffusionPipelineOutput": "pipelines.outputs",
     "StableDiffusionPipeline": "pipelines.stable_diffusion",
+    # schedulers
+    "SchedulerMixin": "schedulers.common",
+    "SchedulerOutput": "schedulers.common",
+    "DDIMScheduler": "schedulers.ddim",
+    "DDPMScheduler": "schedulers.ddpm",
+    "DEISMultistepScheduler": "schedulers.deis_multistep",
+    "DPMSolverMultistepScheduler": "schedulers.dpmsolver_multistep",
+    "DPMSolverSinglestepScheduler": "schedulers.dpmsolver_singlestep",
+    "EulerAncestralDiscreteScheduler": "schedulers.euler_ancestral_discrete",
+    "EulerDiscreteScheduler": "schedulers.euler_discrete",
+    "HeunDiscreteScheduler": "schedulers.heun_discrete",
+    "KDPM2AncestralDiscreteScheduler": "schedulers.kdpm2_ancestral_discrete",
+    "KDPM2DiscreteScheduler": "schedulers.kdpm2_discrete",
+    "LMSDiscreteScheduler": "schedulers.lms_discrete",
+    "PNDMScheduler": "schedulers.pndm",
+    "UniPCMultistepScheduler": "schedulers.unipc_multistep",
     # utilities
     "randn_tensor": "torch_utils",
 }
@@ -82,4 +98,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .pipelines.ddpm import DDPMPipeline
     from .pipelines.outputs import ImagePipelineOutput, StableDiffusionPipelineOutput
     from .pipelines.stable_diffusion import StableDiffusionPipeline
+    from .schedulers.common import SchedulerMixin, SchedulerOutput
+    from .schedulers.ddim import DDIMScheduler
+    from .schedulers.ddpm import DDPMScheduler
+    from .schedulers.deis_multistep import DEISMultistepScheduler
+    from .schedulers.dpmsolver_multistep import DPMSolverMultistepScheduler
+    from .schedulers.dpmsolver_singlestep import DPMSolverSinglestepScheduler
+    from .schedulers.euler_ancestral_discrete import EulerAncestralDiscreteScheduler
+    from .schedulers.euler_discrete import EulerDiscreteScheduler
+    from .schedulers.heun_discrete import HeunDiscreteScheduler
+    from .schedulers.kdpm2_ancestral_discrete import KDPM2AncestralDiscreteScheduler
+    from .schedulers.kdpm2_discrete import KDPM2DiscreteScheduler
+    from .schedulers.lms_discrete import LMSDiscreteScheduler
+    from .schedulers.pndm import PNDMScheduler
+    from .schedulers.unipc_multistep import UniPCMultistepScheduler
     from .torch_utils import randn_tensor

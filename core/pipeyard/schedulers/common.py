@@ -394,6 +394,25 @@ class AlphaBarNoiseMixin:
         return broadcast_to(alpha_bar**0.5, sample) * noise - broadcast_to((1 - alpha_bar) ** 0.5, sample) * sample
 
 
+@dataclasses.dataclass(frozen=True)
+class VPScalars:
+    """Per-sigma scalars of the VE <-> VP change of variables, float32 like diffusers' per-step math.
+
+    ``input_scale = sqrt(sigma^2 + 1)`` divides the model input; a v-prediction gives
+    ``x0 = v * v_out + x / v_skip`` with ``v_out = -sigma / sqrt(sigma^2 + 1)``, ``v_skip = sigma^2 + 1``.
+    """
+
+    input_scale: list[float]
+    v_out: list[float]
+    v_skip: list[float]
+
+    @classmethod
+    def of(cls, sigmas: torch.Tensor) -> VPScalars:
+        return cls(
+            ((sigmas**2 + 1) ** 0.5).tolist(), (-sigmas / (sigmas**2 + 1) ** 0.5).tolist(), (sigmas**2 + 1).tolist()
+        )
+
+
 class SigmaSchedulerMixin(SchedulerMixin):
     """Shared parts of the k-diffusion samplers (Euler, Heun, LMS, DPM2): sigma tables and inputs.
 
@@ -440,12 +459,18 @@ class SigmaSchedulerMixin(SchedulerMixin):
                 timesteps = timesteps.round()
         return timesteps, sigmas
 
+    def _install_sigmas(self, sigmas: torch.Tensor) -> None:
+        """Keep ``sigmas`` (float32, CPU) and the per-step scalars derived from it."""
+        self.sigmas = sigmas
+        self._sigmas_list = sigmas.tolist()
+        self._vp = VPScalars.of(sigmas)
+
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         """The model's input at this step: ``sample / sqrt(sigma ** 2 + 1)``."""
-        sigma = self._sigmas_list[self._advance_index(timestep)]
-        return sample / (sigma**2 + 1) ** 0.5
+        return sample / self._vp.input_scale[self._advance_index(timestep)]
 
     _sigmas_list: list[float]
+    _vp: VPScalars
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """``x0 + sigma * eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,20 @@ from .common import (
 
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
 DDPM_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace")
+
+
+class _DDPMStep(NamedTuple):
+    """The scalars of one DDPM step (float32 values, as Python floats)."""
+
+    t: int
+    prev_t: int
+    sqrt_alpha_bar: float
+    sqrt_beta_bar: float
+    x0_coeff: float
+    xt_coeff: float
+    noise_std: float
+    log_beta_tilde: float
+    log_beta: float
 
 
 class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
@@ -68,7 +83,6 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
             self.betas = rescale_zero_terminal_snr(self.betas)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self._alpha_bar = self.alphas_cumprod.tolist()
         self.init_noise_sigma = 1.0
         self.variance_type = variance_type
         self.num_inference_steps = None
@@ -85,35 +99,43 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
         if cfg.timestep_spacing == "linspace":
             grid = grid.round()
-        timesteps = torch.from_numpy(grid.astype(np.int64)).to(device)
-        self._set_schedule(timesteps, n)
-        values = timesteps.tolist()
-        self._prev_of = {t: (values[i + 1] if i + 1 < len(values) else -1) for i, t in enumerate(values)}
+        timesteps = torch.from_numpy(grid.astype(np.int64))
+        self._steps = self._step_coefficients(timesteps)
+        self._set_schedule(timesteps.to(device), n)
+
+    def _step_coefficients(self, timesteps: torch.Tensor) -> list[_DDPMStep]:
+        """Every scalar of each step, computed at once in float32 (as diffusers does per step)."""
+        prev = torch.cat([timesteps[1:], torch.tensor([-1])])
+        alpha_bar_t = self.alphas_cumprod[timesteps]
+        alpha_bar_prev = torch.where(prev >= 0, self.alphas_cumprod[prev.clamp(min=0)], torch.tensor(1.0))
+        beta_bar_t, beta_bar_prev = 1 - alpha_bar_t, 1 - alpha_bar_prev
+        alpha_t = alpha_bar_t / alpha_bar_prev
+        beta_t = 1 - alpha_t
+        # eq. 7: beta-tilde, the posterior variance
+        beta_tilde = torch.clamp((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t, min=1e-20)
+        columns = (
+            timesteps, prev, alpha_bar_t**0.5, beta_bar_t**0.5,
+            alpha_bar_prev**0.5 * beta_t / beta_bar_t, alpha_t**0.5 * beta_bar_prev / beta_bar_t,
+            self._fixed_noise_std(beta_tilde, beta_t), torch.log(beta_tilde), torch.log(beta_t),
+        )
+        return [_DDPMStep(*row) for row in zip(*(c.tolist() for c in columns))]
+
+    def _fixed_noise_std(self, beta_tilde: torch.Tensor, beta_t: torch.Tensor) -> torch.Tensor:
+        """Noise standard deviation for the fixed variance types (NaN placeholder for learned)."""
+        kind = self.variance_type
+        if kind == "fixed_small":
+            return beta_tilde**0.5
+        if kind == "fixed_small_log":
+            return torch.exp(0.5 * torch.log(beta_tilde))
+        if kind == "fixed_large":
+            return beta_t**0.5
+        if kind == "fixed_large_log":
+            return torch.exp(0.5 * torch.log(beta_t))  # diffusers takes sqrt of a log here (NaN)
+        return torch.full_like(beta_t, float("nan"))
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
         """The timestep after ``timestep`` in the schedule (-1 after the last)."""
-        self.index_for_timestep(timestep)
-        return self._prev_of[timestep.item() if isinstance(timestep, torch.Tensor) else timestep]
-
-    def _variance(self, t: int, prev_t: int, predicted_variance: torch.Tensor | None) -> torch.Tensor | float:
-        """The reverse-step variance (eq. 7's beta-tilde, or beta, or the model's, per ``variance_type``)."""
-        alpha_bar_t = self._alpha_bar[t]
-        alpha_bar_prev = self._alpha_bar[prev_t] if prev_t >= 0 else 1.0
-        beta_t = 1 - alpha_bar_t / alpha_bar_prev
-        beta_tilde = max((1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t, 1e-20)
-        kind = self.variance_type
-        if kind == "fixed_small":
-            return beta_tilde
-        if kind == "fixed_small_log":
-            return float(np.exp(0.5 * np.log(beta_tilde)))
-        if kind == "fixed_large":
-            return beta_t
-        if kind == "fixed_large_log":
-            return float(np.log(beta_t))
-        if kind == "learned":
-            return predicted_variance
-        frac = (predicted_variance + 1) / 2  # learned_range: interpolate the log variances
-        return frac * float(np.log(beta_t)) + (1 - frac) * float(np.log(beta_tilde))
+        return self._steps[self.index_for_timestep(timestep)].prev_t
 
     def step(
         self,
@@ -125,57 +147,45 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15)."""
         learned = self.variance_type in ("learned", "learned_range")
+        c = self._steps[self.index_for_timestep(timestep)]
         self._check_output_shape(model_output, sample, learned=learned)
-        t = int(timestep)
-        prev_t = self.previous_timestep(timestep)
         predicted_variance = None
         if learned and model_output.shape[1] == 2 * sample.shape[1]:
             model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
 
-        # 1. alpha_bar and beta products at t and t_prev
-        alpha_bar_t = self._alpha_bar[t]
-        alpha_bar_prev = self._alpha_bar[prev_t] if prev_t >= 0 else 1.0
-        beta_bar_t, beta_bar_prev = 1 - alpha_bar_t, 1 - alpha_bar_prev
-        alpha_t = alpha_bar_t / alpha_bar_prev
-        beta_t = 1 - alpha_t
+        # 1. x0 from the model output (eq. 15), then clip or threshold it
+        x0 = self._predict_x0(model_output, sample, c)
 
-        # 2. x0 from the model output (eq. 15), then clip or threshold it
-        x0 = self._predict_x0(model_output, sample, alpha_bar_t, beta_bar_t)
+        # 2. mean of the posterior q(x_{t-1} | x_t, x0) (eq. 7)
+        prev_sample = c.x0_coeff * x0 + c.xt_coeff * sample
 
-        # 3. mean of q(x_{t-1} | x_t, x0) (eq. 7)
-        x0_coeff = alpha_bar_prev**0.5 * beta_t / beta_bar_t
-        xt_coeff = alpha_t**0.5 * beta_bar_prev / beta_bar_t
-        prev_sample = x0_coeff * x0 + xt_coeff * sample
-
-        # 4. add noise, except at the last step
-        if t > 0:
+        # 3. add noise with the chosen variance, except at t = 0
+        if c.t > 0:
             noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
-            prev_sample = prev_sample + self._noise_scale(t, prev_t, predicted_variance) * noise
+            prev_sample = prev_sample + self._noise_std(c, predicted_variance) * noise
         if not return_dict:
             return (prev_sample, x0)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
-    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha_bar_t: float, beta_bar_t: float) -> torch.Tensor:
+    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, c: _DDPMStep) -> torch.Tensor:
         cfg = self.config
         if cfg.prediction_type == "epsilon":
-            x0 = (sample - beta_bar_t**0.5 * model_output) / alpha_bar_t**0.5
+            x0 = (sample - c.sqrt_beta_bar * model_output) / c.sqrt_alpha_bar
         elif cfg.prediction_type == "sample":
             x0 = model_output
         else:
-            x0 = alpha_bar_t**0.5 * sample - beta_bar_t**0.5 * model_output
+            x0 = c.sqrt_alpha_bar * sample - c.sqrt_beta_bar * model_output
         if cfg.thresholding:
             return threshold_sample(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
         if cfg.clip_sample:
             return x0.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
         return x0
 
-    def _noise_scale(self, t: int, prev_t: int, predicted_variance: torch.Tensor | None) -> torch.Tensor | float:
+    def _noise_std(self, c: _DDPMStep, predicted_variance: torch.Tensor | None) -> torch.Tensor | float:
         """The standard deviation multiplying the fresh noise."""
-        variance = self._variance(t, prev_t, predicted_variance)
-        if self.variance_type == "fixed_small_log":
-            return variance  # already a standard deviation
-        if self.variance_type == "fixed_large_log":
-            return float(np.exp(0.5 * variance))  # diffusers takes sqrt of the log here (NaN)
-        if self.variance_type == "learned_range":
-            return torch.exp(0.5 * variance)
-        return variance**0.5
+        if self.variance_type == "learned":
+            return predicted_variance**0.5
+        if self.variance_type == "learned_range":  # interpolate log variances (Nichol & Dhariwal, eq. 15)
+            frac = (predicted_variance + 1) / 2
+            return torch.exp(0.5 * (frac * c.log_beta + (1 - frac) * c.log_beta_tilde))
+        return c.noise_std

@@ -1,0 +1,137 @@
+"""Euler: the first-order ODE sampler of k-diffusion (Karras et al. 2022, Alg. 2, arXiv:2206.00364)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..configuration import register_to_config
+from ..torch_utils import randn_tensor
+from .common import (
+    BASE_BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
+    SchedulerOutput,
+    SigmaSchedulerMixin,
+    check_choice,
+    check_num_inference_steps,
+    check_unsupported,
+    make_betas,
+    rescale_zero_terminal_snr,
+)
+
+
+class EulerDiscreteScheduler(SigmaSchedulerMixin):
+    """Euler steps on ``dx/dsigma = (x - x0) / sigma``, with optional churn (Alg. 2's gamma).
+
+    Example::
+
+        scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        prediction_type: str = "epsilon",
+        interpolation_type: str = "linear",
+        use_karras_sigmas: bool | None = False,
+        use_exponential_sigmas: bool | None = False,
+        use_beta_sigmas: bool | None = False,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        timestep_spacing: str = "linspace",
+        timestep_type: str = "discrete",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+        final_sigmas_type: str = "zero",
+    ) -> None:
+        name = type(self).__name__
+        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        check_choice(name, "interpolation_type", interpolation_type, ("linear", "log_linear"))
+        check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
+        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False), "timestep_type": (timestep_type, "discrete")})
+        if use_karras_sigmas and use_exponential_sigmas:
+            check_choice(name, "use_exponential_sigmas with use_karras_sigmas", True, (False,))
+        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, BASE_BETA_SCHEDULES)
+        if rescale_betas_zero_snr:
+            self.betas = rescale_zero_terminal_snr(self.betas)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if rescale_betas_zero_snr:
+            self.alphas_cumprod[-1] = 2**-24  # keep the last sigma finite
+        self.num_inference_steps = None
+        self._train_sigma_table()
+        self.timesteps = self.timesteps.to(torch.float32)
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Timesteps (float32) and sigmas for ``num_inference_steps`` steps."""
+        cfg = self.config
+        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
+        timesteps, sigmas = self._inference_sigmas(n)
+        if cfg.interpolation_type == "log_linear" and not (cfg.use_karras_sigmas or cfg.use_exponential_sigmas):
+            table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+            sigmas = torch.linspace(np.log(table[-1].item()), np.log(table[0].item()), n + 1).exp().numpy()
+        sigma_last = ((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5 if cfg.final_sigmas_type == "sigma_min" else 0
+        self._install_sigmas(torch.from_numpy(np.concatenate([sigmas, [float(sigma_last)]]).astype(np.float32)))
+        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
+        self._set_schedule(torch.from_numpy(np.asarray(timesteps).astype(np.float32)).to(device), n)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = float("inf"),
+        s_noise: float = 1.0,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
+        """One Euler step from ``sigma`` to the next sigma (Karras et al. 2022, Alg. 2 lines 4-8)."""
+        i = self._advance_index(timestep)
+        self._check_output_shape(model_output, sample)
+        sample = sample.to(torch.float32)
+        sigma, sigma_hat, dt = self._sigmas_list[i], self._sigmas_list[i], self._dt[i]
+
+        # 1. churn (Alg. 2 lines 4-6): raise the noise level to sigma_hat = sigma (1 + gamma)
+        gamma = min(s_churn / (len(self._sigmas_list) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+        if gamma > 0:
+            sigma_hat, dt, sample = self._churn(i, gamma, s_noise, sample, model_output, generator)
+
+        # 2. x0 from the model output
+        if self.config.prediction_type == "sample":
+            x0 = model_output
+        elif self.config.prediction_type == "epsilon":
+            x0 = sample - sigma_hat * model_output
+        else:
+            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
+
+        # 3. d = (x - x0) / sigma_hat;  x_next = x + d * (sigma_next - sigma_hat)  (Alg. 2 lines 7-8)
+        d = (sample - x0) / sigma_hat
+        prev_sample = (sample + d * dt).to(model_output.dtype)
+        self._step_index = i + 1
+        if not return_dict:
+            return (prev_sample, x0)
+        return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
+    def _churn(
+        self, i: int, gamma: float, s_noise: float, sample: torch.Tensor, model_output: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[float, float, torch.Tensor]:
+        """Add noise to go from sigma up to sigma_hat; returns ``(sigma_hat, dt, sample)``."""
+        sigma = self.sigmas[i]
+        sigma_hat = sigma * (gamma + 1)
+        eps = randn_tensor(model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator)
+        sample = sample + eps * s_noise * (sigma_hat**2 - sigma**2) ** 0.5
+        return sigma_hat.item(), (self.sigmas[i + 1] - sigma_hat).item(), sample
