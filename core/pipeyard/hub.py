@@ -44,14 +44,25 @@ class FileSource:
         location: the folder path or repo id, as the user gave it (for messages).
         commit: the resolved commit sha for a Hub repo, None for a local folder.
         files: every file, as a POSIX path relative to the root.
-        root: the local folder, or the Hub cache snapshot folder once something was fetched.
+        root: the local folder, or the Hub cache snapshot folder when offline.
+        complete: False when ``files`` lists only what an offline cache holds, so a file
+            missing from it may still exist in the repository.
     """
 
     location: str
     commit: str | None
     files: tuple[str, ...]
     root: Path | None = None
+    complete: bool = True
     _options: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def missing(self, what: str, error: Exception) -> Exception:
+        """The error to raise when ``what`` is not in ``files``: ``error``, or OfflineError
+        when the listing is only an offline cache's."""
+        if self.complete:
+            return error
+        reason = "offline mode is on" if constants.is_offline() else "local_files_only=True"
+        return errors.OfflineError(f"{what} of {self.location!r}", reason)
 
     @property
     def is_local(self) -> bool:
@@ -78,9 +89,8 @@ class FileSource:
         names = sorted(set(names))
         for name in names:
             if name not in self._file_set:
-                raise errors.EntryNotFoundError(self.location, name, self.commit)
-        if self.is_local:
-            assert self.root is not None
+                raise self.missing(repr(name), errors.EntryNotFoundError(self.location, name, self.commit))
+        if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
             return self.root
         return _download_snapshot(self.location, names, self.commit, **self._options)  # type: ignore[arg-type]
 
@@ -108,11 +118,12 @@ def open_source(
         raise errors.LocalPathError(text)
     options = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     if local_files_only or constants.is_offline():
-        root = _download_snapshot(text, None, revision, **options)
+        root = _cached_snapshot(text, revision or "main", cache_dir)
         files = tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
-        return FileSource(text, root.name, files, root, options)
+        return FileSource(text, root.name, files, root, complete=False, _options=options)
     commit, files = _remote_listing(text, revision, token)
-    return FileSource(text, commit, files, None, options)
+    _remember_ref(text, revision or "main", commit, cache_dir)
+    return FileSource(text, commit, files, None, _options=options)
 
 
 def resolve_file(
@@ -204,6 +215,45 @@ def download_file(
 # ---------------------------------------------------------------------- internals
 
 
+def _remember_ref(repo_id: str, revision: str, commit: str, cache_dir: PathLike | None) -> None:
+    """Record ``revision -> commit`` in the Hub cache (``refs/<revision>``), as huggingface_hub does.
+
+    Files are downloaded by commit sha so that one load never mixes two commits; the Hub
+    cache only records a branch's commit when it resolves the branch itself. Writing the ref
+    here lets a later offline load of ``revision`` find the snapshot (diffusers #7946, #5300).
+    """
+    if revision == commit or "/" in revision and not revision.startswith("refs/pr/"):
+        return
+    from .configuration import write_bytes_atomic
+
+    ref = Path(_cache_dir(cache_dir), f"models--{repo_id.replace('/', '--')}", "refs", revision)
+    try:
+        if ref.is_file() and ref.read_text().strip() == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(ref, commit.encode())
+    except OSError as exc:  # a read-only cache still works online
+        logger.debug("could not record %s@%s -> %s: %s", repo_id, revision, commit, exc)
+
+
+def _cached_snapshot(repo_id: str, revision: str, cache_dir: PathLike | None) -> Path:
+    """The Hub cache's snapshot folder of ``repo_id`` at ``revision``, without any request.
+
+    Raises:
+        OfflineError: the revision was never downloaded into this cache.
+    """
+    repo_folder = Path(_cache_dir(cache_dir), f"models--{repo_id.replace('/', '--')}")
+    commit = revision
+    ref = repo_folder / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text().strip()
+    snapshot = repo_folder / "snapshots" / commit
+    if not snapshot.is_dir():
+        reason = "offline mode is on" if constants.is_offline() else "local_files_only=True"
+        raise errors.OfflineError(f"{repo_id!r} at revision {revision!r}", reason)
+    return snapshot
+
+
 def _cache_dir(cache_dir: PathLike | None) -> str:
     return os.fspath(cache_dir) if cache_dir is not None else os.fspath(constants.hub_cache_dir())
 
@@ -213,7 +263,8 @@ def _remote_listing(repo_id: str, revision: str | None, token: str | None) -> tu
 
     api = HfApi(endpoint=constants.hub_endpoint(), token=token)
     with _translated_hub_errors(repo_id, revision):
-        info = api.model_info(repo_id, revision=revision, timeout=constants.network_timeout())
+        # Always name the revision: the Hub API pins it into the URL, and mirrors only serve that form.
+        info = api.model_info(repo_id, revision=revision or "main", timeout=constants.network_timeout())
     files = tuple(sorted(s.rfilename for s in (info.siblings or ())))
     if not info.sha:
         raise errors.HubError(f"the Hub did not say which commit {repo_id!r}@{revision or 'main'} is")
@@ -259,12 +310,13 @@ def _translated_hub_errors(repo_id: str, revision: str | None, filename: str | N
         raise errors.RepositoryNotFoundError(repo_id, _first_line(exc)) from None
     except hf.RevisionNotFoundError:
         raise errors.RevisionNotFoundError(repo_id, revision or "main") from None
-    except hf.EntryNotFoundError:
-        raise errors.EntryNotFoundError(repo_id, filename or "?", revision) from None
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as exc:
+        # LocalEntryNotFoundError derives from EntryNotFoundError: it must be caught first.
         what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r}"
         reason = "offline mode is on" if constants.is_offline() else f"the Hub was not reached ({_first_line(exc)})"
         raise errors.OfflineError(what, reason) from exc
+    except hf.EntryNotFoundError:
+        raise errors.EntryNotFoundError(repo_id, filename or "?", revision) from None
     except hf.HfHubHTTPError as exc:
         raise errors.HubError(f"Hub request for {repo_id!r} failed: {_first_line(exc)}") from exc
 

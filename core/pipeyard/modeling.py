@@ -346,8 +346,11 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         location = f"{source.location}/{prefix}".rstrip("/")
         names = source.under(subfolder)
         if cls.config_name not in names:
-            raise errors.EntryNotFoundError(location, cls.config_name, source.commit)
-        chosen = select_weight_files(names, location, variant, use_safetensors)
+            raise source.missing(prefix + cls.config_name, errors.EntryNotFoundError(location, cls.config_name, source.commit))
+        try:
+            chosen = select_weight_files(names, location, variant, use_safetensors)
+        except errors.WeightsError as exc:
+            raise source.missing(f"the weights in {prefix or './'} (variant {variant!r})", exc) from exc
         root = source.fetch([prefix + cls.config_name, *(prefix + f for f in chosen.files)]
                             + ([prefix + chosen.index] if chosen.index else []))
         folder = root / prefix if prefix else root

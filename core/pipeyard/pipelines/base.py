@@ -276,11 +276,11 @@ class DiffusionPipeline(ConfigMixin):
 
 def _read_model_index(source: hub.FileSource) -> dict[str, Any]:
     if constants.MODEL_INDEX_NAME not in source.files:
-        raise errors.EntryNotFoundError(
+        raise source.missing(constants.MODEL_INDEX_NAME, errors.EntryNotFoundError(
             source.location, constants.MODEL_INDEX_NAME, source.commit,
             hint="a pipeline folder needs model_index.json; to load a single model use its "
             "class's from_pretrained (e.g. UNet2DModel.from_pretrained)",
-        )
+        ))
     root = source.fetch([constants.MODEL_INDEX_NAME])
     return read_json_file(root / constants.MODEL_INDEX_NAME)
 

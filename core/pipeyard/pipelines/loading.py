@@ -39,11 +39,11 @@ def load_component(name: str, cls: type, source: FileSource, options: LoadOption
     """
     names = source.under(name)
     if not names:
-        raise errors.EntryNotFoundError(
+        raise source.missing(f"component folder {name}/", errors.EntryNotFoundError(
             source.location, f"{name}/", source.commit,
             hint=f"model_index.json lists component {name!r} but the repository has no such "
             f"subfolder; pass {name}=<object> to from_pretrained or fix the repository",
-        )
+        ))
     from ..modeling import ModelMixin
 
     if issubclass(cls, ModelMixin):
