@@ -86,3 +86,12 @@ def test_no_sys_path_change_when_importing(write_pipeline):
 def test_the_store_lives_under_pipeyard_home(write_pipeline):
     load_pipeline_class(str(write_pipeline()))
     assert cache.modules_dir().parent == __import__("pathlib").Path(os.environ["PIPEYARD_HOME"])
+
+
+def test_a_tampered_cache_is_refused_on_a_warm_load_of_a_local_file(write_pipeline):
+    path = write_pipeline()
+    load_pipeline_class(str(path))
+    stored = cache.modules_dir() / hashlib.sha256(path.read_bytes()).hexdigest() / "pipeline.py"
+    stored.write_text(stored.read_text() + "\nimport os  # injected\n")
+    with pytest.raises(errors.PipelineVerificationError, match="no longer match"):
+        load_pipeline_class(str(path))

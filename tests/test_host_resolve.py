@@ -122,3 +122,10 @@ def test_entry_point_naming_a_missing_class_is_refused(tmp_path, monkeypatch, pi
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(errors.PipelineVerificationError, match="names class 'AcmePipeline'"):
         load_pipeline_class("acme3")
+
+
+def test_a_bundled_name_loads_offline_without_any_request(monkeypatch, hub_requests):
+    monkeypatch.setenv("PIPEYARD_OFFLINE", "1")
+    monkeypatch.setenv("PIPEYARD_COMMUNITY_URL", "http://127.0.0.1:9/{revision}/{name}")
+    assert load_pipeline_class("one_step_unet").__name__ == "UnetSchedulerOneForwardPipeline"
+    assert hub_requests == []

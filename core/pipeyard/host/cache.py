@@ -27,6 +27,7 @@ and digest seen when it was first fetched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,7 +91,7 @@ def modules_dir() -> Path:
     return constants.pipeyard_home() / "modules"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Write to a unique temp file in the same folder, then ``os.replace`` it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -99,15 +100,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
             out.write(data)
         os.replace(temp, path)
     except BaseException:
-        with_suppressed_unlink(temp)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise
-
-
-def with_suppressed_unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _lock(name: str):
@@ -122,7 +117,7 @@ def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:
     """Put a package in the store (once per digest); return where it lies."""
     hashes = {name: sha256(data) for name, data in files.items()}
     digest = package_digest(hashes)
-    stored = load_package(digest, check=False)
+    stored = load_package(digest)  # re-hashed: what gets imported is what was verified
     if stored is not None:
         return stored
     root = modules_dir() / digest
@@ -130,9 +125,9 @@ def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:
         if (root / MANIFEST_NAME).is_file():  # another process finished while we waited
             return _read_manifest(digest, root)
         for name, data in files.items():
-            _atomic_write(root.joinpath(*name.split("/")), data)
+            atomic_write(root.joinpath(*name.split("/")), data)
         manifest = {"main": main, "files": dict(sorted(hashes.items()))}
-        _atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+        atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
     return StoredPackage(digest, root, main, hashes)
 
 
@@ -179,4 +174,4 @@ def read_record(key: str) -> ResolutionRecord | None:
 def write_record(key: str, record: ResolutionRecord) -> None:
     """Store the resolution of ``key`` (atomic; the last writer wins, all write the same)."""
     data = {"key": key, "commit": record.commit, "digest": record.digest, "origin": record.origin}
-    _atomic_write(_record_path(key), json.dumps(data, indent=1).encode())
+    atomic_write(_record_path(key), json.dumps(data, indent=1).encode())

@@ -60,10 +60,10 @@ def _read() -> dict[str, dict[str, str]]:
 
 
 def _write(entries: dict[str, dict[str, str]]) -> None:
-    from .cache import _atomic_write
+    from .cache import atomic_write
 
     payload = {"version": 1, "trusted": dict(sorted(entries.items()))}
-    _atomic_write(trust_file(), json.dumps(payload, indent=1).encode())
+    atomic_write(trust_file(), json.dumps(payload, indent=1).encode())
 
 
 def _locked():
