@@ -266,3 +266,18 @@ def test_transformers_component_loads_with_its_dtype(tmp_path):
     pipe.save_pretrained(tmp_path / "p")
     loaded = TextPipeline.from_pretrained(tmp_path / "p", torch_dtype=torch.bfloat16)
     assert loaded.text_encoder.dtype == torch.bfloat16
+
+
+def test_passed_object_outside_the_model_index_family_is_refused(tmp_path):
+    from pipeyard import DDIMScheduler, DDPMScheduler
+
+    class Loose(DiffusionPipeline):
+        def __init__(self, scheduler):
+            super().__init__()
+            self.register_modules(scheduler=scheduler)
+
+    Loose(DDPMScheduler()).save_pretrained(tmp_path / "p")
+    swapped = Loose.from_pretrained(tmp_path / "p", scheduler=DDIMScheduler())  # same family: fine
+    assert isinstance(swapped.scheduler, DDIMScheduler)
+    with pytest.raises(ComponentTypeError, match=r"must be a SchedulerMixin \(model_index.json names DDPMScheduler\), got a str"):
+        Loose.from_pretrained(tmp_path / "p", scheduler="ddim")

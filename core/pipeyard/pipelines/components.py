@@ -200,6 +200,8 @@ def plan_components(pipeline_cls: type, model_index: Mapping[str, Any], passed: 
         entry = model_index.get(name)
         if name in passed:
             _check_type(pipeline_cls, name, passed[name])
+            if is_component_entry(entry) and entry[0] is not None:
+                _check_family(name, entry, passed[name])
             plan.passed[name] = passed[name]
         elif is_component_entry(entry) and entry[0] is not None:
             plan.to_load[name] = (entry[0], entry[1])
@@ -231,6 +233,38 @@ def _check_type(pipeline_cls: type, name: str, value: Any) -> None:
     expected = _annotation_type(pipeline_cls, name)
     if expected is not None and not isinstance(value, expected):
         raise errors.ComponentTypeError(name, expected.__name__, type(value).__name__)
+
+
+def component_family(cls: type) -> type:
+    """The broadest class a component may be replaced by: schedulers by any scheduler, a
+    transformers model by any transformers model of the same base kind, a model by its class."""
+    from ..schedulers.common import SchedulerMixin
+
+    if issubclass(cls, SchedulerMixin):
+        return SchedulerMixin
+    if cls.__module__.startswith("transformers"):
+        import transformers
+
+        for base in (transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase,
+                     transformers.ImageProcessingMixin, transformers.FeatureExtractionMixin):
+            if issubclass(cls, base):
+                return base
+    return cls
+
+
+def _check_family(name: str, entry: Any, value: Any) -> None:
+    """A passed object must belong to the family of the class model_index.json names."""
+    if value is None:
+        return
+    try:
+        named = resolve_component_class(entry[0], entry[1], name)
+    except errors.UnknownComponentClassError:
+        return  # the repository's entry cannot be loaded anyway: the object replaces it
+    family = component_family(named)
+    if not isinstance(value, family):
+        raise errors.ComponentTypeError(
+            name, f"{family.__name__} (model_index.json names {entry[1]})", type(value).__name__
+        )
 
 
 def _describe_expected(pipeline_cls: type, name: str, entry: Any) -> str:
