@@ -100,7 +100,9 @@ def _source_for(
             "None", ["no custom_pipeline was given and model_index.json names no [module, Class] pair"]
         )
     if len(embedded_class) != 2:
-        raise errors.InvalidPipelineNameError(str(embedded_class), "expected [module_file, ClassName]", "_class_name")
+        raise errors.InvalidPipelineNameError(
+            str(embedded_class), "expected [module_file, ClassName]", "_class_name"
+        )
     location = getattr(pretrained, "location", pretrained)
     revision = getattr(pretrained, "commit", None)
     return resolve.embedded_source(os.fspath(location), (embedded_class[0], embedded_class[1]), revision)

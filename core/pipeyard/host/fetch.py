@@ -21,11 +21,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .. import constants, errors
 from .resolve import Source, SourceKind
 from .verify import candidate_files, relative_imports
+
+if TYPE_CHECKING:
+    from ..hub import FileSource
 
 #: Reads one package-relative file; None when the source has no such file.
 Reader = Callable[[str], Optional[bytes]]
@@ -65,13 +68,16 @@ def _imports_of(name: str, data: bytes) -> list[str]:
     return candidates
 
 
-def collect_package(main: str, read: Reader) -> dict[str, bytes]:
+def collect_package(main: str, read: Reader, main_data: bytes | None = None) -> dict[str, bytes]:
     """The pipeline file plus every module reachable from it by relative imports.
+
+    Args:
+        main_data: the pipeline file's bytes when the caller already read them.
 
     Raises:
         EntryNotFoundError: the pipeline file itself is missing.
     """
-    data = read(main)
+    data = main_data if main_data is not None else read(main)
     if data is None:
         raise errors.EntryNotFoundError("the pipeline source", main)
     files = {main: data}
@@ -168,8 +174,9 @@ def locate_module_file(module: str) -> Path:
     """The file of an installed module, found without importing it or its parents."""
     path: list[str] | None = None
     spec = None
-    for part_index, part in enumerate(module.split(".")):
-        name = ".".join(module.split(".")[: part_index + 1])
+    parts = module.split(".")
+    for count in range(1, len(parts) + 1):
+        name = ".".join(parts[:count])
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None:
             raise errors.PipelineImportError(module, f"no installed module {name!r}")
@@ -199,8 +206,7 @@ def _fetch_github(source: Source) -> FetchedPackage:
         raise errors.PipelineNotFoundError(
             source.location, [f"community pipeline {source.filename!r} at {source.revision!r}: {url} answered 404"]
         )
-    cached = {source.filename: main}
-    files = collect_package(source.filename, lambda n: cached[n] if n in cached else read(n))
+    files = collect_package(source.filename, read, main)
     commit = source.revision if _FULL_SHA.match(source.revision) else None
     return FetchedPackage(files, source.filename, commit, url)
 
@@ -241,18 +247,18 @@ def fetch_package(source: Source, **options: object) -> FetchedPackage:
     return _fetch_hub(source, options)
 
 
-def fetch_from_file_source(file_source: object, filename: str) -> FetchedPackage:
+def fetch_from_file_source(file_source: FileSource, filename: str) -> FetchedPackage:
     """Read a module embedded in a model repo already opened by :func:`pipeyard.hub.open_source`.
 
     The repo is the same listing, at the same commit, that the caller read model_index.json
     from, so the module cannot come from another revision than the weights.
     """
-    has = getattr(file_source, "has")
-    fetch = getattr(file_source, "fetch")
 
     def read(name: str) -> bytes | None:
-        return fetch([name]).joinpath(*name.split("/")).read_bytes() if has(name) else None
+        if not file_source.has(name):
+            return None
+        return file_source.fetch([name]).joinpath(*name.split("/")).read_bytes()
 
-    commit = getattr(file_source, "commit", None)
-    origin = f"{getattr(file_source, 'location', '?')}" + (f"@{commit}" if commit else "")
+    commit = file_source.commit
+    origin = file_source.location + (f"@{commit}" if commit else "")
     return FetchedPackage(collect_package(filename, read), filename, commit, origin)

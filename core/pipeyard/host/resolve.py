@@ -99,7 +99,9 @@ def validate_revision(revision: str | None) -> None:
     if not revision or revision != revision.strip() or "\\" in revision or "\x00" in revision:
         raise errors.InvalidPipelineNameError(revision, "not a branch, tag or commit", "custom_revision")
     if ".." in revision or revision.startswith("/") or os.path.isabs(revision):
-        raise errors.InvalidPipelineNameError(revision, "must not contain '..' or start with '/'", "custom_revision")
+        raise errors.InvalidPipelineNameError(
+            revision, "must not contain '..' or start with '/'", "custom_revision"
+        )
 
 
 def _validate_name(name: str) -> None:
@@ -201,7 +203,9 @@ def _named_source(name: str, revision: str | None, tried: list[str]) -> Source |
         value = entry_point_value(name)
         if value is not None:
             return Source(SourceKind.ENTRY_POINT, value, name, class_name=value.partition(":")[2] or None)
-        tried.append(f"entry point {name!r} in group {ENTRY_POINT_GROUP!r}: no installed distribution registers it")
+        tried.append(
+            f"entry point {name!r} in group {ENTRY_POINT_GROUP!r}: no installed distribution registers it"
+        )
         if revision is not None:
             return Source(SourceKind.GITHUB, name, f"{name}.py", revision)
         if name in bundled_registry():
@@ -218,7 +222,9 @@ def embedded_source(pretrained: str, class_entry: tuple[str, str], revision: str
     """The ``[module_file, ClassName]`` pair of a model_index.json, as a source in that repo."""
     module_file, class_name = class_entry
     if not _MODULE_FILE.match(module_file):
-        raise errors.InvalidPipelineNameError(module_file, "a module file of model_index.json must be a relative module path")
+        raise errors.InvalidPipelineNameError(
+            module_file, "a module file of model_index.json must be a relative module path"
+        )
     filename = module_file if module_file.endswith(".py") else f"{module_file}.py"
     return Source(SourceKind.EMBEDDED, os.fspath(pretrained), filename, revision, class_name)
 

@@ -55,7 +55,9 @@ def _read() -> dict[str, dict[str, str]]:
     except FileNotFoundError:
         return {}
     except ValueError:
-        raise errors.CustomPipelineError(f"the trust store {trust_file()} is not valid JSON; fix or delete it") from None
+        raise errors.CustomPipelineError(
+            f"the trust store {trust_file()} is not valid JSON; fix or delete it"
+        ) from None
     return dict(data.get("trusted", {}))
 
 

@@ -259,7 +259,8 @@ def script_metadata(text: str, path: str) -> ScriptMetadata | None:
     try:
         data = tomllib.loads(content)
     except tomllib.TOMLDecodeError as exc:
-        raise errors.PipelineVerificationError(path, f"its `# /// script` block is not valid TOML: {exc}") from None
+        reason = f"its `# /// script` block is not valid TOML: {exc}"
+        raise errors.PipelineVerificationError(path, reason) from None
     tool = data.get("tool", {}).get("pipeyard", {})
     core = tool.get("requires-core")
     if not isinstance(core, str):
