@@ -148,7 +148,7 @@ def _annotation_type(pipeline_cls: type, name: str) -> type | None:
         except Exception:
             return None
     args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_args(annotation) else [annotation]
-    if len(args) == 1 and isinstance(args[0], type) and args[0] not in (inspect.Parameter.empty, object):
+    if len(args) == 1 and isinstance(args[0], type) and args[0] not in (inspect.Parameter.empty, object, typing.Any):
         return args[0]
     return None
 
