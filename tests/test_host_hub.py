@@ -157,3 +157,13 @@ def test_hub_request_that_never_answers_times_out(fake_hub, monkeypatch):
     assert time.monotonic() - start < 2.5
     # hub.py does not translate transport timeouts yet: accept its raw ReadTimeout too.
     assert isinstance(caught.value, errors.PipeyardError) or "Timeout" in type(caught.value).__name__
+
+
+def test_missing_file_answered_by_the_hub_with_its_error_code(fake_hub):
+    """The listing names pipeline.py but the file endpoint answers 404 EntryNotFound."""
+    sha = "b" * 40
+    fake_hub.expect_request("/api/models/alice/racy/revision/main").respond_with_json(
+        {"id": "alice/racy", "sha": sha, "siblings": [{"rfilename": "pipeline.py"}]})
+    _error(fake_hub, f"/alice/racy/resolve/{sha}/pipeline.py", 404, "EntryNotFound")
+    with pytest.raises(errors.EntryNotFoundError, match="pipeline.py"):
+        load_pipeline_class("alice/racy")
