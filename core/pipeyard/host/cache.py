@@ -27,11 +27,8 @@ and digest seen when it was first fetched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,17 +89,11 @@ def modules_dir() -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a unique temp file in the same folder, then ``os.replace`` it into place."""
+    """Create the folder, then write through a unique temp file and ``os.replace``."""
+    from ..configuration import write_bytes_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def _lock(name: str):
