@@ -191,3 +191,8 @@ def test_relative_import_candidates(importer, level, module, names, first):
 
 def test_relative_import_above_the_package_root_yields_nothing():
     assert list(verify.candidate_files("pipeline.py", 2, "x", ())) == []
+
+
+def test_dotted_pipeyard_bases_count():
+    info = _verify("import pipeyard.pipelines.base\n\nclass P(pipeyard.pipelines.base.DiffusionPipeline):\n    pass\n")
+    assert info.class_name == "P"

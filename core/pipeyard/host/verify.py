@@ -159,9 +159,7 @@ def pipeline_classes(
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
-        names = {_base_name(base) for base in node.bases}
-        dotted_pipeline = any(n and n.startswith("pipeyard.") and n in known for n in names)
-        if names & known or dotted_pipeline:
+        if {_base_name(base) for base in node.bases} & known:
             known.add(node.name)
             found.append((node.name, node.lineno))
     return found
