@@ -95,6 +95,20 @@ def test_encoder_attention_mask_matches_diffusers(oracle):
     assert oracle.relative_error(expected, ours(**inputs, encoder_attention_mask=mask).sample) <= oracle.FP32_TOLERANCE
 
 
+@torch.no_grad()
+def test_controlnet_residuals_match_diffusers(oracle):
+    reference, ours = _pair(oracle, SD1)
+    inputs = _inputs(SD1)
+    generator = torch.Generator().manual_seed(5)
+    shapes = [(2, 32, 16, 16)] * 2 + [(2, 32, 8, 8), (2, 64, 8, 8)]  # conv_in, resnet, downsampler, resnet
+    extra = {
+        "down_block_additional_residuals": tuple(torch.randn(shape, generator=generator) for shape in shapes),
+        "mid_block_additional_residual": torch.randn(2, 64, 8, 8, generator=generator),
+    }
+    expected = reference(**inputs, **extra).sample
+    assert oracle.relative_error(expected, ours(**inputs, **extra).sample) <= oracle.FP32_TOLERANCE
+
+
 @pytest.mark.parametrize("timestep", [10, 10.5, torch.tensor(10), torch.tensor([10])], ids=repr)
 @torch.no_grad()
 def test_timestep_forms_broadcast_like_diffusers(oracle, timestep):

@@ -10,6 +10,7 @@ Sinusoidal (Ho et al. 2020, after Vaswani et al. 2017)::
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,10 +37,15 @@ class SinusoidalTimestepProjection(nn.Module):
         self.flip_sin_to_cos = flip_sin_to_cos
         self._frequencies = sinusoidal_frequencies(num_channels // 2, downscale_freq_shift)
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SinusoidalTimestepProjection:
+        # Follow .to(device) / .cuda() but never a dtype cast: probe fn with an empty tensor.
+        self._frequencies = self._frequencies.to(fn(self._frequencies[:0]).device)
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         frequencies = self._frequencies
-        if frequencies.device != timesteps.device:
-            frequencies = self._frequencies = frequencies.to(timesteps.device)
+        if frequencies.device != timesteps.device:  # timesteps given on another device
+            frequencies = frequencies.to(timesteps.device)
         angles = timesteps[:, None].float() * frequencies[None, :]
         sin, cos = torch.sin(angles), torch.cos(angles)
         emb = torch.cat([cos, sin] if self.flip_sin_to_cos else [sin, cos], dim=-1)

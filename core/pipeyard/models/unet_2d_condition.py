@@ -219,8 +219,13 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         timestep: torch.Tensor | float | int,
         encoder_hidden_states: torch.Tensor | None,
         class_labels: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        added_cond_kwargs: dict[str, Any] | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DConditionOutput | tuple[torch.Tensor]:
         """Predict the noise for ``sample`` at ``timestep``, conditioned on ``encoder_hidden_states``.
@@ -230,26 +235,33 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
                 :attr:`downsampling_factor`.
             timestep: python number, 0-d tensor, or 1-d tensor of 1 or ``B`` values.
             encoder_hidden_states: ``(B, tokens, cross_attention_dim)`` text embeddings.
+            down_block_additional_residuals, mid_block_additional_residual: added to the skip
+                connections and to the mid block's output (ControlNet).
             encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore.
-            cross_attention_kwargs: accepted for call compatibility; must be empty.
+            timestep_cond, attention_mask, cross_attention_kwargs, added_cond_kwargs: accepted
+                for call compatibility with diffusers; must be None (or empty).
 
         Raises:
             InputShapeError, MissingModelInputError, ModelInputError.
         """
-        self._check_inputs(sample, encoder_hidden_states, cross_attention_kwargs)
+        self._check_inputs(sample, encoder_hidden_states)
+        self._refuse_unsupported(
+            timestep_cond=timestep_cond, attention_mask=attention_mask,
+            cross_attention_kwargs=cross_attention_kwargs, added_cond_kwargs=added_cond_kwargs,
+        )
         mask = None
         if encoder_attention_mask is not None:  # 1/0 -> additive bias (B, 1, tokens)
             mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
-        hidden = self.conv_in(sample)
-        skips: tuple[torch.Tensor, ...] = (hidden,)
-        for down_block in self.down_blocks:
-            hidden, block_skips = down_block(hidden, emb, encoder_hidden_states, mask)
-            skips += block_skips
+        hidden, skips = self._down(self.conv_in(sample), emb, encoder_hidden_states, mask)
+        if down_block_additional_residuals is not None:
+            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals, strict=True))
         if self.mid_block is not None:
             hidden = self.mid_block(hidden, emb, encoder_hidden_states, mask)
+        if mid_block_additional_residual is not None:
+            hidden = hidden + mid_block_additional_residual
         for up_block in self.up_blocks:
             count = len(up_block.resnets)
             hidden = up_block(hidden, skips[-count:], emb, encoder_hidden_states, mask)
@@ -259,9 +271,16 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         hidden = self.conv_out(hidden)
         return UNet2DConditionOutput(sample=hidden) if return_dict else (hidden,)
 
-    def _check_inputs(
-        self, sample: torch.Tensor, context: torch.Tensor | None, cross_attention_kwargs: dict[str, Any] | None
-    ) -> None:
+    def _down(
+        self, hidden: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        skips: tuple[torch.Tensor, ...] = (hidden,)
+        for down_block in self.down_blocks:
+            hidden, block_skips = down_block(hidden, emb, context, mask)
+            skips += block_skips
+        return hidden, skips
+
+    def _check_inputs(self, sample: torch.Tensor, context: torch.Tensor | None) -> None:
         name = type(self).__name__
         check_sample(name, sample, self.config.in_channels, self.downsampling_factor)
         if context is None:
@@ -270,9 +289,12 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             )
         if context.ndim != 3 or context.shape[0] != sample.shape[0]:
             raise errors.InputShapeError(name, "encoder_hidden_states", f"(batch={sample.shape[0]}, tokens, dim)", context.shape)
-        if cross_attention_kwargs:
+
+    def _refuse_unsupported(self, **arguments: Any) -> None:
+        given = sorted(name for name, value in arguments.items() if value is not None and not (isinstance(value, dict) and not value))
+        if given:
             raise errors.ModelInputError(
-                f"{name} does not support cross_attention_kwargs yet (got {sorted(cross_attention_kwargs)})"
+                f"{type(self).__name__} does not support {', '.join(given)} yet; pass None (the default)"
             )
 
     def _embed(self, timesteps: torch.Tensor, sample: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
