@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import diffusers
+import torch
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-
-
-def _pipeyard_classes_or_skip():
-    """Skip (only) while pipeyard's UNet2DModel / DDPMScheduler are not importable."""
-    import pipeyard
-
-    try:
-        return pipeyard.DiffusionPipeline, pipeyard.UNet2DModel, pipeyard.DDPMScheduler
-    except (AttributeError, ImportError) as exc:  # pragma: no cover - temporary guard
-        pytest.skip(f"pipeyard models/schedulers not importable yet: {exc}")
+from pipeyard import DDPMScheduler, DiffusionPipeline, UNet2DModel
 
 
 def test_one_step_unet_matches_the_same_computation_in_diffusers(tiny_ddpm_folder):
     """``tiny_ddpm_folder`` (shared fixture): a tiny UNet2DModel + DDPMScheduler saved by diffusers."""
-    DiffusionPipeline, UNet2DModel, DDPMScheduler = _pipeyard_classes_or_skip()
     pipe = DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline="one_step_unet")
     assert type(pipe).__name__ == "UnetSchedulerOneForwardPipeline"
     assert isinstance(pipe.unet, UNet2DModel) and isinstance(pipe.scheduler, DDPMScheduler)

@@ -319,6 +319,18 @@ def _translated_hub_errors(repo_id: str, revision: str | None, filename: str | N
         raise errors.EntryNotFoundError(repo_id, filename or "?", revision) from None
     except hf.HfHubHTTPError as exc:
         raise errors.HubError(f"Hub request for {repo_id!r} failed: {_first_line(exc)}") from exc
+    except Exception as exc:
+        # Transport failures (timeouts after PIPEYARD_TIMEOUT, refused connections) come from
+        # the HTTP client huggingface_hub uses, whose classes we do not import by name.
+        if not _is_transport_error(exc):
+            raise
+        what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r}"
+        raise errors.OfflineError(what, f"the Hub was not reached ({type(exc).__name__}: {exc})") from exc
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "TransportError" in names or isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def _first_line(exc: BaseException) -> str:
