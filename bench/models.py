@@ -175,7 +175,7 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, repeats: int,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per model (default: 10 CPU, 30 GPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per model (10 CPU, 30 GPU)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="case names to run")
     parser.add_argument("--no-compile", action="store_true", help="GPU: skip the torch.compile timings")
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         cases = [case for case in cases if case.name in args.only]
     dtype = torch.float16 if on_gpu else torch.float32
     repeats = args.repeats or (30 if on_gpu else 10)
-    print(f"device {device}, dtype {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, median of {repeats}")
+    threads = torch.get_num_threads()
+    print(f"device {device}, dtype {dtype}, torch {torch.__version__}, threads {threads}, median of {repeats}")
     for case in cases:
         run_case(case, device, dtype, repeats, args.warmup, compile_=on_gpu and not args.no_compile)
 

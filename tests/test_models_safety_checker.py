@@ -49,8 +49,7 @@ def test_flags_and_black_images_match_diffusers(saved_reference, kind):
         images = torch.from_numpy(images)
     elif kind == "list":
         images = [torch.from_numpy(image) for image in images]
-    copy = (lambda x: x.clone()) if kind == "torch" else (lambda x: [i.clone() for i in x] if kind == "list" else x.copy())
-    expected_images, expected_flags = reference(clip_input=clip_input, images=copy(images))
+    expected_images, expected_flags = reference(clip_input=clip_input, images=_copy(images))
     got_images, got_flags = ours(clip_input=clip_input, images=images)
     assert got_flags == expected_flags
     assert any(got_flags) and not all(got_flags), "fixture thresholds should flag some images, not all"
@@ -79,3 +78,9 @@ def test_importing_pipeyard_does_not_import_transformers():
     code = "import sys, pipeyard; pipeyard.UNet2DModel; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _copy(images):
+    if isinstance(images, list):
+        return [image.clone() for image in images]
+    return images.clone() if torch.is_tensor(images) else images.copy()

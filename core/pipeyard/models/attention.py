@@ -105,9 +105,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         context = tokens if context is None else context
         batch = tokens.shape[0]
-        query, key, value = (
-            self._split_heads(proj(x), batch) for proj, x in ((self.to_q, tokens), (self.to_k, context), (self.to_v, context))
-        )
+        query = self._split_heads(self.to_q(tokens), batch)
+        key = self._split_heads(self.to_k(context), batch)
+        value = self._split_heads(self.to_v(context), batch)
         if mask is not None and mask.ndim == 3:
             mask = mask.unsqueeze(1)  # (B, 1, keys) -> (B, 1, 1, keys): same bias for every head
         if self.slice_size is None:
@@ -201,7 +201,9 @@ class AttentionSlicingMixin:
 
 # Checkpoints from diffusers < 0.14 (e.g. the 2022 DDPM repos) named the spatial attention
 # projections query/key/value/proj_attn; group_norm kept its name.
-_LEGACY_ATTENTION_KEY = re.compile(r"^(?P<path>.*\.attentions\.\d+)\.(?P<old>query|key|value|proj_attn)\.(?P<p>weight|bias)$")
+_LEGACY_ATTENTION_KEY = re.compile(
+    r"^(?P<path>.*\.attentions\.\d+)\.(?P<old>query|key|value|proj_attn)\.(?P<p>weight|bias)$"
+)
 _LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 

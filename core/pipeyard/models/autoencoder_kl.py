@@ -106,7 +106,9 @@ class AutoencoderKL(AttentionSlicingMixin, ModelMixin):
 
     # ------------------------------------------------------------------ encode / decode
 
-    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True
+    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
         """Images ``(B, in_channels, H, W)`` (values in [-1, 1]) -> the latent posterior.
 
         Raises:

@@ -65,7 +65,9 @@ class DiagonalGaussianDistribution:
 
     def sample(self, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
         """``mean + std * eps`` with ``eps`` drawn like diffusers' ``randn_tensor`` (reproducible)."""
-        noise = randn_tensor(self.mean.shape, generator=generator, device=self.parameters.device, dtype=self.parameters.dtype)
+        noise = randn_tensor(
+            self.mean.shape, generator=generator, device=self.parameters.device, dtype=self.parameters.dtype
+        )
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:

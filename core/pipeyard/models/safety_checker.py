@@ -109,7 +109,9 @@ class StableDiffusionSafetyChecker(PreTrainedModel):
             _as_float32(self.concept_embeds_weights),
         )
         if any(flags):
-            logger.warning("Potential NSFW content was detected in %d image(s); they are replaced by black images.", sum(flags))
+            logger.warning(
+                "Potential NSFW content was detected in %d image(s); they are replaced by black images.", sum(flags)
+            )
         return black_out(images, flags), flags
 
 

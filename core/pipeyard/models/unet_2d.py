@@ -128,7 +128,8 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
         if groups is None and config.resnet_time_scale_shift == "default":
             groups = config.norm_num_groups
         channels = config.block_out_channels[-1]
-        args = _with(shared, in_channels=channels, out_channels=channels, output_scale_factor=config.mid_block_scale_factor,
+        args = _with(shared, in_channels=channels, out_channels=channels,
+                     output_scale_factor=config.mid_block_scale_factor,
                      attention_head_dim=config.attention_head_dim or channels, attention_groups=groups,
                      add_attention=config.add_attention)
         return build_block("mid", config.mid_block_type, args, MID_TYPES)

@@ -75,7 +75,9 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D",
         ),
         mid_block_type: str | None = "UNetMidBlock2DCrossAttn",
-        up_block_types: tuple[str, ...] = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        up_block_types: tuple[str, ...] = (
+            "UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+        ),
         only_cross_attention: bool | tuple[bool, ...] = False,
         block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
         layers_per_block: int | tuple[int, ...] = 2,
@@ -288,10 +290,11 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
                 name, "encoder_hidden_states", "pass the text encoder's hidden states (batch, tokens, dim)"
             )
         if context.ndim != 3 or context.shape[0] != sample.shape[0]:
-            raise errors.InputShapeError(name, "encoder_hidden_states", f"(batch={sample.shape[0]}, tokens, dim)", context.shape)
+            expected = f"(batch={sample.shape[0]}, tokens, dim)"
+            raise errors.InputShapeError(name, "encoder_hidden_states", expected, context.shape)
 
     def _refuse_unsupported(self, **arguments: Any) -> None:
-        given = sorted(name for name, value in arguments.items() if value is not None and not (isinstance(value, dict) and not value))
+        given = sorted(name for name, value in arguments.items() if not _is_empty(value))
         if given:
             raise errors.ModelInputError(
                 f"{type(self).__name__} does not support {', '.join(given)} yet; pass None (the default)"
@@ -304,3 +307,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         if class_labels is None:
             raise errors.MissingModelInputError(type(self).__name__, "class_labels", "the config sets num_class_embeds")
         return emb + self.class_embedding(class_labels).to(dtype=sample.dtype)
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and not value)

@@ -60,8 +60,7 @@ def timesteps_for_batch(
         InputShapeError: a tensor that is neither 0-d nor 1-d of 1 or ``batch`` values.
     """
     batch = sample.shape[0]
-    if torch.is_tensor(timestep) and (timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch))):
-        raise errors.InputShapeError(
-            model, "timestep", f"a number, a 0-d tensor or a 1-d tensor of 1 or {batch} values", tuple(timestep.shape)
-        )
+    if torch.is_tensor(timestep) and (timestep.ndim > 1 or timestep.numel() not in (1, batch)):
+        expected = f"a number, a 0-d tensor or a 1-d tensor of 1 or {batch} values"
+        raise errors.InputShapeError(model, "timestep", expected, tuple(timestep.shape))
     return broadcast_timesteps(timestep, batch, sample.device, scalar_dtype)
