@@ -99,5 +99,5 @@ def broadcast_timesteps(
                 scalar_dtype = torch.float32
         timestep = torch.tensor([timestep], dtype=scalar_dtype, device=device)
     elif timestep.ndim == 0:
-        timestep = timestep[None].to(device)
-    return timestep.expand(batch_size)
+        timestep = timestep[None]
+    return timestep.to(device).expand(batch_size)
