@@ -142,3 +142,29 @@ def test_register_unregister_round_trip(monkeypatch):
     assert plugins.extra_libraries() == ["quiet"]
     plugins.unregister("quiet")
     assert plugins.extra_libraries() == []
+
+
+def test_plugin_resolves_a_pipeline_name_through_the_trust_gate(tmp_path, monkeypatch):
+    from pipeyard.errors import UntrustedCodeError
+    from pipeyard.host import load_pipeline_class
+
+    monkeypatch.setenv("PIPEYARD_DISABLE_PLUGIN_AUTOLOAD", "1")
+    private = tmp_path / "private_index" / "acme_upscale.py"
+    private.parent.mkdir()
+    private.write_text(
+        "from pipeyard import DiffusionPipeline\n\n\n"
+        "class AcmeUpscale(DiffusionPipeline):\n    def __call__(self):\n        return 'acme'\n"
+    )
+    asked = []
+
+    class PrivateIndex:
+        @plugins.hookimpl
+        def pipeyard_resolve_pipeline(self, name, revision):
+            asked.append((name, revision))
+            return private if name == "acme/upscale" else None
+
+    plugins.register(PrivateIndex(), name="private-index")
+    with pytest.raises(UntrustedCodeError, match="plugin"):
+        load_pipeline_class("acme/upscale")
+    assert load_pipeline_class("acme/upscale", trust_remote_code=True).__name__ == "AcmeUpscale"
+    assert asked[0] == ("acme/upscale", None)

@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 #: Keys a config file carries about itself, never passed to ``__init__`` nor kept in memory.
 FILE_METADATA_KEYS = frozenset({"_class_name", "_diffusers_version", "_pipeyard_version"})
 
-#: In-memory keys that describe where an object came from, not what it is: never saved.
-_NOT_SAVED = frozenset({"_name_or_path"})
+#: In-memory keys that describe where an object came from, not what it is: never saved
+#: (``_pipeyard_source`` is rewritten by the save of a custom pipeline from its class).
+_NOT_SAVED = frozenset({"_name_or_path", "_pipeyard_source"})
 
 T = TypeVar("T", bound="ConfigMixin")
 

@@ -31,9 +31,9 @@ def pipeyard_resolve_pipeline(name: str, revision: str | None) -> Any:
     Returns:
         None to let other plugins and pipeyard resolve it, or a local path (``str`` or
         ``pathlib.Path``) of a pipeline ``.py`` file or a folder holding ``pipeline.py``.
-        The file still goes through verification and the trust gate: code from a plugin's
-        answer runs only if the user trusts it (it counts as a remote source unless the path
-        lies inside the plugin's own installed distribution).
+        The file still goes through verification and the trust gate, where it counts as
+        remote code: it runs only if its sha256 is in the user's trust store or the caller
+        passed ``trust_remote_code=True``.
 
     The first non-None answer wins. Must not import or execute the pipeline file.
     """

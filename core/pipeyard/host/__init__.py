@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import constants, errors
-from . import cache, fetch, importer, resolve, trust, verify
+from . import cache, fetch, importer, provenance, resolve, trust, verify
 from .resolve import Source, SourceKind
 
 __all__ = ["Source", "SourceKind", "load_pipeline_class"]
@@ -87,7 +87,11 @@ def load_pipeline_class(
     )
     _check_requirements(stored, info)
     module = importer.import_stored_module(stored)
-    return importer.pipeline_class_of(module, info.class_name, str(stored.main_path))
+    cls = importer.pipeline_class_of(module, info.class_name, str(stored.main_path))
+    return provenance.stamp(cls, provenance.Provenance(
+        source.kind.name, source.describe(), source.location, source.revision, commit,
+        stored.digest, str(stored.root), stored.main, tuple(stored.files),
+    ))
 
 
 def _source_for(
@@ -181,4 +185,7 @@ def _load_entry_point(source: Source) -> type:
     trust.require_trust(source, digest, commit=None, path=path, trust_remote_code=False)
     verify.check_requirements(info, path)
     module, _ = importer.import_entry_point(source.location, path)
-    return importer.pipeline_class_of(module, info.class_name, path)
+    cls = importer.pipeline_class_of(module, info.class_name, path)
+    return provenance.stamp(cls, provenance.Provenance(
+        source.kind.name, source.describe(), source.filename, None, None, digest, None, fetched.main, (),
+    ))

@@ -234,7 +234,7 @@ def fetch_package(source: Source, **options: object) -> FetchedPackage:
     """
     from .._bundled import bundled_dir
 
-    if source.kind in (SourceKind.LOCAL_FILE, SourceKind.LOCAL_FOLDER):
+    if source.kind in (SourceKind.LOCAL_FILE, SourceKind.LOCAL_FOLDER, SourceKind.PLUGIN):
         return _fetch_local(source, source.location)
     if source.kind is SourceKind.BUNDLED:
         return _fetch_local(source, str(bundled_dir("community")))

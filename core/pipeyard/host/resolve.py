@@ -4,6 +4,7 @@ The value is matched against the sources below, in this order; the first that ma
 a value that matches none raises one :class:`~pipeyard.errors.PipelineNotFoundError` listing
 every attempt:
 
+0. ``PLUGIN``        a path answered by a plugin's ``pipeyard_resolve_pipeline`` hook
 1. ``LOCAL_FILE``    an existing ``.py`` file
 2. ``LOCAL_FOLDER``  an existing folder holding ``pipeline.py``
 3. ``ENTRY_POINT``   a name an installed distribution registers under ``pipeyard.pipelines``
@@ -50,11 +51,12 @@ class SourceKind(str, enum.Enum):
     GITHUB = "community pipeline from GitHub"
     HUB = "Hub repo"
     EMBEDDED = "pipeline module of model repo"
+    PLUGIN = "pipeline resolved by a plugin"
 
     @property
     def is_remote(self) -> bool:
         """True for sources read over the network (Hub, GitHub, a Hub model repo)."""
-        return self in (SourceKind.GITHUB, SourceKind.HUB) or self is SourceKind.EMBEDDED
+        return self in (SourceKind.GITHUB, SourceKind.HUB, SourceKind.EMBEDDED, SourceKind.PLUGIN)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,22 @@ def _local_source(value: str, tried: list[str]) -> Source | None:
     return None
 
 
+def _plugin_source(value: str, revision: str | None, tried: list[str]) -> Source | None:
+    """A plugin's answer (hook ``pipeyard_resolve_pipeline``), as a local file to verify and trust."""
+    from .. import plugins
+
+    answer = plugins.resolve_pipeline(value, revision)
+    if answer is None:
+        return None
+    path = Path(os.fspath(answer)).expanduser().resolve()
+    if path.is_dir():
+        path = path / PIPELINE_FILENAME
+    if not path.is_file() or path.suffix != ".py":
+        tried.append(f"plugin answer {os.fspath(answer)!r}: not a .py file or a folder with {PIPELINE_FILENAME}")
+        raise errors.PipelineNotFoundError(value, tried)
+    return Source(SourceKind.PLUGIN, str(path.parent), path.name, revision)
+
+
 def _named_source(name: str, revision: str | None, tried: list[str]) -> Source | None:
     if "/" not in name and _SIMPLE_NAME.match(name):
         value = entry_point_value(name)
@@ -239,6 +257,9 @@ def resolve_source(custom_pipeline: str | os.PathLike[str], *, custom_revision: 
     validate_revision(custom_revision)
     value = os.fspath(custom_pipeline)
     tried: list[str] = []
+    source = _plugin_source(value, custom_revision, tried)
+    if source is not None:
+        return source
     source = _local_source(value, tried)
     if source is not None:
         return source

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import constants, errors, hub
-from ..configuration import ConfigMixin, read_json_file
+from ..configuration import ConfigMixin, read_json_file, write_json_atomic
 from . import components as comp
 
 logger = logging.getLogger(__name__)
@@ -166,10 +166,12 @@ class DiffusionPipeline(ConfigMixin):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            self.save_config(staging)
             for name, component in self.components.items():
                 if component is not None:
                     _save_component(component, staging / name, safe_serialization, variant)
+            index = self.config_to_save()
+            index.update(_export_custom_code(type(self), staging))
+            write_json_atomic(staging / self.config_name, index)
             _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -245,6 +247,10 @@ class DiffusionPipeline(ConfigMixin):
         """The class to build: a custom pipeline, the class called, or model_index's ``_class_name``."""
         class_name = model_index.get("_class_name")
         embedded = class_name if comp.is_component_entry(class_name) else None
+        if custom_pipeline is None and embedded is None and "_pipeyard_source" in model_index:
+            from ..host.provenance import entry_point_name
+
+            custom_pipeline = entry_point_name(model_index)  # saved from an installed plugin
         if custom_pipeline is not None or embedded is not None:
             from ..host import load_pipeline_class
 
@@ -301,6 +307,15 @@ def _builtin_pipeline_class(class_name: Any, location: str) -> type:
          f"pipeline (built-in: {', '.join(known) or 'none'}); pass custom_pipeline=... or call "
          f"from_pretrained on the pipeline class you want"],
     )
+
+
+def _export_custom_code(cls: type, folder: Path) -> dict[str, Any]:
+    """For a class loaded by the custom-pipeline host: copy its code, return index entries."""
+    if "__pipeyard_provenance__" not in cls.__dict__:
+        return {}
+    from ..host.provenance import export_pipeline_code
+
+    return export_pipeline_code(cls, folder)
 
 
 def _save_component(component: Any, folder: Path, safe_serialization: bool, variant: str | None) -> None:

@@ -1,0 +1,110 @@
+"""Where a loaded pipeline class came from, and copying its code into a saved pipeline.
+
+``load_pipeline_class`` stamps every class it returns with a :class:`Provenance`
+(``cls.__pipeyard_provenance__``). ``DiffusionPipeline.save_pretrained`` then calls
+:func:`export_pipeline_code`, which
+
+* copies the pipeline file and its sibling modules into the saved folder, at the same
+  relative paths, so the folder alone rebuilds the class;
+* returns what model_index.json records: ``_class_name: [module_file, ClassName]`` and
+  ``_pipeyard_source`` (origin, revision, commit, sha256);
+* adds the code's sha256 to the user's trust store: reloading your own save needs no flag,
+  while the same folder on someone else's machine still asks for trust.
+
+(diffusers saves no code, so a saved custom pipeline cannot be reloaded there.)
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from .resolve import SourceKind
+
+PROVENANCE_ATTRIBUTE = "__pipeyard_provenance__"
+#: model_index.json key holding the source record of a saved custom pipeline.
+SOURCE_KEY = "_pipeyard_source"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The origin of a custom pipeline class.
+
+    Attributes:
+        kind: the :class:`~pipeyard.host.resolve.SourceKind` name.
+        origin: a human description of the source (``Hub repo 'a/b' at 'main'``).
+        location: the path, community name, repo id or entry point value.
+        revision: the revision asked for, if any.
+        commit: the resolved commit, when known.
+        sha256: the package digest (what the trust store records).
+        root: the module-store folder holding the files (None for entry points).
+        main: the pipeline file, relative to ``root``.
+        files: every file of the package, relative to ``root``.
+    """
+
+    kind: str
+    origin: str
+    location: str
+    revision: str | None
+    commit: str | None
+    sha256: str
+    root: str | None
+    main: str
+    files: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able source record written into model_index.json."""
+        data = asdict(self)
+        for private in ("root", "files"):
+            data.pop(private)
+        return data
+
+
+def stamp(cls: type, provenance: Provenance) -> type:
+    """Attach ``provenance`` to ``cls`` (the latest load wins; the content is the same)."""
+    setattr(cls, PROVENANCE_ATTRIBUTE, provenance)
+    return cls
+
+
+def provenance_of(cls: type) -> Provenance | None:
+    """The provenance of a class loaded by the host (not inherited by subclasses)."""
+    return cls.__dict__.get(PROVENANCE_ATTRIBUTE)
+
+
+def export_pipeline_code(cls: type, folder: Path) -> dict[str, Any]:
+    """Copy ``cls``'s code into ``folder``; return the model_index.json entries to write.
+
+    Raises:
+        CustomPipelineError: a sibling path would overwrite a component folder's content.
+    """
+    provenance = provenance_of(cls)
+    if provenance is None:
+        return {}
+    record = {SOURCE_KEY: provenance.record()}
+    if provenance.kind == SourceKind.ENTRY_POINT.name or provenance.root is None:
+        return {"_class_name": cls.__name__, **record}
+    for name in provenance.files:
+        target = folder.joinpath(*name.split("/"))
+        if target.exists():
+            raise errors.CustomPipelineError(
+                f"cannot save {cls.__name__}'s code file {name!r} into {folder}: a component "
+                f"already uses that path; rename the module or the component"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(provenance.root).joinpath(*name.split("/")), target)
+    from .trust import add_trusted
+
+    add_trusted(provenance.sha256, source=f"saved by you ({provenance.origin})")
+    return {"_class_name": [provenance.main, cls.__name__], **record}
+
+
+def entry_point_name(model_index: dict[str, Any]) -> str | None:
+    """The entry-point pipeline a saved model_index.json refers to, if any."""
+    record = model_index.get(SOURCE_KEY)
+    if isinstance(record, dict) and record.get("kind") == SourceKind.ENTRY_POINT.name:
+        name = record.get("location")
+        return name if isinstance(name, str) else None
+    return None
