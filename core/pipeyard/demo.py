@@ -6,7 +6,9 @@
    model_index.json) and sample a grid of images;
 3. load the same folder through the bundled community pipeline ``one_step_unet``
    (``custom_pipeline="one_step_unet"``: resolved, verified, trust-checked, imported);
-4. write PNGs and print where they are and how long each step took.
+4. serve the folder as a Hub repository on 127.0.0.1 (:mod:`pipeyard.demo_hub`) and load it
+   again by repo id, downloading into a fresh Hub cache;
+5. write PNGs and print where they are and how long each step took.
 """
 
 from __future__ import annotations
@@ -83,8 +85,38 @@ def run_demo(
         sample = custom(batch_size=batch_size, generator=torch.Generator().manual_seed(seed))
     pil = DiffusionPipeline.numpy_to_pil(((sample.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).float().numpy())
     report.images.append(_save_grid(pil, out / "one_step_unet_grid.png"))
+    with _timed(report, "load from a Hub-style repo on 127.0.0.1 (download + build)"):
+        from_hub = _load_from_local_hub(report.model_dir, out / "hub-cache")
+    echo(f"loaded {type(from_hub).__name__} from Hub repo {DEMO_REPO_ID!r} (served locally)")
     _print_report(report, type(pipe).__name__, type(custom).__name__, echo)
     return report
+
+
+#: The repo id the demo serves its model folder under.
+DEMO_REPO_ID = "demo/tiny-ddpm"
+
+
+def _load_from_local_hub(model_dir: Path, cache: Path) -> Any:
+    """Serve ``model_dir`` as a Hub repo and load it through ``custom_pipeline``."""
+    import os
+    import shutil
+
+    from pipeyard import DiffusionPipeline
+
+    from .demo_hub import DemoHub
+
+    shutil.rmtree(cache, ignore_errors=True)  # a cold cache: the files really travel
+    saved = {key: os.environ.get(key) for key in ("HF_ENDPOINT", "HF_HUB_CACHE")}
+    with DemoHub({DEMO_REPO_ID: model_dir}) as hub:
+        os.environ.update(HF_ENDPOINT=hub.endpoint, HF_HUB_CACHE=str(cache))
+        try:
+            return DiffusionPipeline.from_pretrained(DEMO_REPO_ID, custom_pipeline="one_step_unet")
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def _save_grid(images: list[Any], path: Path, columns: int = 4) -> Path:

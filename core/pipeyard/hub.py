@@ -92,7 +92,8 @@ class FileSource:
                 raise self.missing(repr(name), errors.EntryNotFoundError(self.location, name, self.commit))
         if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
             return self.root
-        return _download_snapshot(self.location, names, self.commit, **self._options)  # type: ignore[arg-type]
+        assert self.commit is not None
+        return _download_files(self.location, names, self.commit, **self._options)  # type: ignore[arg-type]
 
 
 def open_source(
@@ -271,30 +272,32 @@ def _remote_listing(repo_id: str, revision: str | None, token: str | None) -> tu
     return info.sha, files
 
 
-def _download_snapshot(
+def _download_files(
     repo_id: str,
-    names: list[str] | None,
-    revision: str | None,
+    names: list[str],
+    commit: str,
     *,
     cache_dir: PathLike | None = None,
     local_files_only: bool = False,
     token: str | None = None,
 ) -> Path:
-    from huggingface_hub import snapshot_download
+    """Download ``names`` of ``repo_id`` at ``commit`` into the Hub cache; return the snapshot root.
 
-    offline = local_files_only or constants.is_offline()
-    with _translated_hub_errors(repo_id, revision):
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            allow_patterns=names,
-            cache_dir=_cache_dir(cache_dir),
-            local_files_only=offline,
-            token=token,
-            endpoint=constants.hub_endpoint(),
-            etag_timeout=constants.network_timeout(),
-        )
-    return Path(folder)
+    The file list is already known (from the listing), so each file is fetched directly by
+    commit — no second listing request — a few at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> Path:
+        return download_file(repo_id, name, revision=commit, token=token, cache_dir=cache_dir,
+                             local_files_only=local_files_only)
+
+    if not names:
+        raise ValueError("nothing to download")
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        paths = list(pool.map(one, names))
+    first, name = paths[0], names[0]
+    return first.parents[len(PurePosixPath(name).parts) - 1]
 
 
 @contextlib.contextmanager
