@@ -203,15 +203,27 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, num_steps: int) -> np
     return np.exp(np.linspace(math.log(sigma_max), math.log(sigma_min), num_steps))
 
 
-def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
-    """Fractional training timesteps of ``sigmas``, interpolating linearly in ``log(sigma)``."""
+def sigma_to_t(sigmas: np.ndarray, log_sigmas: np.ndarray, in_weight_dtype: bool = False) -> np.ndarray:
+    """Fractional training timesteps of ``sigmas``, interpolating linearly in ``log(sigma)``.
+
+    The result is float64, or, with ``in_weight_dtype``, the dtype of the weights (float32
+    for float32 inputs, as diffusers' DPM2 midpoint timesteps are).
+    """
     sigmas = np.asarray(sigmas)
     log_sigma = np.log(np.maximum(sigmas, 1e-10)).reshape(-1)
     dists = log_sigma[None, :] - log_sigmas[:, None]
     low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
     high = low + 1
     w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[high]), 0, 1)
+    if in_weight_dtype:
+        low, high = low.astype(w.dtype), high.astype(w.dtype)
     return ((1 - w) * low + w * high).reshape(sigmas.shape)
+
+
+def doubled_after_first(values: torch.Tensor, extra_last: bool = False) -> torch.Tensor:
+    """``[v0, v1, v1, ..., vn, vn]`` (then ``vn`` once more if ``extra_last``): second-order schedules."""
+    tail = values[-1:] if extra_last else values[:0]
+    return torch.cat([values[:1], values[1:].repeat_interleave(2), tail])
 
 
 def alpha_sigma(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,127 @@
+"""Heun: the second-order ODE sampler of Karras et al. 2022 (Alg. 1, arXiv:2206.00364).
+
+Each step takes two model evaluations, so ``timesteps`` lists every timestep but the first
+twice: the first call makes an Euler prediction, the second corrects it with the mean slope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..configuration import register_to_config
+from .common import (
+    BASE_BETA_SCHEDULES,
+    PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
+    SchedulerOutput,
+    SigmaSchedulerMixin,
+    check_choice,
+    check_num_inference_steps,
+    check_unsupported,
+    doubled_after_first,
+    make_betas,
+)
+
+
+class HeunDiscreteScheduler(SigmaSchedulerMixin):
+    """Heun's method (explicit trapezoid) on ``dx/dsigma = (x - x0) / sigma``."""
+
+    order = 2
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        beta_schedule: str = "linear",
+        trained_betas: Sequence[float] | np.ndarray | None = None,
+        prediction_type: str = "epsilon",
+        use_karras_sigmas: bool | None = False,
+        use_exponential_sigmas: bool | None = False,
+        use_beta_sigmas: bool | None = False,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "linspace",
+        steps_offset: int = 0,
+    ) -> None:
+        name = type(self).__name__
+        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False)})
+        schedules = (*BASE_BETA_SCHEDULES, "exp")
+        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, schedules)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.num_inference_steps = None
+        self._train_sigma_table()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.prev_derivative: torch.Tensor | None = None
+        self.dt: float | None = None
+        self.sample: torch.Tensor | None = None
+
+    @property
+    def state_in_first_order(self) -> bool:
+        """True when the next call is the Euler (predictor) half of a step."""
+        return self.dt is None
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Timesteps and sigmas, each after the first doubled for the corrector evaluation."""
+        n = check_num_inference_steps(type(self).__name__, num_inference_steps, self.config.num_train_timesteps)
+        timesteps, sigmas = self._inference_sigmas(n)
+        sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
+        self._install_sigmas(torch.cat([doubled_after_first(sigmas[:-1]), sigmas[-1:]]))
+        # first half: dt = sigma_next - sigma, kept for the second half
+        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
+        timesteps = doubled_after_first(torch.from_numpy(np.asarray(timesteps)))
+        self._set_schedule(timesteps.to(device=device, dtype=torch.float32), n)
+        self._reset_state()
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
+        """Predictor (Euler) on the first call of a pair, corrector (mean slope) on the second."""
+        i = self._advance_index(timestep)
+        self._check_output_shape(model_output, sample)
+        first_order = self.state_in_first_order
+        # sigma of the model evaluation: sigma_i (predictor) or sigma_{i+1} (corrector); both sigmas[i]
+        sigma_eval = self._sigmas_list[i]
+
+        # 1. x0 at the evaluation point
+        x0 = self._predict_x0(model_output, sample, i, sigma_eval)
+
+        # 2. slope d = (x - x0) / sigma at the evaluation point
+        d = (sample - x0) / sigma_eval
+        if first_order:  # 3a. Euler predictor: remember d, dt and x_i
+            self.prev_derivative, self.dt, self.sample = d, self._dt[i], sample
+            prev_sample = sample + d * self.dt
+        else:  # 3b. trapezoid corrector from x_i with the mean slope
+            d = (self.prev_derivative + d) / 2
+            prev_sample = self.sample + d * self.dt
+            self._reset_state()
+        self._step_index = i + 1
+        if not return_dict:
+            return (prev_sample, x0)
+        return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
+    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, i: int, sigma: float) -> torch.Tensor:
+        kind = self.config.prediction_type
+        if kind == "epsilon":
+            x0 = sample - sigma * model_output
+        elif kind == "v_prediction":
+            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
+        else:
+            x0 = model_output
+        if self.config.clip_sample:
+            x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        return x0
