@@ -12,7 +12,7 @@ DPM-Solver++ with the same seeds; the table gives pipeyard / diffusers ratios (g
   512x512, 20 DPM++ steps, batch 1 and batch 8, peak CUDA memory with and without attention
   slicing, and ``from_pretrained`` of the local safetensors folder onto the GPU.
 
-    .venv/bin/python bench/pipelines.py [--runs 3] [--only cpu|gpu]
+    .venv/bin/python bench/pipelines.py [--runs 3] [--only cpu|gpu]   # BENCH_SCHEDULER=... to change solver
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _vae(c: dict[str, Any]) -> Any:
 
 def build_folder(folder: Path, size: str) -> Path:
     """Save a random SD pipeline of ``size`` (see CONFIGS) with diffusers, in safetensors."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
     c = CONFIGS[size]
@@ -92,7 +92,9 @@ def build_folder(folder: Path, size: str) -> Path:
         hidden_size=c["cross"], intermediate_size=c["text_ff"], num_hidden_layers=c["text_layers"],
         num_attention_heads=c["text_heads"], vocab_size=c["vocab"], max_position_embeddings=77,
     ))
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    scheduler = PNDMScheduler(  # as SD 1.x repositories ship; load() swaps in the benchmarked one
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1,
+    )
     pipe = StableDiffusionPipeline(
         vae=_vae(c), text_encoder=text_encoder, tokenizer=_byte_level_tokenizer(folder / "_tok"), unet=_unet(c),
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -104,10 +106,22 @@ def build_folder(folder: Path, size: str) -> Path:
 # ---------------------------------------------------------------------- loading and running
 
 
-def load(library: str, folder: Path, device: str, dtype: torch.dtype) -> Any:
-    """``DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)`` of ``library``."""
+SCHEDULER = "DPMSolverMultistepScheduler"
+
+
+def _scheduler_name() -> str:
+    """The benchmarked scheduler: DPM-Solver++ unless BENCH_SCHEDULER names another class."""
+    return os.environ.get("BENCH_SCHEDULER", SCHEDULER)
+
+
+def load(library: str, folder: Path, device: str, dtype: torch.dtype, scheduler: str | None = None) -> Any:
+    """``DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)`` of ``library``,
+    with its scheduler swapped by ``from_config`` as in the seed documents."""
     module = __import__(library)
-    pipe = module.DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype).to(device)
+    dtype_keyword = "dtype" if library == "diffusers" else "torch_dtype"  # diffusers 0.42 deprecates torch_dtype
+    pipe = module.DiffusionPipeline.from_pretrained(folder, **{dtype_keyword: dtype}).to(device)
+    scheduler_cls = getattr(module, scheduler or _scheduler_name())
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -152,12 +166,16 @@ def peak_cuda_mib(pipe: Any, batch: int, steps: int, slicing: bool) -> float:
 
 
 def peak_rss_mib(library: str, folder: Path, steps: int) -> float:
-    """Peak RSS (MiB) of a fresh process that loads ``folder`` with ``library`` and runs once."""
+    """Peak RSS (MiB) of a fresh process that loads ``folder`` with ``library`` and runs once.
+
+    Read from VmHWM in /proc: ``ru_maxrss`` survives ``exec`` on Linux, so a child started by
+    this (large) process would report this process's peak.
+    """
     code = (
-        "import resource, sys, torch; sys.path.insert(0, sys.argv[1]); import pipelines as b; "
-        "from pathlib import Path; torch.set_num_threads(int(sys.argv[5])); "
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import pipelines as b; "
+        "from pathlib import Path; torch.set_num_threads(int(sys.argv[5])); b._quiet(); "
         "p = b.load(sys.argv[2], Path(sys.argv[3]), 'cpu', torch.float32); b.generate(p, 1, int(sys.argv[4]), 'cpu'); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     args = [sys.executable, "-c", code, str(Path(__file__).parent), library, str(folder), str(steps),
             str(torch.get_num_threads())]
@@ -200,7 +218,7 @@ def cpu_bench(root: Path, runs: int) -> None:
     rss = {lib: peak_rss_mib(lib, folder, steps) for lib in ("pipeyard", "diffusers")}
     load_s = {lib: timed_load(lib, folder, "cpu", torch.float32) for lib in ("pipeyard", "diffusers")}
     print_table(
-        f"CPU, small SD config, 128x128, DPM++ {steps} steps, batch {batch}, {torch.get_num_threads()} threads",
+        f"CPU, small SD config, 128x128, {_scheduler_name()} {steps} steps, batch {batch}, {torch.get_num_threads()} threads",
         [row("seconds per image", spi["pipeyard"], spi["diffusers"], "s"),
          row("peak RSS (load + 1 image)", rss["pipeyard"], rss["diffusers"], "MiB"),
          row("from_pretrained (fp32)", load_s["pipeyard"], load_s["diffusers"], "s")],
@@ -229,7 +247,7 @@ def gpu_bench(root: Path, runs: int) -> None:
         for slicing in (False, True):
             label = f"peak memory, batch {batch}, slicing {'on' if slicing else 'off'}"
             rows.append(row(label, mem["pipeyard", batch, slicing], mem["diffusers", batch, slicing], "MiB"))
-    print_table(f"GPU ({torch.cuda.get_device_name()}), SD 1.5 architecture, fp16, 512x512, DPM++ 20 steps", rows)
+    print_table(f"GPU ({torch.cuda.get_device_name()}), SD 1.5 architecture, fp16, 512x512, {_scheduler_name()} 20 steps", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +270,7 @@ def _quiet() -> None:
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
 
 
