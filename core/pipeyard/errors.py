@@ -37,7 +37,8 @@ change.
     │   ├── InferenceStepsError                     num_inference_steps < 1 or > training steps
     │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
     │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
-    │   └── ModelOutputShapeError                   model output and sample shapes differ
+    │   ├── ModelOutputShapeError                   model output and sample shapes differ
+    │   └── UnknownSchedulerError (LookupError)     a scheduler class name pipeyard does not have
     ├── ModelInputError (ValueError)                bad model config or forward input
     │   ├── ModelConfigError                        a config value the model cannot build
     │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
@@ -57,7 +58,8 @@ change.
     │   │   └── PipelineClassError                  zero or several DiffusionPipeline subclasses
     │   ├── RequirementsError (ImportError)         declared or imported packages are missing
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
-    │   └── PipelineImportError (ImportError)       importing the verified file failed
+    │   ├── PipelineImportError (ImportError)       importing the verified file failed
+    │   └── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
     └── PluginError                                 a plugin misbehaved at registration or call
 
     PipeyardWarning (UserWarning)                   the category of every warning pipeyard emits
@@ -443,6 +445,18 @@ class ModelOutputShapeError(SchedulerError):
         )
 
 
+class UnknownSchedulerError(SchedulerError, LookupError):
+    """A scheduler class name that pipeyard does not export; lists the ones it does."""
+
+    def __init__(self, name: str, valid: Iterable[str]) -> None:
+        self.name = name
+        self.valid = sorted(valid)
+        super().__init__(f"unknown scheduler {name!r}; pipeyard's schedulers: {', '.join(self.valid)}")
+
+    def __str__(self) -> str:  # LookupError is fine, but keep the message as is
+        return self.message
+
+
 class ModelInputError(PipeyardError, ValueError):
     """A model was configured wrongly or called with unusable input."""
 
@@ -679,6 +693,14 @@ class PipelineImportError(CustomPipelineError, ImportError):
         self.reason = reason
         super().__init__(f"importing pipeline file {self.path} failed: {reason}")
         self.path = str(path)  # ImportError.__init__ resets ``path`` to None
+
+
+class PipelineFileExistsError(CustomPipelineError, FileExistsError):
+    """A file ``pipeyard new`` would write exists already; nothing was written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path} exists already; pick another name or delete the file first")
 
 
 # --------------------------------------------------------------------------- plugins

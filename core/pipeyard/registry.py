@@ -1,31 +1,89 @@
-"""Read, build and check ``registry/index.json``, the index of the bundled community pipelines.
+"""Read, build and check ``registry/index.json``, the index of community pipelines.
 
-The index is generated from ``community/*.py`` by :func:`build_index` (``scripts/build_registry.py``
-writes it) and shipped inside the wheel next to the files. One entry per file::
+The index is generated (``pipeyard registry build``, or ``scripts/build_registry.py``) and
+shipped inside the wheel; never edit it by hand. It has two lists::
 
-    {"name": "one_step_unet", "file": "one_step_unet.py",
-     "class": "UnetSchedulerOneForwardPipeline", "sha256": "...", "summary": "...",
-     "tags": [...], "dependencies": [...], "requires-python": ">=3.10", "requires-core": ">=0.1"}
+    {"version": 2,
+     "pipelines": [                      one per community/*.py file, built from the file
+       {"name": "one_step_unet", "file": "one_step_unet.py",
+        "class": "UnetSchedulerOneForwardPipeline", "sha256": "...", "summary": "...",
+        "tags": [...], "components": [{"name": "unet", "type": "UNet2DModel", "optional": false}],
+        "dependencies": [...], "requires-python": ">=3.10", "requires-core": ">=0.1",
+        "added-in": "0.1.0"}],
+     "hub": [                            copied from registry/hub.toml, pinned
+       {"name": "...", "repo": "owner/name", "commit": "<40 hex>", "file": "pipeline.py",
+        "sha256": "...", "summary": "...", "tags": [...], "dependencies": [...],
+        "added-in": "0.2.0"}]}
 
-Every file is verified as the host would (:func:`pipeyard.host.verify.verify_package`) and must
-carry a PEP 723 block with ``[tool.pipeyard] requires-core``; :func:`stale_entries` tells a test
-when the committed index no longer matches ``community/``. The host trusts a community file
-fetched at another revision only when its sha256 equals an entry here.
+Community entries come from the file alone: :func:`pipeyard.host.verify.verify_package` (the
+host's own checks) and, for ``components``, the parameters of the class's ``__init__`` read with
+:mod:`ast`; nothing is imported. ``added-in`` is the pipeyard version that first indexed the
+entry, carried over from the previous index on every rebuild.
+
+Only ``pipelines`` are bundled code: the host trusts a community file fetched at another
+revision when its sha256 equals one of them. ``hub`` entries are for discovery and integrity
+(a pinned commit and digest), never trust: a listed Hub pipeline still needs
+``pipeyard trust add`` or ``trust_remote_code=True``. :func:`check_registry` is what
+``pipeyard registry check`` runs.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from . import errors
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+HUB_SOURCES_NAME = "hub.toml"
+
+#: ``__init__`` parameters with these annotations are options, not components.
+_OPTION_TYPES = frozenset({"bool", "int", "float", "str"})
+_HUB_PATTERNS = {
+    "name": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"),
+    "repo": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+    "commit": re.compile(r"^[0-9a-f]{40}$"),
+    "sha256": re.compile(r"^[0-9a-f]{64}$"),
+    "file": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"),
+}
 
 
-def _entry(path: Path) -> dict[str, Any]:
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- community entries
+
+
+def init_components(tree: ast.Module, class_name: str) -> list[dict[str, Any]]:
+    """The components the class's ``__init__`` takes: name, annotation text, optional or not.
+
+    Parameters annotated ``bool``/``int``/``float``/``str`` are options and left out; a class
+    without its own ``__init__`` gives ``[]``.
+    """
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    init = next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    if init is None:
+        return []
+    args = init.args
+    positional = [*args.posonlyargs, *args.args][1:]  # drop self
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    pairs = [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]
+    return [
+        {"name": arg.arg, "type": ast.unparse(arg.annotation) if arg.annotation else None, "optional": default is not None}
+        for arg, default in pairs
+        if not (arg.annotation is not None and ast.unparse(arg.annotation) in _OPTION_TYPES)
+    ]
+
+
+def _entry(path: Path, added_in: str) -> dict[str, Any]:
     """The index entry of one community file (verified, nothing executed)."""
     from .host.verify import verify_package
 
@@ -37,38 +95,65 @@ def _entry(path: Path) -> dict[str, Any]:
         )
     meta = info.metadata
     doc_lines = (info.docstring or "").strip().splitlines()
-    summary = meta.summary or (doc_lines[0] if doc_lines else "")
     return {
         "name": path.stem,
         "file": path.name,
         "class": info.class_name,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "summary": summary,
+        "summary": meta.summary or (doc_lines[0] if doc_lines else ""),
         "tags": sorted(meta.tags),
+        "components": init_components(ast.parse(data), info.class_name),
         "dependencies": list(meta.dependencies),
         "requires-python": meta.requires_python,
         "requires-core": meta.requires_core,
+        "added-in": added_in,
     }
 
 
-def build_index(community: Path | None = None) -> dict[str, Any]:
-    """The index for every ``*.py`` file of ``community`` (default: the bundled folder)."""
+# --------------------------------------------------------------------------- hub entries
+
+
+def read_hub_sources(path: Path | None = None) -> list[dict[str, Any]]:
+    """The Hub-hosted pipelines listed in ``registry/hub.toml`` (``[[pipeline]]`` tables).
+
+    Raises:
+        ConfigFileError: the file is not valid TOML, or an entry misses or malforms a field.
+    """
+    source = path or _registry_dir() / HUB_SOURCES_NAME
+    if not source.is_file():
+        return []
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigFileError(source, str(exc)) from None
+    return [_hub_entry(item, source) for item in data.get("pipeline", [])]
+
+
+def _hub_entry(item: dict[str, Any], source: Path) -> dict[str, Any]:
+    entry = {"file": "pipeline.py", "summary": "", "tags": [], "dependencies": [], **item}
+    for key, pattern in _HUB_PATTERNS.items():
+        if not isinstance(entry.get(key), str) or not pattern.match(entry[key]):
+            raise errors.ConfigFileError(
+                source, f"[[pipeline]] {entry.get('name', '?')!r}: {key} = {entry.get(key)!r} does not match {pattern.pattern}"
+            )
+    keys = ("name", "repo", "commit", "file", "sha256", "summary", "tags", "dependencies")
+    unknown = sorted(set(entry) - set(keys))
+    if unknown:
+        raise errors.ConfigFileError(source, f"[[pipeline]] {entry['name']!r}: unknown key(s) {', '.join(unknown)}")
+    return {key: entry[key] for key in keys} | {"tags": sorted(entry["tags"])}
+
+
+# --------------------------------------------------------------------------- the index
+
+
+def _registry_dir() -> Path:
     from ._bundled import bundled_dir
 
-    folder = community or bundled_dir("community")
-    entries = [_entry(path) for path in sorted(folder.glob("*.py")) if not path.name.startswith("_")]
-    return {"version": INDEX_VERSION, "pipelines": entries}
-
-
-def render_index(index: dict[str, Any]) -> str:
-    """The exact text written to ``index.json`` (stable, so staleness is a text comparison)."""
-    return json.dumps(index, indent=2, sort_keys=False) + "\n"
+    return bundled_dir("registry")
 
 
 def index_path() -> Path:
-    from ._bundled import bundled_dir
-
-    return bundled_dir("registry") / "index.json"
+    return _registry_dir() / "index.json"
 
 
 def read_index(path: Path | None = None) -> dict[str, Any]:
@@ -76,15 +161,112 @@ def read_index(path: Path | None = None) -> dict[str, Any]:
     return json.loads((path or index_path()).read_text(encoding="utf-8"))
 
 
-def stale_entries(community: Path | None = None, path: Path | None = None) -> list[str]:
-    """Names whose committed entry differs from what :func:`build_index` makes now."""
-    built = {e["name"]: e for e in build_index(community)["pipelines"]}
-    committed = {e["name"]: e for e in read_index(path).get("pipelines", [])}
-    return sorted(name for name in built.keys() | committed.keys() if built.get(name) != committed.get(name))
+def _added_in(previous: dict[str, Any] | None, kind: str) -> dict[str, str]:
+    """name -> ``added-in`` of the previous index's ``kind`` list."""
+    entries = (previous or {}).get(kind, [])
+    return {e["name"]: e["added-in"] for e in entries if "added-in" in e}
 
 
-def write_index(community: Path | None = None, path: Path | None = None) -> Path:
-    """Regenerate ``index.json`` from ``community/``; return its path."""
+def build_index(
+    community: Path | None = None, previous: dict[str, Any] | None = None, hub_file: Path | None = None
+) -> dict[str, Any]:
+    """The index for every ``*.py`` of ``community`` (default: bundled) and every Hub source.
+
+    Args:
+        previous: the index being replaced (default: the committed one), whose ``added-in``
+            values are kept; entries new to it get the running pipeyard version.
+    """
+    from ._bundled import bundled_dir
+
+    previous = _previous(None) if previous is None else previous
+    folder = community or bundled_dir("community")
+    version, known = _version(), _added_in(previous, "pipelines")
+    paths = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+    entries = [_entry(p, known.get(p.stem, version)) for p in paths]
+    known_hub = _added_in(previous, "hub")
+    hub = [{**e, "added-in": known_hub.get(e["name"], version)} for e in read_hub_sources(hub_file)]
+    return {"version": INDEX_VERSION, "pipelines": entries, "hub": hub}
+
+
+def render_index(index: dict[str, Any]) -> str:
+    """The exact text written to ``index.json`` (stable, so staleness is a text comparison)."""
+    return json.dumps(index, indent=2, sort_keys=False) + "\n"
+
+
+def _previous(path: Path | None) -> dict[str, Any] | None:
     target = path or index_path()
-    target.write_text(render_index(build_index(community)), encoding="utf-8")
+    return read_index(target) if target.is_file() else None
+
+
+def stale_entries(community: Path | None = None, path: Path | None = None, hub_file: Path | None = None) -> list[str]:
+    """Names whose committed entry differs from what :func:`build_index` makes now."""
+    previous = _previous(path) or {}
+    built = build_index(community, previous, hub_file)
+    stale = set()
+    for kind in ("pipelines", "hub"):
+        now = {e["name"]: e for e in built[kind]}
+        committed = {e["name"]: e for e in previous.get(kind, [])}
+        stale |= {name for name in now.keys() | committed.keys() if now.get(name) != committed.get(name)}
+    if previous.get("version") != INDEX_VERSION:
+        stale.add("(index version)")
+    return sorted(stale)
+
+
+def write_index(community: Path | None = None, path: Path | None = None, hub_file: Path | None = None) -> Path:
+    """Regenerate ``index.json`` from ``community/`` and ``hub.toml``; return its path."""
+    target = path or index_path()
+    target.write_text(render_index(build_index(community, _previous(target), hub_file)), encoding="utf-8")
     return target
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def check_registry(
+    community: Path | None = None, path: Path | None = None, tests_dir: Path | None = None,
+    hub_file: Path | None = None,
+) -> list[str]:
+    """Every problem ``pipeyard registry check`` reports (empty when all is well).
+
+    A stale index; any lint error of a community file (:mod:`pipeyard.lint`: the host's
+    checks, docstring example, a test exists); a Hub entry whose name clashes with a community
+    one, or whose pinned commit or digest disagrees with what is in the local module store.
+    Nothing touches the network.
+    """
+    from ._bundled import bundled_dir
+    from .lint import ERROR, lint_pipeline_file
+
+    folder = community or bundled_dir("community")
+    problems = [f"{index_path() if path is None else path}: stale entry {name!r}; run `pipeyard registry build`"
+                for name in stale_entries(folder, path, hub_file)]
+    for file in sorted(p for p in folder.glob("*.py") if not p.name.startswith("_")):
+        problems += [str(f) for f in lint_pipeline_file(file, tests_dir) if f.severity == ERROR]
+    hub = read_hub_sources(hub_file)
+    names = {p.stem for p in folder.glob("*.py")}
+    problems += [f"hub entry {e['name']!r} has the name of a community pipeline" for e in hub if e["name"] in names]
+    for entry in hub:
+        problems += check_hub_entry_offline(entry)
+    return problems
+
+
+def check_hub_entry_offline(entry: dict[str, Any]) -> list[str]:
+    """What the local module store says of a pinned Hub entry (nothing when never loaded).
+
+    When ``repo`` at ``commit`` was loaded before, its resolution record must point at the
+    digest ``sha256``, and the stored file must still hash to it and pass verification.
+    """
+    from .host import cache
+    from .host.resolve import Source, SourceKind
+    from .host.verify import verify_package
+
+    label = f"hub entry {entry['name']!r} ({entry['repo']}@{entry['commit'][:12]})"
+    record = cache.read_record(Source(SourceKind.HUB, entry["repo"], entry["file"], entry["commit"]).record_key())
+    if record is not None and record.digest != entry["sha256"]:
+        return [f"{label}: the pinned sha256 {entry['sha256']} differs from the fetched content {record.digest}"]
+    try:
+        stored = cache.load_package(entry["sha256"])
+        if stored is not None:
+            verify_package(stored.read_all(), stored.main, str(stored.root))
+    except errors.PipelineVerificationError as exc:
+        return [f"{label}: {exc}"]
+    return []

@@ -3,6 +3,15 @@
 Commands parse their arguments, call the public API and print. Expected failures (any
 :class:`~pipeyard.errors.PipeyardError`) print ``ErrorType: message`` and exit with status 1;
 ``--verbose`` shows the traceback too.
+
+One module per area; only ``run`` and ``demo`` import torch (inside the command)::
+
+    registry_cmds.py   list, search, info, registry build|check
+    contrib_cmds.py    verify, new (templates in scaffold.py)
+    cache_cmds.py      cache list|verify|clear
+    trust_cmds.py      trust add|list|remove
+    run_cmd.py         run
+    __init__.py        the group, the error wrapper, demo
 """
 
 from __future__ import annotations
@@ -46,6 +55,20 @@ def demo(out_dir: str, steps: int, seed: int) -> None:
     from ..demo import run_demo
 
     run_demo(out_dir, steps=steps, seed=seed, echo=click.echo)
+
+
+def _add_commands() -> None:
+    from .cache_cmds import cache_group
+    from .contrib_cmds import new, verify
+    from .registry_cmds import info, list_pipelines, registry_group, search
+    from .run_cmd import run
+    from .trust_cmds import trust_group
+
+    for command in (list_pipelines, search, info, verify, new, run, cache_group, trust_group, registry_group):
+        cli.add_command(command)
+
+
+_add_commands()
 
 
 def main() -> None:

@@ -146,6 +146,26 @@ def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
     return stored
 
 
+def list_packages() -> list[tuple[str, StoredPackage | None]]:
+    """Every folder of the module store, by digest: its package, or None when incomplete.
+
+    Nothing is re-hashed here; :func:`load_package` does that for one digest.
+    """
+    root = modules_dir()
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [(p.name, load_package(p.name, check=False)) for p in folders]
+
+
+def clear_store() -> int:
+    """Delete the module store and the resolution records; return how many packages went."""
+    import shutil
+
+    count = len(list_packages())
+    for folder in (modules_dir(), constants.pipeyard_home() / "records"):
+        shutil.rmtree(folder, ignore_errors=True)
+    return count
+
+
 # --------------------------------------------------------------------------- records
 
 

@@ -1,0 +1,168 @@
+"""``pipeyard list | search | info`` and ``pipeyard registry build | check``: the registry.
+
+All of them read ``registry/index.json`` (and ``community/`` files) as text: no torch.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import errors, registry
+
+
+def _entries() -> list[dict[str, Any]]:
+    """Community entries then Hub entries, Hub ones marked with ``"repo"``."""
+    index = registry.read_index()
+    return [*index.get("pipelines", []), *index.get("hub", [])]
+
+
+def _echo_table(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        click.echo("no pipelines")
+        return
+    width = max(len(e["name"]) for e in entries)
+    for entry in entries:
+        where = f"hub:{entry['repo']}" if "repo" in entry else "community"
+        click.echo(f"{entry['name']:<{width}}  {where:<10}  {entry['summary']}")
+
+
+@click.command("list")
+def list_pipelines() -> None:
+    """List every pipeline of the registry (community files, then Hub-hosted ones)."""
+    _echo_table(_entries())
+
+
+def matches(entry: dict[str, Any], words: tuple[str, ...]) -> bool:
+    """True when every word occurs (case-insensitively) in the name, class, summary or tags."""
+    text = " ".join([entry["name"], entry.get("class", ""), entry["summary"], *entry["tags"]]).lower()
+    return all(word.lower() in text for word in words)
+
+
+@click.command()
+@click.argument("text", nargs=-1, required=True)
+def search(text: tuple[str, ...]) -> None:
+    """Pipelines whose name, class, summary or tags contain every word of TEXT."""
+    _echo_table([e for e in _entries() if matches(e, text)])
+
+
+def find_entry(name: str) -> dict[str, Any]:
+    """The registry entry called ``name``, or PipelineNotFoundError listing the names."""
+    for entry in _entries():
+        if entry["name"] == name:
+            return entry
+    names = ", ".join(sorted(e["name"] for e in _entries())) or "none"
+    raise errors.PipelineNotFoundError(name, [f"registry/index.json (names: {names}); try `pipeyard search`"])
+
+
+def dependency_status(requirement: str) -> str:
+    """``installed X.Y`` / ``not installed`` / ``X.Y installed, needs ...`` for one requirement."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    req = Requirement(requirement)
+    try:
+        installed = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+    if req.specifier.contains(installed, prereleases=True):
+        return f"installed {installed}"
+    return f"{installed} installed, does not satisfy it"
+
+
+def literal_block(docstring: str) -> str | None:
+    """The first indented block after a line ending in ``::``, dedented; None without one."""
+    lines = docstring.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.rstrip().endswith("::")), None)
+    if start is None:
+        return None
+    block: list[str] = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break
+        block.append(line)
+    return textwrap.dedent("\n".join(block)).strip("\n") or None
+
+
+def usage_example(entry: dict[str, Any]) -> str:
+    """The usage example of the module docstring (community files), else a generic one."""
+    from .._bundled import bundled_dir
+    from ..host.verify import verify_package
+
+    if "repo" not in entry:
+        path = bundled_dir("community") / entry["file"]
+        docstring = verify_package({path.name: path.read_bytes()}, path.name, str(path.parent)).docstring
+        block = literal_block(docstring or "")
+        if block:
+            return block
+    source = entry.get("repo", entry["name"])
+    revision = f', custom_revision="{entry["commit"]}"' if "commit" in entry else ""
+    return f'pipe = DiffusionPipeline.from_pretrained(MODEL, custom_pipeline="{source}"{revision})'
+
+
+def _echo_info(entry: dict[str, Any]) -> None:
+    click.echo(f"name:       {entry['name']}")
+    if "repo" in entry:
+        click.echo(f"hub:        {entry['repo']} @ {entry['commit']} ({entry['file']})")
+    else:
+        click.echo(f"file:       community/{entry['file']}  class {entry['class']}")
+    click.echo(f"summary:    {entry['summary']}")
+    click.echo(f"tags:       {', '.join(entry['tags']) or '-'}")
+    click.echo(f"sha256:     {entry['sha256']}")
+    click.echo(f"added in:   pipeyard {entry['added-in']}")
+    components = entry.get("components", [])
+    click.echo("components: " + (", ".join(_component_text(c) for c in components) or "-"))
+    click.echo("dependencies:")
+    for requirement in entry["dependencies"]:
+        click.echo(f"  {requirement:<28} {dependency_status(requirement)}")
+    if "requires-core" in entry:
+        click.echo(f"  {'pipeyard' + entry['requires-core']:<28} {dependency_status('pipeyard' + entry['requires-core'])}")
+
+
+def _component_text(component: dict[str, Any]) -> str:
+    text = component["name"] + (f" ({component['type']})" if component["type"] else "")
+    return text + (" optional" if component["optional"] else "")
+
+
+@click.command()
+@click.argument("name")
+def info(name: str) -> None:
+    """Everything the registry knows of NAME, whether its dependencies are installed, and usage."""
+    entry = find_entry(name)
+    _echo_info(entry)
+    click.echo("usage:")
+    click.echo(textwrap.indent(usage_example(entry), "    "))
+    trust = "" if "repo" not in entry else " --trust-remote-code"
+    click.echo(f"    pipeyard run {entry['name'] if 'repo' not in entry else entry['repo']} --model PATH_OR_REPO{trust}")
+
+
+# --------------------------------------------------------------------------- registry group
+
+
+@click.group("registry")
+def registry_group() -> None:
+    """Build or check registry/index.json (run from a source checkout)."""
+
+
+@registry_group.command()
+def build() -> None:
+    """Regenerate registry/index.json from community/*.py and registry/hub.toml."""
+    click.echo(f"wrote {registry.write_index()}")
+
+
+@registry_group.command()
+@click.option("--tests-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where community tests live (default: tests/ next to community/).")
+def check(tests_dir: Path | None) -> None:
+    """Fail on a stale index, a community file failing `pipeyard verify`, or one without a test."""
+    problems = registry.check_registry(tests_dir=tests_dir)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"registry check: {len(problems)} problem(s)", err=True)
+        click.get_current_context().exit(1)
+    click.echo("registry check: index up to date, every community file verified and tested")
