@@ -35,6 +35,7 @@ demo: $(VENV)/.runtime-installed
 	$(BIN)/pipeyard demo
 
 test: $(VENV)/.test-installed
+	$(BIN)/pipeyard registry check
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 

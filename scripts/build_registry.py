@@ -1,6 +1,8 @@
-"""Regenerate registry/index.json from community/*.py (run after editing a community file).
+"""Regenerate registry/index.json from community/*.py and registry/hub.toml.
 
 Usage: ``python scripts/build_registry.py`` (``--check`` exits 1 when the index is stale).
+The same as ``pipeyard registry build``; ``pipeyard registry check`` checks more (every
+community file verified and tested, Hub entries checked offline) and runs in ``make test``.
 """
 
 from __future__ import annotations

@@ -507,3 +507,60 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# ---- cli fixtures ----
+# The `pipeyard` command line (tests/test_cli_*.py), always through click's runner.
+
+
+@pytest.fixture
+def invoke():
+    """``invoke("list")`` / ``invoke("verify", path, input="y\\n")``: run the CLI, return the result."""
+    from click.testing import CliRunner
+
+    from pipeyard.cli import cli
+
+    def run(*args: str, input: str | None = None):
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+    return run
+
+
+@pytest.fixture
+def contributor_checkout(tmp_path: Path) -> Path:
+    """An empty checkout layout: ``community/`` and ``tests/`` under a fresh folder."""
+    root = tmp_path / "checkout"
+    (root / "community").mkdir(parents=True)
+    (root / "tests").mkdir()
+    return root
+
+
+_COMMUNITY_HEADER = '''# /// script
+# requires-python = ">=3.10"
+# dependencies = {dependencies}
+#
+# [tool.pipeyard]
+# requires-core = ">=0.1"
+# summary = "A test pipeline."
+# tags = ["test"]
+# ///
+"""A test pipeline.
+
+Usage::
+
+    pipe = DiffusionPipeline.from_pretrained("some/model", custom_pipeline="{name}")
+"""
+'''
+
+
+def community_source(name: str = "demo_pipe", class_name: str = "DemoPipeline", body: str = "",
+                     dependencies: str = "[]") -> str:
+    """The text of a community file that passes `pipeyard verify` (given a test for it)."""
+    header = _COMMUNITY_HEADER.format(name=name, dependencies=dependencies)
+    return pipeline_source(class_name, body, header)
+
+
+@pytest.fixture
+def community_text():
+    """``community_text(name=..., class_name=..., body=..., dependencies='["x"]')``."""
+    return community_source

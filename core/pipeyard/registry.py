@@ -237,8 +237,13 @@ def check_registry(
     from .lint import ERROR, lint_pipeline_file
 
     folder = community or bundled_dir("community")
-    problems = [f"{index_path() if path is None else path}: stale entry {name!r}; run `pipeyard registry build`"
-                for name in stale_entries(folder, path, hub_file)]
+    try:
+        stale = stale_entries(folder, path, hub_file)
+    except errors.PipelineVerificationError as exc:
+        problems = [f"cannot build the index: {exc}"]  # the lint findings below say where
+    else:
+        where = index_path() if path is None else path
+        problems = [f"{where}: stale entry {name!r}; run `pipeyard registry build`" for name in stale]
     for file in sorted(p for p in folder.glob("*.py") if not p.name.startswith("_")):
         problems += [str(f) for f in lint_pipeline_file(file, tests_dir) if f.severity == ERROR]
     hub = read_hub_sources(hub_file)
