@@ -50,7 +50,9 @@ class Finding:
         return f"{self.path}:{self.line}: {self.severity}: {self.message}"
 
 
-def lint_pipeline_file(path: str | Path, tests_dir: str | Path | None = None, *, check_tests: bool = True) -> list[Finding]:
+def lint_pipeline_file(
+    path: str | Path, tests_dir: str | Path | None = None, *, check_tests: bool = True
+) -> list[Finding]:
     """Every finding for the pipeline file ``path`` (empty when it passes).
 
     Args:

@@ -76,11 +76,12 @@ def init_components(tree: ast.Module, class_name: str) -> list[dict[str, Any]]:
     positional = [*args.posonlyargs, *args.args][1:]  # drop self
     defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
     pairs = [*zip(positional, defaults), *zip(args.kwonlyargs, args.kw_defaults)]
-    return [
-        {"name": arg.arg, "type": ast.unparse(arg.annotation) if arg.annotation else None, "optional": default is not None}
-        for arg, default in pairs
-        if not (arg.annotation is not None and ast.unparse(arg.annotation) in _OPTION_TYPES)
-    ]
+    components = []
+    for arg, default in pairs:
+        annotation = ast.unparse(arg.annotation) if arg.annotation is not None else None
+        if annotation not in _OPTION_TYPES:
+            components.append({"name": arg.arg, "type": annotation, "optional": default is not None})
+    return components
 
 
 def _entry(path: Path, added_in: str) -> dict[str, Any]:
@@ -133,8 +134,9 @@ def _hub_entry(item: dict[str, Any], source: Path) -> dict[str, Any]:
     entry = {"file": "pipeline.py", "summary": "", "tags": [], "dependencies": [], **item}
     for key, pattern in _HUB_PATTERNS.items():
         if not isinstance(entry.get(key), str) or not pattern.match(entry[key]):
+            name, value = entry.get("name", "?"), entry.get(key)
             raise errors.ConfigFileError(
-                source, f"[[pipeline]] {entry.get('name', '?')!r}: {key} = {entry.get(key)!r} does not match {pattern.pattern}"
+                source, f"[[pipeline]] {name!r}: {key} = {value!r} does not match {pattern.pattern}"
             )
     keys = ("name", "repo", "commit", "file", "sha256", "summary", "tags", "dependencies")
     unknown = sorted(set(entry) - set(keys))

@@ -117,10 +117,9 @@ def _echo_info(entry: dict[str, Any]) -> None:
     components = entry.get("components", [])
     click.echo("components: " + (", ".join(_component_text(c) for c in components) or "-"))
     click.echo("dependencies:")
-    for requirement in entry["dependencies"]:
+    core = [f"pipeyard{entry['requires-core']}"] if "requires-core" in entry else []
+    for requirement in [*entry["dependencies"], *core]:
         click.echo(f"  {requirement:<28} {dependency_status(requirement)}")
-    if "requires-core" in entry:
-        click.echo(f"  {'pipeyard' + entry['requires-core']:<28} {dependency_status('pipeyard' + entry['requires-core'])}")
 
 
 def _component_text(component: dict[str, Any]) -> str:
@@ -134,10 +133,14 @@ def info(name: str) -> None:
     """Everything the registry knows of NAME, whether its dependencies are installed, and usage."""
     entry = find_entry(name)
     _echo_info(entry)
-    click.echo("usage:")
+    click.echo("usage (Python):")
     click.echo(textwrap.indent(usage_example(entry), "    "))
-    trust = "" if "repo" not in entry else " --trust-remote-code"
-    click.echo(f"    pipeyard run {entry['name'] if 'repo' not in entry else entry['repo']} --model PATH_OR_REPO{trust}")
+    click.echo("usage (command line):")
+    if "repo" in entry:
+        run = f"{entry['repo']} --revision {entry['commit']} --model PATH_OR_REPO --trust-remote-code"
+    else:
+        run = f"{entry['name']} --model PATH_OR_REPO"
+    click.echo(f"    pipeyard run {run}")
 
 
 # --------------------------------------------------------------------------- registry group
