@@ -98,7 +98,7 @@ def test_an_index_with_hub_entries_validates_and_keeps_them_out_of_bundled_code(
     assert index["hub"][0]["tags"] == ["fancy", "hub"] and index["hub"][0]["file"] == "pipeline.py"
 
 
-@pytest.mark.parametrize("field, value", [("commit", "main"), ("sha256", "abc"), ("repo", "no-owner")])
+@pytest.mark.parametrize("field, value", [("commit", "main"), ("sha256", "abc"), ("repo", "no-owner"), ("file", "x.py")])
 def test_a_malformed_hub_entry_is_refused_with_its_field(tmp_path, field, value):
     with pytest.raises(errors.ConfigFileError, match=f"'fancy_pipe': {field} = '{value}'"):
         registry.read_hub_sources(_hub_toml(tmp_path, **{field: value}))

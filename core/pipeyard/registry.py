@@ -49,7 +49,7 @@ _HUB_PATTERNS = {
     "repo": re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"),
     "commit": re.compile(r"^[0-9a-f]{40}$"),
     "sha256": re.compile(r"^[0-9a-f]{64}$"),
-    "file": re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$"),
+    "file": re.compile(r"^pipeline\.py$"),  # what the host loads from a Hub repo
 }
 
 
