@@ -114,3 +114,16 @@ def test_unknown_name_prints_one_line_and_exits_1(invoke):
     assert result.exit_code == 1
     assert result.output.startswith("PipelineNotFoundError: custom pipeline 'no_such_pipeline' was not found")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_bundled_name_in_an_installed_pipeyard_skips_the_test_check(invoke, tmp_path, monkeypatch, community_text):
+    import pipeyard._bundled
+
+    installed = tmp_path / "site-packages" / "pipeyard" / "_bundled" / "community"
+    installed.mkdir(parents=True)
+    (installed / "demo_pipe.py").write_text(community_text())
+    monkeypatch.setattr(pipeyard._bundled, "bundled_dir", lambda kind: installed)
+    result = invoke("verify", "demo_pipe")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"note: {installed.parent / 'tests'} does not exist")
+    assert invoke("verify", installed / "demo_pipe.py").exit_code == 1  # a path keeps the check

@@ -42,10 +42,14 @@ def verify(file_or_name: str, tests_dir: Path | None, no_test_check: bool) -> No
 
     Prints each finding as FILE:LINE: severity: message; exits 1 when any is an error.
     """
-    from ..lint import ERROR, lint_pipeline_file
+    from ..lint import ERROR, default_tests_dir, lint_pipeline_file
 
     path = pipeline_file(file_or_name)
-    findings = lint_pipeline_file(path, tests_dir, check_tests=not no_test_check)
+    check_tests = not no_test_check
+    if check_tests and tests_dir is None and not default_tests_dir(path).is_dir() and path.stem == file_or_name:
+        click.echo(f"note: {default_tests_dir(path)} does not exist (an installed pipeyard); test check skipped")
+        check_tests = False
+    findings = lint_pipeline_file(path, tests_dir, check_tests=check_tests)
     for finding in findings:
         click.echo(str(finding))
     failed = sum(f.severity == ERROR for f in findings)
