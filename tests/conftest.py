@@ -494,7 +494,7 @@ def assert_images_equal(ours, theirs, atol: float = 1e-4) -> float:
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
     diff = float(np.abs(ours.astype(np.float64) - theirs.astype(np.float64)).max())
-    print(f"max-abs-diff {diff:.3g}")
+    print(f"\nmax-abs-diff {diff:.3g} {os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}")
     assert diff <= atol, f"max abs difference {diff} > {atol}"
     return diff
 
