@@ -187,3 +187,10 @@ def test_unimplemented_options_are_refused_unless_default(name: str, option: dic
 def test_dpmsolver_with_a_zero_final_sigma_asks_for_sigma_min() -> None:
     with pytest.raises(errors.SchedulerConfigError, match="final_sigmas_type='zero'.*'sigma_min'"):
         pipeyard.DPMSolverMultistepScheduler(algorithm_type="dpmsolver")
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "DEISMultistepScheduler"])
+def test_karras_and_exponential_sigmas_together_are_refused(name: str) -> None:
+    with pytest.raises(errors.SchedulerConfigError, match=f"{name} does not support use_exponential_sigmas=True"):
+        scheduler = getattr(pipeyard, name)(use_karras_sigmas=True, use_exponential_sigmas=True)
+        scheduler.set_timesteps(10)

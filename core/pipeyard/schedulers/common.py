@@ -84,6 +84,14 @@ def check_unsupported(scheduler: str, options: dict[str, tuple[Any, Any]]) -> No
             raise errors.UnsupportedSchedulerOptionError(scheduler, key, value, default)
 
 
+def check_one_sigma_ramp(scheduler: str, config: Any) -> None:
+    """Refuse ``use_karras_sigmas`` together with ``use_exponential_sigmas`` (only one ramp applies)."""
+    if config.get("use_karras_sigmas") and config.get("use_exponential_sigmas"):
+        raise errors.SchedulerConfigError(
+            scheduler, "use_exponential_sigmas", True, [False, "True with use_karras_sigmas=False"]
+        )
+
+
 def check_num_inference_steps(scheduler: str, num_inference_steps: Any, num_train_timesteps: int) -> int:
     """Validate ``num_inference_steps`` (an int in ``[1, num_train_timesteps]``)."""
     ok = isinstance(num_inference_steps, (int, np.integer)) and not isinstance(num_inference_steps, bool)
@@ -456,6 +464,7 @@ class SigmaSchedulerMixin(SchedulerMixin):
         Timesteps come back float32-valued; sigmas float64, without the final zero.
         """
         cfg = self.config
+        check_one_sigma_ramp(type(self).__name__, cfg)
         timesteps = spaced_timesteps(
             cfg.timestep_spacing, cfg.num_train_timesteps, num_inference_steps, cfg.steps_offset
         ).astype(np.float32)

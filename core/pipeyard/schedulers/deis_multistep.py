@@ -111,7 +111,7 @@ class DEISMultistepScheduler(SchedulerMixin):
         cfg = self.config
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
         timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps)
-        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, final="last")
+        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, final="last", scheduler=type(self).__name__)
         self._first_order = DPMCoefficients.of(self.sigmas, "dpmsolver")
         alpha, sigma = alpha_sigma(self.sigmas)
         self._alpha, self._sigma = alpha.tolist(), sigma.tolist()

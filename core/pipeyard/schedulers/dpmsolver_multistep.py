@@ -126,7 +126,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
         timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps - clipped)
         round_karras = cfg.beta_schedule != "squaredcos_cap_v2"
-        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, round_karras)
+        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, round_karras, scheduler=type(self).__name__)
         self._coefficients = DPMCoefficients.of(self.sigmas, cfg.algorithm_type, cfg.solver_type)
         self._set_schedule(torch.from_numpy(np.asarray(timesteps)).to(device=device, dtype=torch.int64), len(timesteps))
         self.model_outputs = [None] * cfg.solver_order

@@ -122,7 +122,7 @@ class DPMSolverSinglestepScheduler(SchedulerMixin):
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
         clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
         timesteps = solver_timesteps("linspace", cfg.num_train_timesteps, n, 0, cfg.num_train_timesteps - clipped)
-        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n)
+        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, scheduler=type(self).__name__)
         self._coefficients = DPMCoefficients.of(self.sigmas, cfg.algorithm_type, cfg.solver_type)
         self._set_schedule(torch.from_numpy(np.asarray(timesteps)).to(device=device, dtype=torch.int64), n)
         self.model_outputs = [None] * cfg.solver_order

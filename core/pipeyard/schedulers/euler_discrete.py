@@ -17,6 +17,7 @@ from .common import (
     SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
+    check_one_sigma_ramp,
     check_unsupported,
     make_betas,
     rescale_zero_terminal_snr,
@@ -60,8 +61,7 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         check_choice(name, "interpolation_type", interpolation_type, ("linear", "log_linear"))
         check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False), "timestep_type": (timestep_type, "discrete")})
-        if use_karras_sigmas and use_exponential_sigmas:
-            check_choice(name, "use_exponential_sigmas with use_karras_sigmas", True, (False,))
+        check_one_sigma_ramp(name, {"use_karras_sigmas": use_karras_sigmas, "use_exponential_sigmas": use_exponential_sigmas})
         self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, BASE_BETA_SCHEDULES)
         if rescale_betas_zero_snr:
             self.betas = rescale_zero_terminal_snr(self.betas)

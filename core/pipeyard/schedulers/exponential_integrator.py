@@ -21,6 +21,7 @@ from .common import (
     SchedulerMixin,
     alpha_sigma,
     broadcast_to,
+    check_one_sigma_ramp,
     exponential_sigmas,
     karras_sigmas,
     predict_epsilon,
@@ -33,7 +34,7 @@ from .common import (
 
 def solver_sigmas(
     cfg: Mapping[str, Any], alphas_cumprod: torch.Tensor, timesteps: np.ndarray, n: int,
-    round_karras: bool = True, final: str | None = None,
+    round_karras: bool = True, final: str | None = None, scheduler: str = "scheduler",
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Sigmas for integer ``timesteps``, or a karras/exponential ramp and its timesteps.
 
@@ -41,6 +42,7 @@ def solver_sigmas(
     smallest training sigma) or ``"last"`` (repeat the ramp's last sigma); by default the
     config's ``final_sigmas_type``.
     """
+    check_one_sigma_ramp(scheduler, cfg)
     table = train_sigmas(alphas_cumprod)
     final = final or cfg.get("final_sigmas_type", "zero")
     if cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas"):

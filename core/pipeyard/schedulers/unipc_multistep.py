@@ -125,7 +125,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
         timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps)
         final = "last" if cfg.final_sigmas_type == "sigma_min" else "zero"
-        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, final=final)
+        timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, final=final, scheduler=type(self).__name__)
         self._alpha, self._sigma = (v.tolist() for v in alpha_sigma(self.sigmas))
         self._set_schedule(torch.from_numpy(np.asarray(timesteps)).to(device=device, dtype=torch.int64), len(timesteps))
         self._reset_history()
