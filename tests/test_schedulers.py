@@ -119,17 +119,20 @@ def dummy_model(sample: torch.Tensor, t: Any) -> torch.Tensor:
     return 0.1 * sample * s + 0.05 * torch.cos(sample) + 0.02 * s
 
 
-def sample_loop(library: Any, name: str, config: dict[str, Any], steps: int, dtype: torch.dtype) -> dict[str, Any]:
+def build(library: Any, name: str, config: dict[str, Any]) -> Any:
+    """The scheduler class ``name`` of ``library`` built from ``config`` (without step options)."""
+    return getattr(library, name)(**{k: v for k, v in config.items() if k != "_step"})
+
+
+def sample_loop(scheduler: Any, config: dict[str, Any], steps: int, dtype: torch.dtype) -> dict[str, Any]:
     """Run a full sampling loop; return the final sample and the schedule."""
-    config = dict(config)
-    step_kwargs = config.pop("_step", {})
-    scheduler = getattr(library, name)(**config)
+    step_kwargs = dict(config.get("_step", {}))
     scheduler.set_timesteps(steps)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(123), dtype=torch.float64).to(dtype)
     x = x * scheduler.init_noise_sigma
     generator = torch.Generator().manual_seed(0)
     if "generator" in inspect.signature(scheduler.step).parameters:
-        step_kwargs = {**step_kwargs, "generator": generator}
+        step_kwargs["generator"] = generator
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(x, t)
         x = scheduler.step(dummy_model(model_input, t).to(dtype), t, x, **step_kwargs).prev_sample
@@ -151,9 +154,11 @@ def assert_same_samples(ours: torch.Tensor, theirs: torch.Tensor, atol: float) -
 
 @pytest.mark.parametrize(("name", "config"), _grid())
 def test_sampling_loop_matches_diffusers(name: str, config: dict[str, Any]) -> None:
+    # one object per library, reused: set_timesteps must reset every piece of state
+    our_scheduler, their_scheduler = build(pipeyard, name, config), build(diffusers, name, config)
     for steps, dtype in itertools.product((10, 25), (torch.float64, torch.float32)):
-        ours = sample_loop(pipeyard, name, config, steps, dtype)
-        theirs = sample_loop(diffusers, name, config, steps, dtype)
+        ours = sample_loop(our_scheduler, config, steps, dtype)
+        theirs = sample_loop(their_scheduler, config, steps, dtype)
         assert ours["timesteps"].dtype == theirs["timesteps"].dtype
         torch.testing.assert_close(ours["timesteps"], theirs["timesteps"], rtol=0, atol=1e-4, equal_nan=True)
         if theirs["sigmas"] is not None:
