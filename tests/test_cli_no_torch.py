@@ -21,9 +21,12 @@ SCRIPT = textwrap.dedent("""
         ["registry", "check"], ["new", "fresh_pipe", "--root", root],
         ["verify", root + "/community/fresh_pipe.py"], ["--help"],
     ]
+    tree_dependent = (["registry", "check"],)  # fails while someone's community file is untested
     for args in commands:
         result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, (args, result.output)
+        allowed = (0, 1) if args in tree_dependent else (0,)
+        assert result.exit_code in allowed and isinstance(result.exception, (SystemExit, type(None))), (
+            args, result.output)
         heavy = sorted(m for m in ("torch", "transformers", "numpy", "PIL") if m in sys.modules)
         assert not heavy, f"`pipeyard {' '.join(args)}` imported {heavy}"
     print("ok", len(commands))
