@@ -4,9 +4,10 @@ A sampling loop (``set_timesteps``, then ``scale_model_input`` + ``step`` per ti
 with a fixed model output in place of a model, so what is timed is the scheduler alone. Each
 scheduler is built from the Stable Diffusion 1.5 scheduler config (stochastic ones with a
 seeded generator). The median over ``--runs`` loops, divided by the number of model
-evaluations, is reported in microseconds, with the pipeyard / diffusers ratio (goal <= 1.0).
+evaluations, is reported in microseconds (the two libraries' loops alternate, so
+load on the machine hits both alike), with the pipeyard / diffusers ratio (goal <= 1.0).
 
-    .venv/bin/python bench/schedulers.py [--steps 25] [--runs 15] [--threads 1]
+    .venv/bin/python bench/schedulers.py [--steps 25] [--runs 21] [--threads 1]
 """
 
 from __future__ import annotations
@@ -46,19 +47,24 @@ def time_loop(scheduler: Any, steps: int, model_output: torch.Tensor, latents: t
     return (time.perf_counter() - start) / len(scheduler.timesteps)
 
 
-def measure(library: Any, name: str, steps: int, runs: int) -> float:
-    """Median seconds per evaluation over ``runs`` loops (after one warm-up loop)."""
-    scheduler = getattr(library, name).from_config(SD15_CONFIG)
+def measure_pair(libraries: tuple[Any, Any], name: str, steps: int, runs: int) -> tuple[float, float]:
+    """Median seconds per evaluation for each library, their loops interleaved (after a warm-up)."""
     latents = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(1))
     model_output = 0.1 * torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(2))
-    time_loop(scheduler, steps, model_output, latents)
-    return statistics.median(time_loop(scheduler, steps, model_output, latents) for _ in range(runs))
+    schedulers = [getattr(library, name).from_config(SD15_CONFIG) for library in libraries]
+    times: list[list[float]] = [[], []]
+    for run in range(runs + 1):
+        for k, scheduler in enumerate(schedulers):
+            seconds = time_loop(scheduler, steps, model_output, latents)
+            if run:  # the first loop of each is a warm-up
+                times[k].append(seconds)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,8 +79,7 @@ def main() -> None:
     print(f"{'scheduler':34s} {'pipeyard us':>12s} {'diffusers us':>13s} {'ratio':>7s}")
     ratios = []
     for name in SCHEDULERS:
-        ours = measure(pipeyard, name, args.steps, args.runs)
-        theirs = measure(diffusers, name, args.steps, args.runs)
+        ours, theirs = measure_pair((pipeyard, diffusers), name, args.steps, args.runs)
         ratios.append(ours / theirs)
         print(f"{name:34s} {ours * 1e6:12.1f} {theirs * 1e6:13.1f} {ours / theirs:7.2f}")
     print(f"{'worst ratio':34s} {'':12s} {'':13s} {max(ratios):7.2f}")
