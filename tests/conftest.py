@@ -348,13 +348,13 @@ def build_tiny_sd_components(folder: Path, *, sd2: bool = False, seed: int = 0) 
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=(2, 4) if sd2 else 8,
         use_linear_projection=sd2, upcast_attention=sd2,
     )
     vae = AutoencoderKL(
-        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=32,
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, sample_size=16,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
     )
     text_config = CLIPTextConfig(

@@ -75,8 +75,8 @@ def test_unknown_output_type_lists_the_choices(sd: Any, bad: Any) -> None:
 
 
 def test_wrong_latents_shape_and_unknown_callback_inputs(sd: Any) -> None:
-    with pytest.raises(errors.PipelineInputError, match=r"latents have shape \(1, 4, 8, 8\)"):
-        sd(prompt_embeds=torch.zeros(1, 77, 32), guidance_scale=1.0, latents=torch.zeros(1, 4, 8, 8))
+    with pytest.raises(errors.PipelineInputError, match=r"latents have shape \(1, 4, 4, 4\)"):
+        sd(prompt_embeds=torch.zeros(1, 77, 32), guidance_scale=1.0, latents=torch.zeros(1, 4, 4, 4))
     with pytest.raises(errors.PipelineInputError, match="callback_on_step_end_tensor_inputs"):
         sd("a cat", callback_on_step_end_tensor_inputs=["noise_pred"])
 

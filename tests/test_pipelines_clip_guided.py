@@ -43,7 +43,7 @@ def guided(tiny_sd_folder: Path, clip_parts: tuple[Any, Any]) -> Any:
 
 def run(pipe: Any, scheduler: str, seed: int = 0, **kwargs: Any) -> np.ndarray:
     pipe.scheduler = getattr(pipeyard, scheduler).from_config(pipe.scheduler.config)
-    kwargs = {"height": 32, "width": 32, "num_inference_steps": 2, "output_type": "np", **kwargs}
+    kwargs = {"height": 16, "width": 16, "num_inference_steps": 2, "output_type": "np", **kwargs}
     return pipe("a photo of a cat", generator=torch.Generator().manual_seed(seed), **kwargs).images
 
 
@@ -61,7 +61,7 @@ def test_loads_by_community_name_with_the_callers_clip_model(guided: Any, clip_p
 def test_clip_guidance_moves_the_image(guided: Any, scheduler: str, use_cutouts: bool) -> None:
     steered = run(guided, scheduler, clip_guidance_scale=5000.0, num_cutouts=2, use_cutouts=use_cutouts)
     unguided = run(guided, scheduler, clip_guidance_scale=0.0)
-    assert steered.shape == (1, 32, 32, 3) and np.isfinite(steered).all()
+    assert steered.shape == (1, 16, 16, 3) and np.isfinite(steered).all()
     assert np.abs(steered - unguided).max() > 1e-6
 
 
@@ -74,13 +74,13 @@ def test_without_clip_guidance_it_is_stable_diffusion(guided: Any, tiny_sd_folde
     plain = StableDiffusionPipeline.from_pretrained(tiny_sd_folder, safety_checker=None, requires_safety_checker=False)
     plain.set_progress_bar_config(disable=True)
     plain.scheduler = pipeyard.DDIMScheduler.from_config(plain.scheduler.config)
-    expected = plain("a photo of a cat", height=32, width=32, num_inference_steps=2, output_type="np",
+    expected = plain("a photo of a cat", height=16, width=16, num_inference_steps=2, output_type="np",
                      generator=torch.Generator().manual_seed(0)).images
     assert_images_equal(run(guided, "DDIMScheduler", clip_guidance_scale=0.0), expected)
 
 
 def test_batches_of_prompts_and_images_per_prompt(guided: Any) -> None:
     guided.scheduler = pipeyard.EulerDiscreteScheduler.from_config(guided.scheduler.config)
-    out = guided(["a cat", "a dog"], height=32, width=32, num_inference_steps=2, num_images_per_prompt=2,
+    out = guided(["a cat", "a dog"], height=16, width=16, num_inference_steps=2, num_images_per_prompt=2,
                  clip_guidance_scale=100.0, num_cutouts=3, generator=torch.Generator().manual_seed(0))
-    assert len(out.images) == 4 and out.images[0].size == (32, 32) and out.nsfw_content_detected is None
+    assert len(out.images) == 4 and out.images[0].size == (16, 16) and out.nsfw_content_detected is None
