@@ -34,12 +34,15 @@ an image (or with ``strength=1``) it is plain DDIM sampling from pure noise, whi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pipeyard import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, randn_tensor
+
+if TYPE_CHECKING:
+    from pipeyard import SchedulerMixin, UNet2DModel
 
 
 def image_to_tensor(image: Any) -> torch.Tensor:
@@ -70,7 +73,7 @@ class DDIMNoiseComparativeAnalysisPipeline(DiffusionPipeline):
         scheduler: any DDPM-family scheduler; its config is re-read as a ``DDIMScheduler``.
     """
 
-    def __init__(self, unet: Any, scheduler: Any) -> None:
+    def __init__(self, unet: UNet2DModel, scheduler: SchedulerMixin) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
 

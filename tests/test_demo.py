@@ -9,18 +9,40 @@ from PIL import Image
 from pipeyard.cli import cli
 
 
-def test_demo_writes_pngs_and_prints_timings(tmp_path):
+def test_demo_samples_the_bundled_model_through_custom_pipelines(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--steps", "2"])
     assert result.exit_code == 0, result.output
-    assert "custom pipeline: UnetSchedulerOneForwardPipeline" in result.output
-    assert "load through custom_pipeline='one_step_unet'" in result.output
+    assert "custom pipelines: DDIMNoiseComparativeAnalysisPipeline, UnetSchedulerOneForwardPipeline" in result.output
+    assert "load through custom_pipeline='ddim_noise_comparative_analysis'" in result.output
     assert "loaded UnetSchedulerOneForwardPipeline from Hub repo 'demo/tiny-ddpm'" in result.output
-    for name in ("ddpm_grid.png", "one_step_unet_grid.png"):
+    sizes = {"demo_grid.png": (256, 256), "ddpm_grid.png": (256, 64), "one_step_unet_grid.png": (256, 64)}
+    for name, size in sizes.items():  # 16x16 tiles scaled up 4x, four to a row
         assert f"wrote {tmp_path / name}" in result.output
         with Image.open(tmp_path / name) as image:
-            assert image.size == (128, 32)
+            assert image.size == size
     again = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--steps", "1"])
-    assert again.exit_code == 0, again.output  # reuses the model folder
+    assert again.exit_code == 0, again.output  # replaces the copied model folder
+
+
+def test_the_bundled_model_draws_shapes_on_a_light_background(tmp_path):
+    """The trained model, not noise: most of each sample is the near-white background."""
+    import numpy as np
+    import torch
+
+    from pipeyard import DiffusionPipeline
+    from pipeyard.demo import BUNDLED_MODEL
+
+    pipe = DiffusionPipeline.from_pretrained(BUNDLED_MODEL, custom_pipeline="ddim_noise_comparative_analysis")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster on shared cores
+    try:
+        images = pipe(batch_size=4, num_inference_steps=10, generator=torch.Generator().manual_seed(0),
+                      output_type="np").images
+    finally:
+        torch.set_num_threads(threads)
+    background = (images.min(axis=-1) > 0.8).mean(axis=(1, 2))  # share of near-white pixels per image
+    assert np.all(background > 0.5), background
+    assert np.all(background < 0.98), background  # and something is drawn on it
 
 
 def test_expected_errors_print_one_line_and_exit_1(tmp_path, monkeypatch):
