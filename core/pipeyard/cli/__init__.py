@@ -48,10 +48,10 @@ def cli(verbose: bool) -> None:
 
 @cli.command()
 @click.option("--out", "out_dir", default="demo-output", show_default=True, help="Folder for the model and PNGs.")
-@click.option("--steps", default=25, show_default=True, help="Denoising steps of the sampled grid.")
+@click.option("--steps", default=50, show_default=True, help="DDIM steps of the sampled grid.")
 @click.option("--seed", default=0, show_default=True)
 def demo(out_dir: str, steps: int, seed: int) -> None:
-    """Build a small model, load it (also through a custom pipeline), write PNGs."""
+    """Sample the bundled trained model through custom pipelines, write PNGs (offline)."""
     from ..demo import run_demo
 
     run_demo(out_dir, steps=steps, seed=seed, echo=click.echo)
