@@ -115,7 +115,7 @@ def test_unsupported_config_values_are_refused_not_ignored():
 
 def test_bad_attention_slice_size(unet):
     with pytest.raises(errors.ModelConfigError, match="slice_size"):
-        unet.set_attention_slice(99)
+        unet.set_attention_slice(0)
     with pytest.raises(errors.ModelConfigError, match="slice_size"):
         unet.set_attention_slice("half")
 

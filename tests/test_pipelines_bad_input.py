@@ -99,3 +99,13 @@ def test_model_index_naming_an_unknown_pipeline_class(tiny_ddpm_folder: Path, tm
     message = str(info.value)
     assert "StableCascadePipeline" in message and "DDPMPipeline" in message and "custom_pipeline=" in message
     assert isinstance(info.value, LookupError)
+
+
+def test_integer_attention_slicing_reaches_unet_and_one_head_vae(tiny_sd_folder):
+    from pipeyard import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_folder, safety_checker=None, requires_safety_checker=False)
+    pipe.enable_attention_slicing(2)
+    sizes = {module.slice_size for module in pipe.vae.modules() if hasattr(module, "slice_size")}
+    assert sizes == {1}  # capped at the VAE's single head
+    assert {m.slice_size for m in pipe.unet.modules() if hasattr(m, "slice_size")} <= {1, 2}

@@ -149,10 +149,12 @@ def attention_modules(model: nn.Module) -> Iterator[Attention]:
 
 
 def resolve_slice_size(slice_size: SliceSize, heads: int) -> int | None:
-    """``"auto"`` -> half the heads, ``"max"`` -> 1, an int -> itself, ``None`` -> no slicing.
+    """``"auto"`` -> half the heads, ``"max"`` -> 1, ``None`` -> no slicing, an int -> that many
+    heads at a time, capped at the layer's head count (so one ``pipe.enable_attention_slicing(2)``
+    reaches a multi-head UNet and a one-head VAE alike).
 
     Raises:
-        ModelConfigError: an int outside ``1..heads`` or an unknown string.
+        ModelConfigError: an int below 1, or an unknown string.
     """
     if slice_size is None:
         return None
@@ -160,10 +162,10 @@ def resolve_slice_size(slice_size: SliceSize, heads: int) -> int | None:
         return max(heads // 2, 1)
     if slice_size == "max":
         return 1
-    if isinstance(slice_size, int) and not isinstance(slice_size, bool) and 1 <= slice_size <= heads:
-        return slice_size
+    if isinstance(slice_size, int) and not isinstance(slice_size, bool) and slice_size >= 1:
+        return min(slice_size, heads)
     raise errors.ModelConfigError(
-        "set_attention_slice", "slice_size", slice_size, f"'auto', 'max', None or an int in 1..{heads}"
+        "set_attention_slice", "slice_size", slice_size, "'auto', 'max', None or an int >= 1 (heads at a time)"
     )
 
 
