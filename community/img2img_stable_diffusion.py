@@ -83,7 +83,9 @@ class StableDiffusionImg2ImgCommunityPipeline(StableDiffusionPipeline):
         noise = randn_tensor(tuple(latents.shape), generator=generator, device=self.device, dtype=latents.dtype)
         return self.scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
 
-    def guided_prediction(self, latents: torch.Tensor, t: Any, embeds: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    def guided_prediction(
+        self, latents: torch.Tensor, t: Any, embeds: torch.Tensor, guidance_scale: float
+    ) -> torch.Tensor:
         """The UNet's noise prediction, with classifier-free guidance when ``guidance_scale > 1``."""
         guided = guidance_scale > 1
         model_input = self.scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
@@ -124,8 +126,9 @@ class StableDiffusionImg2ImgCommunityPipeline(StableDiffusionPipeline):
             return_dict: return a ``StableDiffusionPipelineOutput`` rather than a tuple.
         """
         batch = (len(prompt) if isinstance(prompt, list) else 1) * num_images_per_prompt
-        embeds, negative = self.encode_prompt(prompt, self.device, num_images_per_prompt, guidance_scale > 1, negative_prompt)
-        embeds = torch.cat([negative, embeds]) if guidance_scale > 1 else embeds
+        guided = guidance_scale > 1
+        embeds, negative = self.encode_prompt(prompt, self.device, num_images_per_prompt, guided, negative_prompt)
+        embeds = torch.cat([negative, embeds]) if guided else embeds
         timesteps = self.strength_timesteps(num_inference_steps, strength)
         latents = self.noise_latents(self.encode_image(image, batch, embeds.dtype), timesteps, generator)
         accepted = inspect.signature(self.scheduler.step).parameters

@@ -4,7 +4,7 @@
 #
 # [tool.pipeyard]
 # requires-core = ">=0.1"
-# summary = "A walk between two prompts and two seeds: slerp between their noise and text embeddings, one frame per step."
+# summary = "A walk between two (prompt, seed) pairs: slerp of their noise and text embeddings; returns the frames."
 # tags = ["interpolation", "animation", "stable-diffusion", "text-to-image"]
 # ///
 """Prompt and seed interpolation for Stable Diffusion: frames of a walk from one image to another.
@@ -69,7 +69,9 @@ class InterpolateStableDiffusionPipeline(StableDiffusionPipeline):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
 
-    def prompt_embeddings(self, prompt: str, negative_prompt: str | None, guided: bool) -> tuple[torch.Tensor, Any]:
+    def prompt_embeddings(
+        self, prompt: str, negative_prompt: str | None, guided: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(embeddings, negative embeddings or None)`` of one prompt."""
         return self.encode_prompt(prompt, self.device, 1, guided, negative_prompt)
 
@@ -103,15 +105,15 @@ class InterpolateStableDiffusionPipeline(StableDiffusionPipeline):
             raise ValueError(f"num_frames must be at least 2 (the two ends), got {num_frames}")
         height, width = height or self.default_size()[0], width or self.default_size()[1]
         guided = guidance_scale > 1
-        ends = [(self.prompt_embeddings(p, negative_prompt, guided), self.seed_noise(s, height, width)) for p, s in (start, end)]
-        (embeds0, negative), noise0 = ends[0]
-        (embeds1, _), noise1 = ends[1]
+        embeds0, negative = self.prompt_embeddings(start[0], negative_prompt, guided)
+        embeds1, _ = self.prompt_embeddings(end[0], negative_prompt, guided)
+        noise0, noise1 = self.seed_noise(start[1], height, width), self.seed_noise(end[1], height, width)
         frames = []
         for i in range(num_frames):
             t = i / (num_frames - 1)
             out = self(
-                prompt_embeds=slerp(t, embeds0, embeds1), negative_prompt_embeds=negative, latents=slerp(t, noise0, noise1),
-                height=height, width=width, guidance_scale=guidance_scale, **kwargs,
+                prompt_embeds=slerp(t, embeds0, embeds1), negative_prompt_embeds=negative,
+                latents=slerp(t, noise0, noise1), height=height, width=width, guidance_scale=guidance_scale, **kwargs,
             )
             frames.append(out.images[0])
         return frames

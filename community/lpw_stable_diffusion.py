@@ -4,7 +4,7 @@
 #
 # [tool.pipeyard]
 # requires-core = ">=0.1"
-# summary = "Stable Diffusion with long prompts (beyond 77 tokens, in 75-token windows) and (word:1.3) emphasis weights."
+# summary = "Stable Diffusion with long prompts (past 77 tokens, in 75-token windows) and (word:1.3) emphasis."
 # tags = ["long-prompt", "prompt-weighting", "stable-diffusion", "text-to-image"]
 # ///
 """Long-prompt weighting for Stable Diffusion: prompts of any length, with per-word emphasis.
@@ -176,6 +176,8 @@ class LongPromptWeightingStableDiffusionPipeline(StableDiffusionPipeline):
         else:
             negatives = list(negative_prompt)
         if len(negatives) != len(prompts):
-            raise ValueError(f"{len(negatives)} negative prompts for {len(prompts)} prompts: pass one, or one per prompt")
+            raise ValueError(
+                f"{len(negatives)} negative prompts for {len(prompts)} prompts: pass one, or one per prompt"
+            )
         embeds, negative_embeds = self.long_prompt_embeddings(prompts, negatives)
         return super().__call__(prompt_embeds=embeds, negative_prompt_embeds=negative_embeds, **kwargs)

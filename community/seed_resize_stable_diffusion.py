@@ -4,7 +4,7 @@
 #
 # [tool.pipeyard]
 # requires-core = ">=0.1"
-# summary = "Stable Diffusion whose seed gives a similar image at any size: noise drawn at a reference size, then cropped or padded."
+# summary = "One seed, a similar image at any size: noise drawn at a reference size, then cropped or padded."
 # tags = ["seed", "resize", "stable-diffusion", "text-to-image"]
 # ///
 """Seed-resize Stable Diffusion: the same seed gives a similar picture at a different size.

@@ -74,7 +74,9 @@ def build_unet(size: int) -> UNet2DModel:
     )
 
 
-def training_step(unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def training_step(
+    unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """The DDPM loss for one batch: noise the images at random timesteps, predict the noise."""
     noise = torch.randn(images.shape, generator=generator)
     timesteps = torch.randint(scheduler.config.num_train_timesteps, (images.shape[0],), generator=generator)
@@ -132,7 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: small tensors on shared cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny tensors, shared cores)")
     return parser.parse_args(argv)
 
 

@@ -35,9 +35,8 @@ def test_the_emphasis_syntax_parses_to_weights(pipes):
 def test_a_short_plain_prompt_gives_the_plain_pipelines_image(pipes):
     custom, plain = pipes
     assert type(custom).__name__ == "LongPromptWeightingStableDiffusionPipeline"
-    np.testing.assert_array_equal(
-        _run(custom, "a photo of a cat", negative_prompt="blurry"), _run(plain, "a photo of a cat", negative_prompt="blurry")
-    )
+    ours = _run(custom, "a photo of a cat", negative_prompt="blurry")
+    np.testing.assert_array_equal(ours, _run(plain, "a photo of a cat", negative_prompt="blurry"))
 
 
 def test_words_past_77_tokens_are_read_in_a_second_window(pipes):
