@@ -8,7 +8,8 @@ One :class:`Attention` module serves three uses, with diffusers' key names
 
 Slicing (:meth:`Attention.set_slice_size`) runs the batch x heads axis in chunks so that only
 one chunk's attention matrix lives at a time; it lowers peak memory for large batches and
-gives the same result. Projections stay separate modules, so a later fast path can fuse them.
+gives the same result. Projections stay separate modules (diffusers' keys) but run fused: one
+matmul for q/k/v of self-attention, one for k/v of cross-attention (:mod:`.fused`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import errors
+from .fused import FusedLinear
 
 SliceSize = int | str | None
 
@@ -61,6 +63,10 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner_dim, bias=bias)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
+        self.is_self_attention = cross_attention_dim is None
+        # Plain attributes, not submodules: the state dict keeps to_q/to_k/to_v.
+        self._qkv = FusedLinear(self, ["to_q", "to_k", "to_v"])
+        self._kv = FusedLinear(self, ["to_k", "to_v"])
 
     @property
     def sliceable_head_dim(self) -> int:
@@ -103,11 +109,8 @@ class Attention(nn.Module):
     def _attend(
         self, tokens: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
     ) -> torch.Tensor:
-        context = tokens if context is None else context
         batch = tokens.shape[0]
-        query = self._split_heads(self.to_q(tokens), batch)
-        key = self._split_heads(self.to_k(context), batch)
-        value = self._split_heads(self.to_v(context), batch)
+        query, key, value = self._project(tokens, context)
         if mask is not None and mask.ndim == 3:
             mask = mask.unsqueeze(1)  # (B, 1, keys) -> (B, 1, 1, keys): same bias for every head
         if self.slice_size is None:
@@ -115,10 +118,24 @@ class Attention(nn.Module):
         else:
             out = self._sliced_attention(query, key, value, mask)
         out = out.transpose(1, 2).reshape(batch, -1, query.shape[1] * query.shape[3])
-        return self.to_out[1](self.to_out[0](out))
+        out = self.to_out[0](out)
+        return self.to_out[1](out) if self.training else out  # dropout is the identity in eval
 
-    def _split_heads(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        return x.view(batch, x.shape[1], self.heads, -1).transpose(1, 2)
+    def _project(
+        self, tokens: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(batch, heads, length, dim_head)`` queries, keys and values, with fused matmuls."""
+        if context is None or (context is tokens and self.is_self_attention):
+            query, key, value = self._split_heads(self._qkv(tokens), 3).unbind(0)
+            return query, key, value
+        query = self._split_heads(self.to_q(tokens), 1)[0]
+        key, value = self._split_heads(self._kv(context), 2).unbind(0)
+        return query, key, value
+
+    def _split_heads(self, x: torch.Tensor, parts: int) -> torch.Tensor:
+        """``(B, L, parts * heads * d)`` -> ``(parts, B, heads, L, d)`` (a view)."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, parts, self.heads, -1).permute(2, 0, 3, 1, 4)
 
     def _sliced_attention(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None

@@ -60,16 +60,20 @@ class ResnetBlock2D(nn.Module):
             self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1)
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.conv1(self.nonlinearity(self.norm1(input_tensor)))
+        act = self.nonlinearity
+        hidden = self.conv1(act(self.norm1(input_tensor)))
         time = None
         if self.time_emb_proj is not None and temb is not None:
-            time = self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
+            time = self.time_emb_proj(act(temb))[:, :, None, None]
         if self.time_embedding_norm == "scale_shift" and time is not None:
             scale, shift = time.chunk(2, dim=1)
             hidden = self.norm2(hidden) * (1 + scale) + shift
         else:
             hidden = self.norm2(hidden if time is None else hidden + time)
-        hidden = self.conv2(self.dropout(self.nonlinearity(hidden)))
+        hidden = act(hidden)
+        if self.training:  # dropout is the identity in eval: skip the call
+            hidden = self.dropout(hidden)
+        hidden = self.conv2(hidden)
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
         output = shortcut + hidden
         if self.output_scale_factor != 1.0:

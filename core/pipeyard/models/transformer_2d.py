@@ -36,9 +36,11 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GEGLU(dim, inner_dim), nn.Dropout(dropout), nn.Linear(inner_dim, dim)])
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        for layer in self.net:
-            hidden_states = layer(hidden_states)
-        return hidden_states
+        geglu, dropout, project_out = self.net
+        hidden_states = geglu(hidden_states)
+        if self.training:  # dropout is the identity in eval: skip the call
+            hidden_states = dropout(hidden_states)
+        return project_out(hidden_states)
 
 
 class BasicTransformerBlock(nn.Module):

@@ -1,0 +1,111 @@
+"""Per-call framework overhead of the SD 1.5 UNet: pipeyard vs diffusers, in one run, on CPU.
+
+The SD 1.5 UNet topology (block types, 2 layers per block, transformer depth 1, 8 heads) at
+tiny widths, so that wall time is almost all Python and dispatcher work: the cost the GPU
+waits for in a launch-bound pipeline. Both models get the same random weights.
+
+Usage::
+
+    nice python bench/overhead.py                 # median of 100 calls, 3 rounds
+    nice python bench/overhead.py --calls 500 --rounds 5
+    nice python bench/overhead.py --profile       # cProfile of pipeyard's forward, top 25
+
+Prints ms per call for each library and the ratio pipeyard / diffusers (goal: <= 0.5).
+diffusers is a benchmark-time dependency only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+TINY_SD15_UNET = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=2,
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+
+
+def build_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(pipeyard, diffusers) UNets with the same random weights, in eval mode."""
+    import diffusers
+
+    import pipeyard
+
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DConditionModel(**TINY_SD15_UNET).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        reference.save_pretrained(folder)
+        ours = pipeyard.UNet2DConditionModel.from_pretrained(folder).eval()
+    return ours, reference
+
+
+def make_inputs() -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "sample": torch.randn(2, 4, 8, 8, generator=generator),
+        "timestep": torch.tensor(500),
+        "encoder_hidden_states": torch.randn(2, 77, 32, generator=generator),
+    }
+
+
+def time_calls(models: list[torch.nn.Module], inputs: dict[str, Any], calls: int) -> list[float]:
+    """Median wall time of one forward call of each model, in ms; calls alternate between models."""
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for _ in range(calls):
+            for model, samples in zip(models, times):
+                start = time.perf_counter()
+                model(**inputs)
+                samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) * 1e3 for samples in times]
+
+
+def check_equal(ours: torch.nn.Module, reference: torch.nn.Module, inputs: dict[str, Any]) -> float:
+    """Largest absolute difference between the two outputs (sanity check)."""
+    with torch.inference_mode():
+        return (ours(**inputs).sample - reference(**inputs).sample).abs().max().item()
+
+
+def profile(model: Callable[..., Any], inputs: dict[str, Any], calls: int) -> None:
+    import cProfile
+    import pstats
+
+    with torch.inference_mode():
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(calls):
+            model(**inputs)
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, reference = build_pair()
+    inputs = make_inputs()
+    if args.profile:
+        profile(ours, inputs, args.calls)
+        return
+    print(f"max |pipeyard - diffusers| = {check_equal(ours, reference, inputs):.3g}")
+    time_calls([ours, reference], inputs, 10)  # warm up
+    for round_ in range(args.rounds):
+        mine, theirs = time_calls([ours, reference], inputs, args.calls)
+        print(f"round {round_}: pipeyard {mine:.3f} ms  diffusers {theirs:.3f} ms  ratio {mine / theirs:.3f}")
+
+
+if __name__ == "__main__":
+    main()
