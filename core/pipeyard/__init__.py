@@ -30,6 +30,8 @@ _LAZY_NAMES: dict[str, str] = {
     "StableDiffusionSafetyChecker": "models.safety_checker",
     "UNet2DModel": "models.unet_2d",
     "UNet2DConditionModel": "models.unet_2d_condition",
+    # fast path
+    "GraphedModule": "cuda_graph",
     # pipelines
     "DiffusionPipeline": "pipelines.base",
     "DDIMPipeline": "pipelines.ddim",

@@ -76,7 +76,7 @@ class DiffusionPipeline(ConfigMixin):
     @property
     def components(self) -> dict[str, Any]:
         """Components by name, as passed to ``__init__`` (``None`` for absent optional ones)."""
-        return {name: getattr(self, name) for name in self._component_names()}
+        return {name: _unwrap(getattr(self, name)) for name in self._component_names()}
 
     def _modules(self) -> Iterable[torch.nn.Module]:
         import torch  # the base class itself needs no torch: `import` stays light
@@ -89,6 +89,8 @@ class DiffusionPipeline(ConfigMixin):
         """Move every torch component: ``to("cuda")``, ``to(torch.float16)``, ``to(device, dtype)``."""
         for module in self._modules():
             module.to(*args, **kwargs)
+        for graphed in self._graphed_components().values():
+            graphed.clear()  # their graphs replay the old placement
         return self
 
     @property
@@ -148,6 +150,42 @@ class DiffusionPipeline(ConfigMixin):
     def disable_attention_slicing(self) -> None:
         """Compute attention in one step again."""
         self.enable_attention_slicing(None)
+
+    # ------------------------------------------------------------------ CUDA graphs
+
+    def enable_cuda_graph(self, max_graphs: int = 4, *, compile: bool = False, component: str = "unet") -> None:
+        """Replay ``component``'s forward from CUDA graphs, one per input shape and dtype.
+
+        The first call at a new (batch, height, width, dtype) captures a graph, later calls
+        replay it; at most ``max_graphs`` graphs are kept. ``compile=True`` captures
+        ``torch.compile(unet)``. Without CUDA (or if capture fails) the model runs eagerly,
+        with one :class:`~pipeyard.errors.PipeyardWarning` saying why. ``pipe.unet`` becomes a
+        :class:`~pipeyard.cuda_graph.GraphedModule` that forwards every attribute to the real
+        model; ``components``, ``save_pretrained`` and ``to`` still see the real model.
+
+        Example::
+
+            pipe.to("cuda", torch.float16)
+            pipe.enable_cuda_graph()
+            image = pipe("a red fox", num_inference_steps=20).images[0]
+        """
+        from ..cuda_graph import GraphedModule
+
+        self.disable_cuda_graph(component)
+        model = self.__dict__.get(component) if component in self._component_names() else None
+        if model is None:
+            raise errors.ComponentError(f"{type(self).__name__} has no {component!r} component to run from CUDA graphs")
+        object.__setattr__(self, component, GraphedModule(model, max_graphs, compile=compile))
+
+    def disable_cuda_graph(self, component: str | None = None) -> None:
+        """Free the graphs of ``component`` (default: every graphed one) and restore the model."""
+        for name, graphed in self._graphed_components().items():
+            if component is None or name == component:
+                graphed.clear()
+                object.__setattr__(self, name, graphed.module)
+
+    def _graphed_components(self) -> dict[str, Any]:
+        return {name: value for name in self._component_names() if _is_graphed(value := self.__dict__.get(name))}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {json.dumps(self.config_to_save(), indent=2, default=str)}"
@@ -278,6 +316,15 @@ class DiffusionPipeline(ConfigMixin):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _is_graphed(value: Any) -> bool:
+    """A :class:`~pipeyard.cuda_graph.GraphedModule` (checked without importing torch)."""
+    return getattr(type(value), "_pipeyard_graphed_", False)
+
+
+def _unwrap(value: Any) -> Any:
+    return value.module if _is_graphed(value) else value
 
 
 def _read_model_index(source: hub.FileSource) -> dict[str, Any]:
