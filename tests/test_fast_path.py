@@ -86,6 +86,14 @@ def test_fused_weight_follows_load_state_dict_and_dtype() -> None:
     torch.testing.assert_close(out, _unfused(attn, tokens.double()))
 
 
+def test_weights_moved_under_inference_mode_are_fused_without_cache() -> None:
+    attn, tokens = _attention(), torch.randn(1, 4, 16)
+    with torch.inference_mode():
+        attn.to(torch.float64)  # parameters become inference tensors
+        torch.testing.assert_close(attn(tokens.double()), _unfused(attn, tokens.double()))
+    assert attn._qkv._weight is None
+
+
 def test_fused_projections_pass_gradients_to_every_layer() -> None:
     attn, tokens = _attention(), torch.randn(1, 4, 16, requires_grad=True)
     attn(tokens).sum().backward()

@@ -7,7 +7,8 @@ checkpoints do not change; only the forward pass concatenates their weights into
 When the concatenated weight is reused (the cache rule)
     The fused weight is cached only while autograd is off (``torch.no_grad()`` or
     ``torch.inference_mode()``): with autograd on it is rebuilt every call, so that gradients
-    reach each layer (and reach the input, as in guidance that differentiates through the UNet). The cache is keyed on the identity, the
+    reach each layer (and reach the input, as in guidance that differentiates through the UNet).
+    Parameters created under ``torch.inference_mode()`` have no version counter: never cached. The cache is keyed on the identity, the
     in-place version counter (``tensor._version``), dtype and device of every parameter, so
     ``.to()``, ``.half()``, ``load_state_dict``, ``copy_`` and any other in-place edit rebuild
     it on the next call. Rebinding ``layer.weight`` to a new tensor also does.
@@ -61,8 +62,8 @@ class FusedLinear:
     def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The concatenated weight and bias, from the cache when the cache rule allows."""
         params = self._parameters()
-        if torch.is_grad_enabled():
-            return self._concatenate()
+        if torch.is_grad_enabled() or any(p.is_inference() for p in params):
+            return self._concatenate()  # inference tensors have no version counter to key on
         key = tuple((id(p), p._version, p.dtype, p.device) for p in params)
         if key != self._key:
             self._weight, self._bias = self._concatenate()
