@@ -9,6 +9,7 @@ Usage::
     nice python bench/overhead.py                 # median of 100 calls, 3 rounds
     nice python bench/overhead.py --calls 500 --rounds 5
     nice python bench/overhead.py --profile       # cProfile of pipeyard's forward, top 25
+    nice python bench/overhead.py --ops           # aten ops per call (each one a kernel launch on a GPU)
 
 Prints ms per call for each library and the ratio pipeyard / diffusers (goal: <= 0.5).
 diffusers is a benchmark-time dependency only.
@@ -74,6 +75,24 @@ def check_equal(ours: torch.nn.Module, reference: torch.nn.Module, inputs: dict[
         return (ours(**inputs).sample - reference(**inputs).sample).abs().max().item()
 
 
+def count_ops(model: torch.nn.Module, inputs: dict[str, Any]) -> int:
+    """How many aten operators one forward call dispatches (views included)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode():
+        model(**inputs)  # warm: caches built on the first call are not counted
+        with Counter():
+            model(**inputs)
+    return Counter.count
+
+
 def profile(model: Callable[..., Any], inputs: dict[str, Any], calls: int) -> None:
     import cProfile
     import pstats
@@ -93,10 +112,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--ops", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours, reference = build_pair()
     inputs = make_inputs()
+    if args.ops:
+        print(f"aten ops per call: pipeyard {count_ops(ours, inputs)}  diffusers {count_ops(reference, inputs)}")
+        return
     if args.profile:
         profile(ours, inputs, args.calls)
         return
