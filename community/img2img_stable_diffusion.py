@@ -136,5 +136,4 @@ class StableDiffusionImg2ImgCommunityPipeline(StableDiffusionPipeline):
         for t in self.progress_bar(timesteps):
             prediction = self.guided_prediction(latents, t, embeds, guidance_scale)
             latents = self.scheduler.step(prediction, t, latents, **extra).prev_sample
-        self._guidance_scale = guidance_scale
         return self._finish(latents, output_type, return_dict, self.device, embeds.dtype)
