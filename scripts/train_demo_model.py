@@ -2,8 +2,9 @@
 
 The data are drawn on the fly: one coloured shape (circle, square or triangle; red, green or
 blue) on a plain near-white background, 16x16 RGB by default (``--size 32`` works too, but
-is about four times slower per step, too slow to learn well in ~20 min on 2 shared cores). A small ``UNet2DModel`` learns to predict the noise that pipeyard's own
-``DDPMScheduler.add_noise`` put in (plain DDPM training, AdamW, a fixed seed), with an
+is about four times slower per step, too slow to learn well in ~20 min on 2 shared cores).
+A small ``UNet2DModel`` learns to predict the noise that pipeyard's own ``DDPMScheduler.add_noise``
+put in (plain DDPM training, AdamW, a fixed seed), with an
 exponential moving average of its weights, until a wall-clock budget runs out. The EMA weights
 are saved in diffusers' layout (``model_index.json``, ``unet/``, ``scheduler/``)::
 

@@ -166,6 +166,24 @@ def test_runner_evicts_least_recently_used_shape() -> None:
     assert [shape[0][0] for shape in capture.captured] == [1, 2, 3, 2]
 
 
+def test_runner_captured_under_inference_mode_replays_under_no_grad() -> None:
+    graphed, _ = _graphed()
+    sample, context = _cond_inputs()
+    with torch.inference_mode():
+        graphed(sample, 5, encoder_hidden_states=context)
+    with torch.no_grad():
+        got = graphed(sample * 2, 5, encoder_hidden_states=context).sample
+        assert torch.equal(got, graphed.module(sample * 2, 5, encoder_hidden_states=context).sample)
+    assert graphed.hits == 1
+
+
+def test_runner_can_be_copied() -> None:
+    import copy
+
+    graphed, _ = _graphed()
+    assert copy.copy(graphed).module is graphed.module
+
+
 @torch.no_grad()
 def test_runner_keys_on_static_arguments_too() -> None:
     graphed, _ = _graphed(max_graphs=4)

@@ -117,6 +117,8 @@ class GraphedModule:
     # ------------------------------------------------------------------ proxying
 
     def __getattr__(self, name: str) -> Any:
+        if "module" not in self.__dict__:  # during copy/unpickling, before __init__ ran
+            raise AttributeError(name)
         return getattr(self.__dict__["module"], name)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -150,7 +152,8 @@ class GraphedModule:
         else:
             self.__dict__["hits"] += 1
             self._graphs.move_to_end(key)
-            _copy_into(entry.args, entry.kwargs, args, kwargs)
+            with torch.inference_mode():  # static inputs cloned under inference_mode accept it
+                _copy_into(entry.args, entry.kwargs, args, kwargs)
         return _clone_output(entry.replay())
 
     def _eager_reason(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

@@ -184,6 +184,14 @@ class DiffusionPipeline(ConfigMixin):
                 graphed.clear()
                 object.__setattr__(self, name, graphed.module)
 
+    def _apply_cuda_graph_option(self, cuda_graph: bool | None) -> None:
+        """For a pipeline's ``cuda_graph=`` call option: ``True`` enables graphs (kept for later
+        calls, so captures are reused), ``False`` disables them, ``None`` leaves them as they are."""
+        if cuda_graph and "unet" not in self._graphed_components():
+            self.enable_cuda_graph()
+        elif cuda_graph is False:
+            self.disable_cuda_graph()
+
     def _graphed_components(self) -> dict[str, Any]:
         return {name: value for name in self._component_names() if _is_graphed(value := self.__dict__.get(name))}
 
