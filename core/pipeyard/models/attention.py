@@ -63,7 +63,6 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner_dim, bias=bias)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
-        self.is_self_attention = cross_attention_dim is None
         # Plain attributes, not submodules: the state dict keeps to_q/to_k/to_v.
         self._qkv = FusedLinear(self, ["to_q", "to_k", "to_v"])
         self._kv = FusedLinear(self, ["to_k", "to_v"])
@@ -125,7 +124,7 @@ class Attention(nn.Module):
         self, tokens: torch.Tensor, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(batch, heads, length, dim_head)`` queries, keys and values, with fused matmuls."""
-        if context is None or (context is tokens and self.is_self_attention):
+        if context is None:  # self-attention: one matmul for q, k and v
             query, key, value = self._split_heads(self._qkv(tokens), 3).unbind(0)
             return query, key, value
         query = self._split_heads(self.to_q(tokens), 1)[0]
