@@ -21,7 +21,8 @@ class ResnetBlock2D(nn.Module):
 
     With ``time_embedding_norm="scale_shift"`` the time embedding gives a scale and a shift
     applied after ``norm2`` instead of being added before it. ``temb_channels=None`` (VAE)
-    builds no time projection.
+    builds no time projection. ``temb_activated=True``: callers pass ``act(temb)``, computed
+    once per model call for all its resnets rather than once per resnet (same numbers).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class ResnetBlock2D(nn.Module):
         time_embedding_norm: str = "default",
         output_scale_factor: float = 1.0,
         dropout: float = 0.0,
+        temb_activated: bool = False,
     ) -> None:
         super().__init__()
         if time_embedding_norm not in TIME_SCALE_SHIFTS:
@@ -45,6 +47,7 @@ class ResnetBlock2D(nn.Module):
         out_channels = out_channels or in_channels
         self.time_embedding_norm = time_embedding_norm
         self.output_scale_factor = output_scale_factor
+        self.temb_activated = temb_activated
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.time_emb_proj: nn.Linear | None = None
@@ -64,7 +67,7 @@ class ResnetBlock2D(nn.Module):
         hidden = self.conv1(act(self.norm1(input_tensor)))
         time = None
         if self.time_emb_proj is not None and temb is not None:
-            time = self.time_emb_proj(act(temb))[:, :, None, None]
+            time = self.time_emb_proj(temb if self.temb_activated else act(temb))[:, :, None, None]
         if self.time_embedding_norm == "scale_shift" and time is not None:
             scale, shift = time.chunk(2, dim=1)
             hidden = self.norm2(hidden) * (1 + scale) + shift

@@ -133,8 +133,9 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         shared = BlockArgs(
             in_channels=0, out_channels=0, temb_channels=time_embed_dim, eps=norm_eps, act_fn=act_fn,
             groups=norm_num_groups or 32, time_scale_shift=resnet_time_scale_shift, dropout=dropout,
-            downsample_padding=downsample_padding, use_linear_projection=use_linear_projection,
+            downsample_padding=downsample_padding, use_linear_projection=use_linear_projection, temb_activated=True,
         )
+        self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
         per = self._per_block_settings(name)
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, per))
         self.mid_block = self._mid_block(shared, per) if mid_block_type else None
@@ -257,6 +258,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
+        emb = self.resnet_time_act(emb)  # what every resnet's time projection reads
         hidden, skips = self._down(self.conv_in(sample), emb, encoder_hidden_states, mask)
         if down_block_additional_residuals is not None:
             skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals, strict=True))

@@ -43,6 +43,7 @@ class BlockArgs:
     dropout: float = 0.0
     output_scale_factor: float = 1.0
     downsample_padding: int = 1
+    temb_activated: bool = False  # the model passes act(temb) to its blocks (see ResnetBlock2D)
     # spatial attention (DDPM UNets, VAE mid block)
     attention_head_dim: int | None = None
     attention_groups: int | None = None  # mid block only; None = no group norm in attention
@@ -58,7 +59,7 @@ class BlockArgs:
         return ResnetBlock2D(
             in_channels=in_channels, out_channels=out_channels, temb_channels=self.temb_channels,
             groups=self.groups, eps=self.eps, act_fn=self.act_fn, time_embedding_norm=self.time_scale_shift,
-            output_scale_factor=self.output_scale_factor, dropout=self.dropout,
+            output_scale_factor=self.output_scale_factor, dropout=self.dropout, temb_activated=self.temb_activated,
         )
 
     def spatial_attention(self, channels: int, groups: int | None) -> Attention:
