@@ -183,6 +183,9 @@ class GraphedModule:
 
     def _capture_entry(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entry | None:
         self.__dict__["misses"] += 1
+        if len(self._graphs) >= self.max_graphs:  # evict first: never max_graphs + 1 pools alive
+            self._graphs.popitem(last=False)
+            self.__dict__["evictions"] += 1
         static_args = tuple(_static_copy(v) for v in args)
         static_kwargs = {name: _static_copy(v) for name, v in kwargs.items()}
         try:
@@ -191,9 +194,6 @@ class GraphedModule:
             self.__dict__["_broken"] = f"capture failed ({type(error).__name__}: {error})"
             self._warn_once(self._broken)
             return None
-        if len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
-            self.__dict__["evictions"] += 1
         entry = _Entry(static_args, static_kwargs, replay)
         self._graphs[key] = entry
         return entry
