@@ -297,12 +297,20 @@ def test_enable_cuda_graph_refuses_a_missing_component() -> None:
         _ddpm_pipeline().enable_cuda_graph(component="transformer")
 
 
-def test_pipeline_to_clears_graphs() -> None:
+@pytest.mark.parametrize("change", ["to", "attention_slicing"])
+def test_pipeline_changes_that_alter_the_forward_clear_graphs(change: str) -> None:
     pipe = _ddpm_pipeline()
     pipe.enable_cuda_graph()
     pipe.unet._graphs["stale"] = object()
-    pipe.to(torch.float32)
+    pipe.to(torch.float32) if change == "to" else pipe.enable_attention_slicing("max")
     assert pipe.unet.graph_count == 0
+
+
+def test_from_pipe_of_a_graphed_pipeline_gets_the_real_unet() -> None:
+    pipe = _ddpm_pipeline()
+    pipe.enable_cuda_graph()
+    other = pipeyard.DDIMPipeline.from_pipe(pipe, scheduler=pipeyard.DDIMScheduler())
+    assert other.unet is pipe.components["unet"]
 
 
 # ---------------------------------------------------------------------- real CUDA graphs

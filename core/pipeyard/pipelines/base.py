@@ -146,6 +146,8 @@ class DiffusionPipeline(ConfigMixin):
         for component in self.components.values():
             if hasattr(component, "set_attention_slice"):
                 component.set_attention_slice(slice_size)
+        for graphed in self._graphed_components().values():
+            graphed.clear()  # recapture with the new slicing
 
     def disable_attention_slicing(self) -> None:
         """Compute attention in one step again."""
