@@ -292,6 +292,19 @@ def test_enable_cuda_graph_on_cpu_gives_eager_images_with_one_warning() -> None:
     assert (got == expected).all()
 
 
+def test_cuda_graph_call_option_enables_then_disables_graphs() -> None:
+    pipe = _ddpm_pipeline()
+    real = pipe.unet
+    expected = pipe(generator=torch.Generator().manual_seed(1), num_inference_steps=2, output_type="np").images
+    with pytest.warns(PipeyardWarning, match="CUDA is not available|not CUDA tensors"):
+        got = pipe(generator=torch.Generator().manual_seed(1), num_inference_steps=2, output_type="np", cuda_graph=True).images
+    assert isinstance(pipe.unet, GraphedModule) and (got == expected).all()
+    pipe(num_inference_steps=1, output_type="np")  # None: graphs stay on (already warned)
+    assert isinstance(pipe.unet, GraphedModule)
+    pipe(num_inference_steps=1, output_type="np", cuda_graph=False)
+    assert pipe.unet is real
+
+
 def test_enable_cuda_graph_refuses_a_missing_component() -> None:
     with pytest.raises(pipeyard.errors.ComponentError, match="no 'transformer' component"):
         _ddpm_pipeline().enable_cuda_graph(component="transformer")

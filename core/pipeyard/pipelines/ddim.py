@@ -44,6 +44,7 @@ class DDIMPipeline(DiffusionPipeline):
         use_clipped_model_output: bool | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        cuda_graph: bool | None = None,
     ) -> ImagePipelineOutput | tuple[Any]:
         """Sample ``batch_size`` images.
 
@@ -55,11 +56,14 @@ class DDIMPipeline(DiffusionPipeline):
             use_clipped_model_output: passed to the scheduler's ``step``.
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict: return an :class:`ImagePipelineOutput` rather than a tuple.
+            cuda_graph: ``True`` replays the UNet from CUDA graphs from now on (see
+                :meth:`enable_cuda_graph`), ``False`` turns them off, ``None`` leaves them as set.
 
         Raises:
             BatchSizeMismatchError, UnknownOutputTypeError: before any work.
         """
         check_output_type(output_type, IMAGE_OUTPUT_TYPES)
+        self._apply_cuda_graph_option(cuda_graph)
         check_generators(generator, batch_size)
         if not 0.0 <= eta <= 1.0:
             logger.warning("eta=%s is outside [0, 1] (0 is DDIM, 1 is DDPM); results may be poor", eta)

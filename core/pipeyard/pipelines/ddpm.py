@@ -33,6 +33,7 @@ class DDPMPipeline(DiffusionPipeline):
         num_inference_steps: int = 1000,
         output_type: str = "pil",
         return_dict: bool = True,
+        cuda_graph: bool | None = None,
     ) -> ImagePipelineOutput | tuple[Any]:
         """Sample ``batch_size`` images.
 
@@ -42,11 +43,14 @@ class DDPMPipeline(DiffusionPipeline):
             num_inference_steps: denoising steps; more is slower and (for DDPM) better.
             output_type: ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict: return an :class:`ImagePipelineOutput` rather than a tuple.
+            cuda_graph: ``True`` replays the UNet from CUDA graphs from now on (see
+                :meth:`enable_cuda_graph`), ``False`` turns them off, ``None`` leaves them as set.
 
         Raises:
             BatchSizeMismatchError, UnknownOutputTypeError: before any work.
         """
         check_output_type(output_type, IMAGE_OUTPUT_TYPES)
+        self._apply_cuda_graph_option(cuda_graph)
         check_generators(generator, batch_size)
         image = self._initial_noise(batch_size, generator)
         self.scheduler.set_timesteps(num_inference_steps)

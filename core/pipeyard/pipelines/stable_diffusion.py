@@ -246,6 +246,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
         clip_skip: int | None = None,
         callback_on_step_end: StepCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        cuda_graph: bool | None = None,
     ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
         """Generate images from text.
 
@@ -268,6 +269,8 @@ class StableDiffusionPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step;
                 returned tensors replace the pipeline's.
             callback_on_step_end_tensor_inputs: which tensors the callback receives.
+            cuda_graph: ``True`` replays the UNet from CUDA graphs from now on (see
+                :meth:`enable_cuda_graph`), ``False`` turns them off, ``None`` leaves them as set.
 
         Returns:
             ``.images`` and ``.nsfw_content_detected`` (or the tuple of both).
@@ -281,6 +284,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
+        self._apply_cuda_graph_option(cuda_graph)
         batch_size = prompt_batch_size(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch_size, "len(prompts) * num_images_per_prompt")
         self._guidance_scale = guidance_scale
