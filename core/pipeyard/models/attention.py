@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import errors
-from .fused import FusedLinear
+from . import direct
+from .fused import FusedLinear, precomputed
 
 SliceSize = int | str | None
 
@@ -55,6 +56,7 @@ class Attention(nn.Module):
         inner_dim = heads * dim_head
         context_dim = cross_attention_dim or query_dim
         self.heads = heads
+        self.is_cross_attention = cross_attention_dim is not None
         self.residual_connection = residual_connection
         self.rescale_output_factor = rescale_output_factor
         self.slice_size: int | None = None
@@ -64,8 +66,8 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner_dim, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim), nn.Dropout(dropout)])
         # Plain attributes, not submodules: the state dict keeps to_q/to_k/to_v.
-        self._qkv = FusedLinear(self, ["to_q", "to_k", "to_v"])
-        self._kv = FusedLinear(self, ["to_k", "to_v"])
+        self._qkv = FusedLinear([(self, "to_q"), (self, "to_k"), (self, "to_v")])
+        self._kv = FusedLinear([(self, "to_k"), (self, "to_v")])
 
     @property
     def sliceable_head_dim(self) -> int:
@@ -90,14 +92,14 @@ class Attention(nn.Module):
         if hidden_states.ndim == 4:
             batch, channels, height, width = hidden_states.shape
             if self.group_norm is not None:
-                hidden_states = self.group_norm(hidden_states)
+                hidden_states = direct.group_norm(self.group_norm, hidden_states)
             tokens = hidden_states.flatten(2).transpose(1, 2)
             out = self._attend(tokens, None, attention_mask)
             out = out.transpose(1, 2).reshape(batch, channels, height, width)
         else:
             tokens = hidden_states
             if self.group_norm is not None:
-                tokens = self.group_norm(tokens.transpose(1, 2)).transpose(1, 2)
+                tokens = direct.group_norm(self.group_norm, tokens.transpose(1, 2)).transpose(1, 2)
             out = self._attend(tokens, encoder_hidden_states, attention_mask)
         if self.residual_connection:
             out = out + residual
@@ -117,7 +119,7 @@ class Attention(nn.Module):
         else:
             out = self._sliced_attention(query, key, value, mask)
         out = out.transpose(1, 2).reshape(batch, -1, query.shape[1] * query.shape[3])
-        out = self.to_out[0](out)
+        out = direct.linear(self.to_out[0], out)
         return self.to_out[1](out) if self.training else out  # dropout is the identity in eval
 
     def _project(
@@ -127,8 +129,11 @@ class Attention(nn.Module):
         if context is None:  # self-attention: one matmul for q, k and v
             query, key, value = self._split_heads(self._qkv(tokens), 3).unbind(0)
             return query, key, value
-        query = self._split_heads(self.to_q(tokens), 1)[0]
-        key, value = self._split_heads(self._kv(context), 2).unbind(0)
+        query = self._split_heads(direct.linear(self.to_q, tokens), 1)[0]
+        keys_values = precomputed(self, context)  # the model's one matmul for all layers, if made
+        if keys_values is None:
+            keys_values = self._kv(context)
+        key, value = self._split_heads(keys_values, 2).unbind(0)
         return query, key, value
 
     def _split_heads(self, x: torch.Tensor, parts: int) -> torch.Tensor:

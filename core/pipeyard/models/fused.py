@@ -23,39 +23,45 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import direct
+
 
 class FusedLinear:
-    """``torch.cat([owner.<name>(x) for name in names], -1)`` as one ``F.linear`` call.
+    """``torch.cat([owner.<name>(x) for owner, name in layers], -1)`` as one ``F.linear`` call.
 
-    Not a module: it looks the layers up on ``owner`` at each call (so a layer replaced later,
-    e.g. by an adapter, is seen) and adds no parameters. When one of them is not a plain
-    ``nn.Linear``, the layers are called one by one.
+    Not a module: it looks the layers up on their owners at each call (so a layer replaced
+    later, e.g. by an adapter, is seen) and adds no parameters. When one of them is not a plain,
+    hook-free ``nn.Linear`` (:func:`.direct.is_direct`), the layers are called one by one. The
+    owners may differ: layers all over a model that read the same input fuse as well.
 
     Example::
 
-        qkv = FusedLinear(attn, ["to_q", "to_k", "to_v"])
+        qkv = FusedLinear([(attn, "to_q"), (attn, "to_k"), (attn, "to_v")])
         q, k, v = qkv(tokens).split(qkv.out_features, dim=-1)
     """
 
-    def __init__(self, owner: nn.Module, names: list[str]) -> None:
-        self._owner_modules = owner._modules  # the owner's own dict: no reference cycle
-        self.names = names
+    def __init__(self, layers: list[tuple[nn.Module, str]]) -> None:
+        # the owners' own dicts, not the owners: no reference cycle when an owner holds this
+        self._slots: list[tuple[dict[str, nn.Module | None], str]] = [(owner._modules, name) for owner, name in layers]
         self._key: tuple[object, ...] | None = None
         self._weight: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
 
     @property
     def layers(self) -> list[nn.Module]:
-        return [self._owner_modules[name] for name in self.names]  # type: ignore[misc]
+        return [modules[name] for modules, name in self._slots]  # type: ignore[misc]
 
     @property
     def out_features(self) -> list[int]:
         return [layer.out_features for layer in self.layers]  # type: ignore[misc]
 
+    def fusable(self) -> bool:
+        """Whether one matmul is exactly the layers' calls (all plain, hook-free ``nn.Linear``)."""
+        return all(direct.is_direct(layer, nn.Linear) for layer in self.layers)
+
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        layers = self.layers
-        if not all(type(layer) is nn.Linear for layer in layers):
-            return torch.cat([layer(inputs) for layer in layers], dim=-1)
+        if not self.fusable():
+            return torch.cat([layer(inputs) for layer in self.layers], dim=-1)
         weight, bias = self.weight_and_bias()
         return F.linear(inputs, weight, bias)
 
@@ -87,3 +93,65 @@ class FusedLinear:
             return weight, None
         biases = [layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in layers]
         return weight, torch.cat(biases)
+
+
+class PerCallProjections:
+    """Layers all over a model that read one same tensor per model call, run as one matmul.
+
+    Every resnet's ``time_emb_proj`` reads the activated time embedding, and every
+    cross-attention's ``to_k``/``to_v`` read the text embeddings: 22 and 32 small matmuls per
+    SD UNet call that become one each. The model opens a scope with the shared input at the
+    start of its forward and closes it at the end; each *consumer* (the module owning the
+    layers) asks :func:`precomputed` for its slice instead of running its layers.
+
+    Rules (why a result is never stale)
+        - Results live for one model call: :meth:`open` ... :meth:`close` (in ``finally``).
+        - A consumer gets its slice only when called with the very tensor the scope was
+          opened with (``is``); a block called on its own, or during another thread's call,
+          computes its own projection (same numbers).
+        - Nothing is precomputed when a layer is not a plain, hook-free ``nn.Linear``
+          (:meth:`FusedLinear.fusable`): replaced or hooked layers are always called.
+
+    Example::
+
+        times = PerCallProjections(resnets, ["time_emb_proj"])
+        times.open(emb)
+        try:
+            ...  # resnet.forward: projected = precomputed(self, temb)
+        finally:
+            times.close()
+    """
+
+    def __init__(self, consumers: list[nn.Module], names: list[str]) -> None:
+        self._fused = FusedLinear([(consumer, name) for consumer in consumers for name in names])
+        self._per_consumer = len(names)
+        self._scope: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
+        for index, consumer in enumerate(consumers):
+            consumer.__dict__["_per_call"] = (self, index)  # a plain attribute, not a submodule
+
+    def open(self, inputs: torch.Tensor) -> None:
+        """Run the fused matmul on ``inputs``; consumers called with ``inputs`` get slices."""
+        if not self._fused.fusable():
+            return
+        widths = self._fused.out_features
+        step = self._per_consumer
+        sizes = [sum(widths[i : i + step]) for i in range(0, len(widths), step)]
+        self._scope = (inputs, self._fused(inputs).split(sizes, dim=-1))
+
+    def close(self) -> None:
+        self._scope = None
+
+    def get(self, index: int, inputs: torch.Tensor) -> torch.Tensor | None:
+        scope = self._scope  # read once: another thread may open or close meanwhile
+        if scope is None or scope[0] is not inputs:
+            return None
+        return scope[1][index]
+
+
+def precomputed(consumer: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:
+    """``consumer``'s slice of an open :class:`PerCallProjections` scope over ``inputs``, or None."""
+    link = consumer.__dict__.get("_per_call")
+    if link is None:
+        return None
+    projections, index = link
+    return projections.get(index, inputs)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import direct
 from .attention import Attention
 
 
@@ -23,7 +24,7 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out * 2)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden, gate = self.proj(hidden_states).chunk(2, dim=-1)
+        hidden, gate = direct.linear(self.proj, hidden_states).chunk(2, dim=-1)
         return hidden * F.gelu(gate)
 
 
@@ -37,10 +38,10 @@ class FeedForward(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         geglu, dropout, project_out = self.net
-        hidden_states = geglu(hidden_states)
+        hidden_states = direct.call(geglu, hidden_states)
         if self.training:  # dropout is the identity in eval: skip the call
             hidden_states = dropout(hidden_states)
-        return project_out(hidden_states)
+        return direct.linear(project_out, hidden_states)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -78,11 +79,11 @@ class BasicTransformerBlock(nn.Module):
     ) -> torch.Tensor:
         # diffusers applies encoder_attention_mask to attn2 only, also when attn1 cross-attends.
         self_context = encoder_hidden_states if self.only_cross_attention else None
-        hidden_states = hidden_states + self.attn1(self.norm1(hidden_states), self_context)
+        hidden_states = hidden_states + direct.call(self.attn1, direct.layer_norm(self.norm1, hidden_states), self_context)
         if self.attn2 is not None and self.norm2 is not None:
-            attended = self.attn2(self.norm2(hidden_states), encoder_hidden_states, encoder_attention_mask)
-            hidden_states = hidden_states + attended
-        return hidden_states + self.ff(self.norm3(hidden_states))
+            normed = direct.layer_norm(self.norm2, hidden_states)
+            hidden_states = hidden_states + direct.call(self.attn2, normed, encoder_hidden_states, encoder_attention_mask)
+        return hidden_states + direct.call(self.ff, direct.layer_norm(self.norm3, hidden_states))
 
 
 class Transformer2DModel(nn.Module):
@@ -124,19 +125,19 @@ class Transformer2DModel(nn.Module):
     ) -> torch.Tensor:
         batch, _, height, width = hidden_states.shape
         residual = hidden_states
-        hidden_states = self.norm(hidden_states)
+        hidden_states = direct.group_norm(self.norm, hidden_states)
         if not self.use_linear_projection:
-            hidden_states = self.proj_in(hidden_states)
+            hidden_states = direct.conv2d(self.proj_in, hidden_states)
         tokens = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
         if self.use_linear_projection:
-            tokens = self.proj_in(tokens)
+            tokens = direct.linear(self.proj_in, tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens, encoder_hidden_states, encoder_attention_mask)
+            tokens = direct.call(block, tokens, encoder_hidden_states, encoder_attention_mask)
         if self.use_linear_projection:
-            tokens = self.proj_out(tokens)
+            tokens = direct.linear(self.proj_out, tokens)
         hidden_states = tokens.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
         if not self.use_linear_projection:
-            hidden_states = self.proj_out(hidden_states)
+            hidden_states = direct.conv2d(self.proj_out, hidden_states)
         return hidden_states + residual
 
 

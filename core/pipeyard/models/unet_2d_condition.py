@@ -20,10 +20,13 @@ from torch import nn
 from .. import errors
 from ..configuration import register_to_config
 from ..modeling import ModelMixin
+from . import direct
 from .activations import activation
-from .attention import AttentionSlicingMixin
+from .attention import Attention, AttentionSlicingMixin
 from .embeddings import SinusoidalTimestepProjection, TimestepEmbedding
+from .fused import PerCallProjections
 from .outputs import UNet2DConditionOutput
+from .resnet import ResnetBlock2D
 from .unet_blocks import BlockArgs, build_block, check_block_types
 from .validation import check_sample, per_block, require_choice, require_defaults, timesteps_for_batch
 
@@ -146,8 +149,19 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             self.conv_norm_out = nn.GroupNorm(norm_num_groups, first, eps=norm_eps)
             self.conv_act = activation(act_fn, name)
         self.conv_out = nn.Conv2d(first, out_channels, kernel_size=conv_out_kernel, padding=(conv_out_kernel - 1) // 2)
+        self._time_projections, self._context_projections = self._per_call_projections()
 
     # ------------------------------------------------------------------ building
+
+    def _per_call_projections(self) -> tuple[PerCallProjections, PerCallProjections | None]:
+        """One matmul per call for all resnets' time projections, one for all cross-attention
+        keys/values (when every cross-attention reads the same context width)."""
+        resnets = [m for m in self.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
+        times = PerCallProjections(resnets, ["time_emb_proj"])
+        cross = [m for m in self.modules() if isinstance(m, Attention) and m.is_cross_attention]
+        if len({layer.to_k.in_features for layer in cross}) != 1:
+            return times, None
+        return times, PerCallProjections(cross, ["to_k", "to_v"])
 
     def _check_block_lists(self, name: str) -> None:
         config = self.config
@@ -257,30 +271,54 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
+        residuals = (down_block_additional_residuals, mid_block_additional_residual)
         emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
-        emb = self.resnet_time_act(emb)  # what every resnet's time projection reads
-        hidden, skips = self._down(self.conv_in(sample), emb, encoder_hidden_states, mask)
-        if down_block_additional_residuals is not None:
-            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals, strict=True))
+        emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
+        context = encoder_hidden_states
+        projections = [(self._time_projections, emb), (self._context_projections, context)]
+        for per_call, inputs in projections:
+            if per_call is not None:
+                per_call.open(inputs)
+        try:
+            hidden = self._blocks(direct.conv2d(self.conv_in, sample), emb, context, mask, residuals)
+        finally:
+            for per_call, _ in projections:
+                if per_call is not None:
+                    per_call.close()
+        if self.conv_norm_out is not None and self.conv_act is not None:
+            hidden = direct.activation(self.conv_act, direct.group_norm(self.conv_norm_out, hidden))
+        hidden = direct.conv2d(self.conv_out, hidden)
+        return UNet2DConditionOutput(sample=hidden) if return_dict else (hidden,)
+
+    def _blocks(
+        self,
+        hidden: torch.Tensor,
+        emb: torch.Tensor,
+        context: torch.Tensor,
+        mask: torch.Tensor | None,
+        residuals: tuple[tuple[torch.Tensor, ...] | None, torch.Tensor | None],
+    ) -> torch.Tensor:
+        """Down blocks, mid block, up blocks (with ControlNet ``residuals`` added if given)."""
+        down_residuals, mid_residual = residuals
+        hidden, skips = self._down(hidden, emb, context, mask)
+        if down_residuals is not None:
+            skips = tuple(skip + extra for skip, extra in zip(skips, down_residuals, strict=True))
         if self.mid_block is not None:
-            hidden = self.mid_block(hidden, emb, encoder_hidden_states, mask)
-        if mid_block_additional_residual is not None:
-            hidden = hidden + mid_block_additional_residual
+            hidden = direct.call(self.mid_block, hidden, emb, context, mask)
+        if mid_residual is not None:
+            hidden = hidden + mid_residual
         for up_block in self.up_blocks:
             count = len(up_block.resnets)
-            hidden = up_block(hidden, skips[-count:], emb, encoder_hidden_states, mask)
+            hidden = direct.call(up_block, hidden, skips[-count:], emb, context, mask)
             skips = skips[:-count]
-        if self.conv_norm_out is not None and self.conv_act is not None:
-            hidden = self.conv_act(self.conv_norm_out(hidden))
-        hidden = self.conv_out(hidden)
-        return UNet2DConditionOutput(sample=hidden) if return_dict else (hidden,)
+        return hidden
 
     def _down(
         self, hidden: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         skips: tuple[torch.Tensor, ...] = (hidden,)
         for down_block in self.down_blocks:
-            hidden, block_skips = down_block(hidden, emb, context, mask)
+            hidden, block_skips = direct.call(down_block, hidden, emb, context, mask)
             skips += block_skips
         return hidden, skips
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import errors
+from . import direct
 from .attention import Attention
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from .transformer_2d import Transformer2DModel
@@ -90,8 +91,8 @@ class _AttentionCaller:
         if attn is None:
             return hidden
         if self.has_cross_attention:
-            return attn(hidden, context, mask)
-        return attn(hidden)
+            return direct.call(attn, hidden, context, mask)
+        return direct.call(attn, hidden)
 
 
 # ---------------------------------------------------------------------- down blocks
@@ -126,11 +127,11 @@ class _DownBlock(nn.Module, _AttentionCaller):
         skips: Skips = ()
         attentions = getattr(self, "attentions", [None] * len(self.resnets))
         for resnet, attn in zip(self.resnets, attentions):
-            hidden_states = resnet(hidden_states, temb)
+            hidden_states = direct.call(resnet, hidden_states, temb)
             hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
             skips += (hidden_states,)
         if self.downsamplers is not None:
-            hidden_states = self.downsamplers[0](hidden_states)
+            hidden_states = direct.call(self.downsamplers[0], hidden_states)
             skips += (hidden_states,)
         return hidden_states, skips
 
@@ -181,10 +182,10 @@ class _MidBlock(nn.Module, _AttentionCaller):
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden_states = self.resnets[0](hidden_states, temb)
+        hidden_states = direct.call(self.resnets[0], hidden_states, temb)
         for attn, resnet in zip(self.attentions, self.resnets[1:]):
             hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
-            hidden_states = resnet(hidden_states, temb)
+            hidden_states = direct.call(resnet, hidden_states, temb)
         return hidden_states
 
 
@@ -250,10 +251,10 @@ class _UpBlock(nn.Module, _AttentionCaller):
             if self.uses_skips:
                 hidden_states = torch.cat([hidden_states, skips[-1]], dim=1)
                 skips = skips[:-1]
-            hidden_states = resnet(hidden_states, temb)
+            hidden_states = direct.call(resnet, hidden_states, temb)
             hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
         if self.upsamplers is not None:
-            hidden_states = self.upsamplers[0](hidden_states, upsample_size)
+            hidden_states = direct.call(self.upsamplers[0], hidden_states, upsample_size)
         return hidden_states
 
 
