@@ -1,8 +1,19 @@
 """Per-call framework overhead of the SD 1.5 UNet: pipeyard vs diffusers, in one run, on CPU.
 
 The SD 1.5 UNet topology (block types, 2 layers per block, transformer depth 1, 8 heads) at
-tiny widths, so that wall time is almost all Python and dispatcher work: the cost the GPU
-waits for in a launch-bound pipeline. Both models get the same random weights.
+tiny widths, so that a call is mostly Python and dispatcher work: the cost the GPU waits for
+in a launch-bound pipeline. Both models get the same random weights.
+
+What is printed, per round (median of ``--calls`` calls, alternating the models, measured in
+this thread's CPU time so that other processes on a shared machine disturb it less):
+
+    pipeyard, diffusers     one forward call
+    floor                   the same diffusers model traced by TorchScript and run by its C++
+                            interpreter: the same kernels with no Python per operator (the
+                            cheaper of the two libraries' traces; a measuring tool only)
+    wall ratio              pipeyard / diffusers (goal of issue 9: <= 0.5)
+    overhead ratio          (pipeyard - floor) / (diffusers - floor): the framework work the
+                            issue is about, with the kernels' own time taken out
 
 Usage::
 
@@ -12,7 +23,6 @@ Usage::
     nice python bench/overhead.py --ops           # aten ops per call (each one a kernel launch on a GPU)
     nice python bench/overhead.py --narrow        # widths (8, 8, 16, 16), oneDNN off: cheaper kernels
 
-Prints ms per call for each library and the ratio pipeyard / diffusers (goal: <= 0.5).
 diffusers is a benchmark-time dependency only.
 """
 
@@ -22,6 +32,7 @@ import argparse
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,16 +74,34 @@ def make_inputs(narrow: bool = False) -> dict[str, Any]:
     }
 
 
-def time_calls(models: list[torch.nn.Module], inputs: dict[str, Any], calls: int) -> list[float]:
-    """Median wall time of one forward call of each model, in ms; calls alternate between models."""
+def time_calls(models: list[Callable[..., Any]], inputs: dict[str, Any], calls: int) -> list[float]:
+    """Median CPU time of one call of each model, in ms; calls alternate between models."""
     times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for _ in range(calls):
             for model, samples in zip(models, times):
-                start = time.perf_counter()
+                start = time.thread_time()
                 model(**inputs)
-                samples.append(time.perf_counter() - start)
+                samples.append(time.thread_time() - start)
     return [statistics.median(samples) * 1e3 for samples in times]
+
+
+def traced(model: torch.nn.Module, inputs: dict[str, Any]) -> Callable[..., Any]:
+    """``model`` run by TorchScript's interpreter: its kernels without Python per operator."""
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+            return self.model(sample, timestep, context, return_dict=False)[0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated, and chatty about tracing: fine for a measuring tool
+        with torch.no_grad():
+            script = torch.jit.trace(Positional().eval(), tuple(inputs.values()), check_trace=False)
+    return lambda **kwargs: script(*kwargs.values())
 
 
 def check_equal(ours: torch.nn.Module, reference: torch.nn.Module, inputs: dict[str, Any]) -> float:
@@ -133,11 +162,15 @@ def main() -> None:
         profile(ours, inputs, args.calls)
         return
     print(f"max |pipeyard - diffusers| = {check_equal(ours, reference, inputs):.3g}")
-    time_calls([ours, reference], inputs, 10)  # warm up
+    models = [ours, reference, traced(ours, inputs), traced(reference, inputs)]
+    time_calls(models, inputs, 10)  # warm up
     for round_ in range(args.rounds):
-        mine, theirs = time_calls([ours, reference], inputs, args.calls)
-        print(f"round {round_}: pipeyard {mine:.3f} ms  diffusers {theirs:.3f} ms  ratio {mine / theirs:.3f}")
-
+        mine, theirs, *floors = time_calls(models, inputs, args.calls)
+        floor = min(floors)
+        print(
+            f"round {round_}: pipeyard {mine:.3f} ms  diffusers {theirs:.3f} ms  floor {floor:.3f} ms  "
+            f"wall ratio {mine / theirs:.3f}  overhead ratio {(mine - floor) / (theirs - floor):.3f}"
+        )
 
 if __name__ == "__main__":
     main()

@@ -206,3 +206,17 @@ def test_gradients_reach_every_layer_through_the_shared_matmuls() -> None:
             assert module.time_emb_proj.weight.grad is not None  # type: ignore[union-attr]
         if getattr(module, "is_cross_attention", False):
             assert module.to_k.weight.grad is not None and module.to_v.weight.grad is not None
+
+
+def test_a_deep_copy_fuses_its_own_layers() -> None:
+    import copy
+
+    unet = _unet()
+    expected = _run(unet)
+    twin = copy.deepcopy(unet)
+    with torch.no_grad():
+        for module in unet.modules():
+            if isinstance(module, ResnetBlock2D):
+                module.time_emb_proj.weight.zero_()  # type: ignore[union-attr]
+    assert not torch.allclose(_run(unet), expected)
+    torch.testing.assert_close(_run(twin), expected, rtol=0, atol=0)
