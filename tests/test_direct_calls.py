@@ -138,18 +138,29 @@ def test_hooks_inside_the_unet_see_and_change_the_call() -> None:
 # ---------------------------------------------------------------------- per-call projections
 
 
-def test_time_and_context_projections_run_as_one_matmul_each() -> None:
-    unet = _unet()
-    resnets = [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]
-    linear_layers = sum(isinstance(m, nn.Linear) for m in unet.modules())
+TINY_UNET = dict(
+    sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+)
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["UNet2DConditionModel", "UNet2DModel"])
+def test_time_and_context_projections_run_as_one_matmul_each(conditional: bool) -> None:
+    torch.manual_seed(0)
+    unet = _unet() if conditional else pipeyard.UNet2DModel(**TINY_UNET).eval()
+    inputs = _inputs() if conditional else {"sample": torch.randn(1, 3, 8, 8), "timestep": 3}
     counter = _OpCounter()
     with torch.inference_mode(), counter:  # ops as called (no autograd decomposition)
-        unet(**_inputs())
-    cross = [m for m in unet.modules() if getattr(m, "is_cross_attention", False)]
-    # each resnet's time_emb_proj and each cross-attention's to_k/to_v join one matmul per kind;
-    # self-attention q/k/v join one matmul per layer
-    self_attention = [m for m in unet.modules() if hasattr(m, "is_cross_attention") and not m.is_cross_attention]
-    expected = linear_layers - len(resnets) + 1 - 2 * len(cross) + 1 - 2 * len(self_attention)
+        unet(**inputs)
+    modules = list(unet.modules())
+    resnets = sum(isinstance(m, ResnetBlock2D) for m in modules)
+    cross = sum(getattr(m, "is_cross_attention", False) for m in modules)
+    self_attention = sum(getattr(m, "is_cross_attention", True) is False for m in modules)
+    assert resnets > 1 and self_attention > 0 and (cross > 1 or not conditional)
+    # all resnets' time_emb_proj: one matmul; all cross-attention to_k/to_v: one matmul;
+    # each self-attention's to_q/to_k/to_v: one matmul
+    expected = sum(isinstance(m, nn.Linear) for m in modules) - (resnets - 1) - 2 * self_attention
+    expected -= 2 * cross - 1 if conditional else 0
     assert counter.counts["aten.linear"] == expected
 
 

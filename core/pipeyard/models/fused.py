@@ -19,6 +19,9 @@ When the concatenated weight is reused (the cache rule)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -115,11 +118,8 @@ class PerCallProjections:
     Example::
 
         times = PerCallProjections(resnets, ["time_emb_proj"])
-        times.open(emb)
-        try:
-            ...  # resnet.forward: projected = precomputed(self, temb)
-        finally:
-            times.close()
+        with opened((times, emb)):  # open(emb) ... close()
+            ...  # in resnet.forward: projected = precomputed(self, temb)
     """
 
     def __init__(self, consumers: list[nn.Module], names: list[str]) -> None:
@@ -146,6 +146,20 @@ class PerCallProjections:
         if scope is None or scope[0] is not inputs:
             return None
         return scope[1][index]
+
+
+@contextlib.contextmanager
+def opened(*scopes: tuple[PerCallProjections | None, torch.Tensor]) -> Iterator[None]:
+    """Open each ``(projections, shared input)`` for the body of a model's forward, then close."""
+    opened_here = [projections for projections, _ in scopes if projections is not None]
+    try:
+        for projections, inputs in scopes:
+            if projections is not None:
+                projections.open(inputs)
+        yield
+    finally:
+        for projections in opened_here:
+            projections.close()
 
 
 def precomputed(consumer: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:

@@ -16,9 +16,13 @@ from torch import nn
 from .. import errors
 from ..configuration import register_to_config
 from ..modeling import ModelMixin
+from . import direct
+from .activations import activation
 from .attention import AttentionSlicingMixin, rename_legacy_attention_keys
 from .embeddings import GaussianFourierProjection, SinusoidalTimestepProjection, TimestepEmbedding
+from .fused import PerCallProjections, opened
 from .outputs import UNet2DOutput
+from .resnet import ResnetBlock2D
 from .unet_blocks import BlockArgs, build_block, check_block_types
 from .validation import check_sample, require_choice, timesteps_for_batch
 
@@ -90,14 +94,17 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
         shared = BlockArgs(
             in_channels=0, out_channels=0, temb_channels=time_embed_dim, eps=norm_eps, act_fn=act_fn,
             groups=norm_num_groups, time_scale_shift=resnet_time_scale_shift, dropout=dropout,
-            downsample_padding=downsample_padding, attention_head_dim=attention_head_dim,
+            downsample_padding=downsample_padding, attention_head_dim=attention_head_dim, temb_activated=True,
         )
+        self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, layers_per_block))
         self.mid_block = self._mid_block(shared) if mid_block_type else None
         self.up_blocks = nn.ModuleList(self._up_blocks(shared, layers_per_block))
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, first, eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(first, out_channels, kernel_size=3, padding=1)
+        resnets = [m for m in self.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
+        self._time_projections = PerCallProjections(resnets, ["time_emb_proj"])  # one matmul per call
 
     # ------------------------------------------------------------------ building
 
@@ -180,22 +187,27 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         timesteps = timesteps_for_batch(type(self).__name__, timestep, sample, torch.long)
-        emb = self._embed(timesteps, class_labels)
-        hidden = self.conv_in(sample)
-        skips: tuple[torch.Tensor, ...] = (hidden,)
-        for down_block in self.down_blocks:
-            hidden, block_skips = down_block(hidden, emb)
-            skips += block_skips
-        if self.mid_block is not None:
-            hidden = self.mid_block(hidden, emb)
-        for up_block in self.up_blocks:
-            count = len(up_block.resnets)
-            hidden = up_block(hidden, skips[-count:], emb)
-            skips = skips[:-count]
-        hidden = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
+        emb = direct.activation(self.resnet_time_act, self._embed(timesteps, class_labels))
+        with opened((self._time_projections, emb)):
+            hidden = self._blocks(direct.conv2d(self.conv_in, sample), emb)
+        hidden = direct.group_norm(self.conv_norm_out, hidden)
+        hidden = direct.conv2d(self.conv_out, direct.activation(self.conv_act, hidden))
         if self.config.time_embedding_type == "fourier":
             hidden = hidden / timesteps.reshape(-1, 1, 1, 1)
         return UNet2DOutput(sample=hidden) if return_dict else (hidden,)
+
+    def _blocks(self, hidden: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        skips: tuple[torch.Tensor, ...] = (hidden,)
+        for down_block in self.down_blocks:
+            hidden, block_skips = direct.call(down_block, hidden, emb)
+            skips += block_skips
+        if self.mid_block is not None:
+            hidden = direct.call(self.mid_block, hidden, emb)
+        for up_block in self.up_blocks:
+            count = len(up_block.resnets)
+            hidden = direct.call(up_block, hidden, skips[-count:], emb)
+            skips = skips[:-count]
+        return hidden
 
     def _embed(self, timesteps: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         emb = self.time_embedding(self.time_proj(timesteps).to(dtype=self.dtype))

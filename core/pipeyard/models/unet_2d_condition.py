@@ -24,7 +24,7 @@ from . import direct
 from .activations import activation
 from .attention import Attention, AttentionSlicingMixin
 from .embeddings import SinusoidalTimestepProjection, TimestepEmbedding
-from .fused import PerCallProjections
+from .fused import PerCallProjections, opened
 from .outputs import UNet2DConditionOutput
 from .resnet import ResnetBlock2D
 from .unet_blocks import BlockArgs, build_block, check_block_types
@@ -275,16 +275,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
         emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
         context = encoder_hidden_states
-        projections = [(self._time_projections, emb), (self._context_projections, context)]
-        for per_call, inputs in projections:
-            if per_call is not None:
-                per_call.open(inputs)
-        try:
+        with opened((self._time_projections, emb), (self._context_projections, context)):
             hidden = self._blocks(direct.conv2d(self.conv_in, sample), emb, context, mask, residuals)
-        finally:
-            for per_call, _ in projections:
-                if per_call is not None:
-                    per_call.close()
         if self.conv_norm_out is not None and self.conv_act is not None:
             hidden = direct.activation(self.conv_act, direct.group_norm(self.conv_norm_out, hidden))
         hidden = direct.conv2d(self.conv_out, hidden)
