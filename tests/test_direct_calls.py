@@ -231,3 +231,20 @@ def test_a_deep_copy_fuses_its_own_layers() -> None:
                 module.time_emb_proj.weight.zero_()  # type: ignore[union-attr]
     assert not torch.allclose(_run(unet), expected)
     torch.testing.assert_close(_run(twin), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["UNet2DConditionModel", "UNet2DModel"])
+def test_torch_compile_traces_the_unet_in_one_graph(conditional: bool) -> None:
+    torch.manual_seed(0)
+    unet = _unet() if conditional else pipeyard.UNet2DModel(**TINY_UNET).eval()
+    inputs = _inputs() if conditional else {"sample": torch.randn(1, 3, 8, 8), "timestep": torch.tensor(3)}
+    if conditional:
+        inputs["timestep"] = torch.tensor(inputs["timestep"])
+    torch._dynamo.reset()
+    with torch.no_grad():
+        expected = unet(**inputs).sample
+        explanation = torch._dynamo.explain(unet)(**inputs)
+        compiled = torch.compile(unet, backend="eager")(**inputs).sample
+    torch._dynamo.reset()
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    torch.testing.assert_close(compiled, expected, rtol=1e-5, atol=1e-5)

@@ -11,6 +11,8 @@ The helpers here run that operator directly when doing so is *exactly* ``module(
                       and no global module hooks are registered
                       and ``forward`` is not overridden on the instance (accelerate-style hooks)
                       and the module was not compiled on its own (``module.compile()``)
+                      and ``torch.compile`` is not tracing the call (it removes the Python
+                      cost itself; the plain module code gives it one graph, no breaks)
                       and the layer's options are ones the direct call reproduces
                       (``padding_mode="zeros"``, a non-inplace activation)
 
@@ -43,7 +45,8 @@ def _unhooked(module: nn.Module) -> bool:
     """Nothing would happen in ``module.__call__`` besides ``module.forward``."""
     forward, forward_pre, backward, backward_pre = _GLOBAL_HOOKS
     return not (
-        module._forward_hooks
+        torch.compiler.is_compiling()  # dynamo traces modules itself (and cannot trace these checks)
+        or module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or module._backward_pre_hooks
