@@ -17,6 +17,7 @@ scheduler reproduces diffusers' numbers; per-step work only indexes precomputed 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import errors
-from ..configuration import ConfigMixin
+from ..configuration import ConfigMixin, init_parameters
 from ..outputs import BaseOutput
 
 #: The schedulers that can share one Stable Diffusion config (``compatibles``).
@@ -123,20 +124,8 @@ def betas_from_alpha_bar(n: int, alpha_bar: Callable[[float], float], max_beta: 
     return torch.tensor(betas, dtype=torch.float32)
 
 
-def make_betas(
-    scheduler: str,
-    num_train_timesteps: int,
-    beta_start: float,
-    beta_end: float,
-    beta_schedule: str,
-    trained_betas: Sequence[float] | np.ndarray | None,
-    valid: Sequence[str] = BASE_BETA_SCHEDULES,
-) -> torch.Tensor:
-    """The training betas, float32, for a named schedule (or the given ``trained_betas``)."""
-    if trained_betas is not None:
-        return torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
-    check_choice(scheduler, "beta_schedule", beta_schedule, valid)
-    n = num_train_timesteps
+def named_betas(beta_schedule: str, n: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """The ``n`` training betas, float32, of a named schedule (the caller checks the name)."""
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float32)
     if beta_schedule == "scaled_linear":
@@ -291,8 +280,17 @@ def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- the mixin
 
 
+@functools.cache
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """The ``__init__`` defaults of a scheduler class by name, read from its signature once."""
+    return {name: param.default for name, param in init_parameters(cls).items()}
+
+
 class SchedulerMixin(ConfigMixin):
-    """Base of every scheduler: config I/O, ``compatibles``, and step-index bookkeeping.
+    """Base of every scheduler: config I/O, ``compatibles``, construction and step-index bookkeeping.
+
+    Every ``__init__`` checks its options (:meth:`_check_choices`, :meth:`_check_unsupported`),
+    then calls :meth:`_init_noise_schedule`; what follows that call is the scheduler's own state.
 
     Subclasses call :meth:`_set_schedule` at the end of ``set_timesteps``; it maps each
     timestep to its position once, so ``step`` finds its place with a dict lookup. For a
@@ -305,6 +303,9 @@ class SchedulerMixin(ConfigMixin):
     _compatibles: ClassVar[tuple[str, ...]] = SD_FAMILY
     #: Model evaluations per step (2 for Heun-style schedulers).
     order: ClassVar[int] = 1
+    #: Whether sampling goes through ``sigma = sqrt((1 - ab) / ab)``, which must stay finite at
+    #: the last training step (see :meth:`_init_noise_schedule`); False where ``ab`` is used as is.
+    _uses_sigma: ClassVar[bool] = True
 
     num_inference_steps: int | None = None
     timesteps: torch.Tensor
@@ -339,6 +340,70 @@ class SchedulerMixin(ConfigMixin):
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at ``timesteps[begin_index]`` (pipelines call this before ``add_noise``)."""
         self._begin_index = begin_index
+
+    # ------------------------------------------------------------------ construction
+
+    def _init_noise_schedule(
+        self,
+        num_train_timesteps: int,
+        beta_start: float,
+        beta_end: float,
+        beta_schedule: str,
+        trained_betas: Sequence[float] | np.ndarray | None,
+        *,
+        beta_schedules: Sequence[str] = BASE_BETA_SCHEDULES,
+        rescale_betas_zero_snr: bool = False,
+    ) -> None:
+        """Build the training noise schedule: every ``__init__`` calls this once its options are checked.
+
+        ``betas`` are ``trained_betas`` when given, else the named ``beta_schedule``, which must be
+        one of ``beta_schedules`` (else :class:`~pipeyard.errors.SchedulerConfigError`); they are
+        rescaled to zero terminal SNR if asked. Then ``alphas = 1 - betas`` and ``alphas_cumprod``,
+        all float32. Rescaling makes the last ``alpha_bar`` 0, an infinite sigma: where sampling
+        goes through sigma (``_uses_sigma``) it is set to ``2**-24`` instead (fp16's smallest
+        subnormal, as diffusers does). Last, :meth:`_init_train_state` sets what the scheduler
+        holds before ``set_timesteps``; ``num_inference_steps`` is None until then.
+        """
+        if trained_betas is not None:
+            self.betas = torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
+        else:
+            check_choice(type(self).__name__, "beta_schedule", beta_schedule, beta_schedules)
+            self.betas = named_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        if rescale_betas_zero_snr:
+            self.betas = rescale_zero_terminal_snr(self.betas)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if rescale_betas_zero_snr and self._uses_sigma:
+            self.alphas_cumprod[-1] = 2**-24  # keep the last sigma finite
+        self.num_inference_steps = None
+        self._init_train_state()
+
+    def _init_train_state(self) -> None:
+        """What the scheduler holds before ``set_timesteps``; nothing here.
+
+        Each family's mixin sets it (``timesteps``, ``sigmas``, ``init_noise_sigma``):
+        :class:`AlphaBarNoiseMixin`, :class:`SigmaSchedulerMixin` and ``VPSolverMixin``.
+        """
+
+    def _check_choices(self, **valid: Iterable[Any]) -> None:
+        """Check the options named by ``valid``, in that order, against their valid values.
+
+        Values come from the config, which holds the ``__init__`` arguments by the time its body
+        runs; the first option not among its valid values raises
+        :class:`~pipeyard.errors.SchedulerConfigError`.
+        """
+        name, config = type(self).__name__, self.config
+        for key, values in valid.items():
+            check_choice(name, key, config[key], values)
+
+    def _check_unsupported(self, *keys: str) -> None:
+        """Refuse the options ``keys`` (kept in the config, not implemented) unless at their default.
+
+        Values come from the config (as in :meth:`_check_choices`) and defaults from the
+        ``__init__`` signature, so neither is written twice.
+        """
+        defaults = _init_defaults(type(self))
+        check_unsupported(type(self).__name__, {key: (self.config[key], defaults[key]) for key in keys})
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -396,9 +461,19 @@ class SchedulerMixin(ConfigMixin):
 
 
 class AlphaBarNoiseMixin:
-    """``add_noise`` for schedulers indexed by training timestep: ``sqrt(ab) x0 + sqrt(1 - ab) eps``."""
+    """Schedulers indexed by training timestep (DDPM, DDIM, PNDM), which use ``alpha_bar`` as is.
 
+    Gives their state before ``set_timesteps`` and ``add_noise``: ``sqrt(ab) x0 + sqrt(1 - ab) eps``.
+    """
+
+    _uses_sigma: ClassVar[bool] = False
     alphas_cumprod: torch.Tensor
+    config: Any
+
+    def _init_train_state(self) -> None:
+        """Before ``set_timesteps``: every training timestep (int64, descending); unit starting noise."""
+        self.init_noise_sigma = 1.0
+        self.timesteps = torch.arange(self.config.num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Noise ``original_samples`` to the training ``timesteps`` (one per batch element)."""
@@ -452,7 +527,7 @@ class SigmaSchedulerMixin(SchedulerMixin):
             return max_sigma.item()
         return ((max_sigma**2 + 1) ** 0.5).item()
 
-    def _train_sigma_table(self) -> None:
+    def _init_train_state(self) -> None:
         """Before ``set_timesteps``: every training step, so ``init_noise_sigma`` is defined."""
         sigmas = train_sigmas(self.alphas_cumprod)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas[::-1], [0.0]]).astype(np.float32))

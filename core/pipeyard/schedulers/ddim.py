@@ -17,10 +17,7 @@ from .common import (
     AlphaBarNoiseMixin,
     SchedulerMixin,
     SchedulerOutput,
-    check_choice,
     check_num_inference_steps,
-    make_betas,
-    rescale_zero_terminal_snr,
     spaced_timesteps,
     threshold_sample,
 )
@@ -57,19 +54,13 @@ class DDIMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         timestep_spacing: str = "leading",
         rescale_betas_zero_snr: bool = False,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
         # alpha_bar "before" step 0: 1 (a clean sample) or alpha_bar[0]
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.init_noise_sigma = 1.0
-        self.num_inference_steps = None
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | torch.Tensor | None = None) -> torch.Tensor:
         """DDIM feeds the sample to the model unscaled."""

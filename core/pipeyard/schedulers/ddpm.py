@@ -18,8 +18,6 @@ from .common import (
     SchedulerOutput,
     check_choice,
     check_num_inference_steps,
-    make_betas,
-    rescale_zero_terminal_snr,
     spaced_timesteps,
     threshold_sample,
 )
@@ -72,22 +70,14 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
     ) -> None:
-        name = type(self).__name__
         variance_type = variance_type or "fixed_small"  # None (a DPM-Solver config) means the default
-        check_choice(name, "variance_type", variance_type, VARIANCE_TYPES)
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(
-            name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, DDPM_BETA_SCHEDULES
+        check_choice(type(self).__name__, "variance_type", variance_type, VARIANCE_TYPES)
+        self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            beta_schedules=DDPM_BETA_SCHEDULES, rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.init_noise_sigma = 1.0
         self.variance_type = variance_type
-        self.num_inference_steps = None
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | torch.Tensor | None = None) -> torch.Tensor:
         """DDPM feeds the sample to the model unscaled."""

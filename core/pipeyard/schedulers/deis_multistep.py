@@ -8,7 +8,6 @@ is ``d(x / alpha) = eps d rho``; DEIS integrates the Lagrange polynomial through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,18 +16,14 @@ from ..configuration import register_to_config
 from .common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     alpha_sigma,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
-    make_betas,
     predict_x0,
     solver_timesteps,
     threshold_sample,
 )
-from .exponential_integrator import DPMCoefficients, dpm_update, solver_sigmas, vp_add_noise
+from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
 
 
 def _log(value: np.float32) -> np.float32:
@@ -48,7 +43,7 @@ def _integral_3(t: np.float32, b: np.float32, c: np.float32, d: np.float32) -> n
     return numerator / ((lb - lc) * (lb - ld))
 
 
-class DEISMultistepScheduler(SchedulerMixin):
+class DEISMultistepScheduler(VPSolverMixin):
     """DEIS multistep (log-rho), orders 1-3."""
 
     order = 1
@@ -79,32 +74,18 @@ class DEISMultistepScheduler(SchedulerMixin):
         use_dynamic_shifting: bool = False,
         time_shift_type: str = "exponential",
     ) -> None:
-        name = type(self).__name__
         if algorithm_type in ("dpmsolver", "dpmsolver++"):  # a DPM-Solver config: DEIS equivalent
             self.register_to_config(algorithm_type="deis")
         if solver_type in ("midpoint", "heun", "bh1", "bh2"):
             self.register_to_config(solver_type="logrho")
-        check_choice(name, "algorithm_type", self.config.algorithm_type, ("deis",))
-        check_choice(name, "solver_type", self.config.solver_type, ("logrho",))
-        check_choice(name, "solver_order", solver_order, (1, 2, 3))
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_unsupported(name, {
-            "use_beta_sigmas": (use_beta_sigmas, False), "use_flow_sigmas": (use_flow_sigmas, False),
-            "use_dynamic_shifting": (use_dynamic_shifting, False),
-        })
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-        self.init_noise_sigma = 1.0
-        self.num_inference_steps = None
+        self._check_choices(
+            algorithm_type=("deis",), solver_type=("logrho",), solver_order=(1, 2, 3),
+            prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS,
+        )
+        self._check_unsupported("use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting")
+        self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.model_outputs: list[torch.Tensor | None] = [None] * solver_order
         self.lower_order_nums = 0
-
-    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """DEIS feeds the sample to the model unscaled."""
-        return sample
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Integer timesteps, sigmas, and the per-step ``rho = sigma_t / alpha_t``."""
@@ -187,7 +168,3 @@ class DEISMultistepScheduler(SchedulerMixin):
                 )
             self._multistep_cache[key] = (self._alpha[i], *(float(v) for v in c))
         return self._multistep_cache[key]
-
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
-        return vp_add_noise(self, original_samples, noise, timesteps)

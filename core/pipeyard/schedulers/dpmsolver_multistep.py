@@ -10,7 +10,6 @@ Gonzalez et al. 2023 / Lu et al. 2022 (sde-dpmsolver++). With ``h = lambda_t - l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,21 +20,17 @@ from ..torch_utils import randn_tensor
 from .common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     check_choice,
     check_num_inference_steps,
-    check_unsupported,
-    make_betas,
-    rescale_zero_terminal_snr,
     solver_timesteps,
 )
-from .exponential_integrator import DPMCoefficients, dpm_update, solver_sigmas, vp_add_noise
+from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
 
 ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
 
 
-class DPMSolverMultistepScheduler(SchedulerMixin):
+class DPMSolverMultistepScheduler(VPSolverMixin):
     """DPM-Solver++ (default) and DPM-Solver, multistep, orders 1-3, ODE or SDE.
 
     Example::
@@ -77,29 +72,17 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         use_dynamic_shifting: bool = False,
         time_shift_type: str = "exponential",
     ) -> None:
-        self._validate(algorithm_type, solver_type, solver_order, final_sigmas_type, prediction_type, timestep_spacing)
-        check_unsupported(type(self).__name__, {
-            "use_beta_sigmas": (use_beta_sigmas, False), "use_lu_lambdas": (use_lu_lambdas, False),
-            "use_flow_sigmas": (use_flow_sigmas, False), "use_dynamic_shifting": (use_dynamic_shifting, False),
-        })
-        self.betas = make_betas(type(self).__name__, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24
-        self.alpha_t = torch.sqrt(self.alphas_cumprod)
-        self.sigma_t = torch.sqrt(1 - self.alphas_cumprod)
-        self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-        self.init_noise_sigma = 1.0
-        self.num_inference_steps = None
-        self.timesteps = torch.from_numpy(np.linspace(0, num_train_timesteps - 1, num_train_timesteps, dtype=np.float32)[::-1].copy())
+        self._validate(algorithm_type, solver_type, solver_order, final_sigmas_type)
+        self._check_unsupported("use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas", "use_dynamic_shifting")
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
+        self._init_lambda_table()
         self.model_outputs: list[torch.Tensor | None] = [None] * solver_order
         self.lower_order_nums = 0
 
-    def _validate(self, algorithm_type: str, solver_type: str, solver_order: int, final_sigmas_type: str, *rest: str) -> None:
+    def _validate(self, algorithm_type: str, solver_type: str, solver_order: int, final_sigmas_type: str) -> None:
         name = type(self).__name__
         if algorithm_type == "deis":  # a DEIS config: use its DPM-Solver++ equivalent, as diffusers does
             self.register_to_config(algorithm_type="dpmsolver++")
@@ -112,12 +95,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         if algorithm_type in ("dpmsolver", "sde-dpmsolver") and final_sigmas_type == "zero":
             raise errors.SchedulerConfigError(name, "final_sigmas_type", final_sigmas_type, ["sigma_min"])
-        check_choice(name, "prediction_type", rest[0], PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", rest[1], TIMESTEP_SPACINGS)
-
-    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """DPM-Solver feeds the sample to the model unscaled."""
-        return sample
+        self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Integer timesteps (optionally clipped in lambda), sigmas, and every step's coefficients."""
@@ -178,7 +156,3 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         prev_sample = prev_sample.to(model_output.dtype)
         self._step_index = i + 1
         return SchedulerOutput(prev_sample=prev_sample) if return_dict else (prev_sample,)
-
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
-        return vp_add_noise(self, original_samples, noise, timesteps)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,15 +18,11 @@ from ..configuration import register_to_config
 from ..torch_utils import randn_tensor
 from .common import (
     PREDICTION_TYPES,
-    SchedulerMixin,
     SchedulerOutput,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
-    make_betas,
     solver_timesteps,
 )
-from .exponential_integrator import DPMCoefficients, dpm_update, solver_sigmas, vp_add_noise
+from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +46,7 @@ def singlestep_orders(steps: int, order: int, lower_order_final: bool, final_zer
     return orders
 
 
-class DPMSolverSinglestepScheduler(SchedulerMixin):
+class DPMSolverSinglestepScheduler(VPSolverMixin):
     """DPM-Solver(++) singlestep sampler, orders 1-3."""
 
     order = 1
@@ -83,38 +78,21 @@ class DPMSolverSinglestepScheduler(SchedulerMixin):
         use_dynamic_shifting: bool = False,
         time_shift_type: str = "exponential",
     ) -> None:
-        name = type(self).__name__
         if algorithm_type == "deis":
             self.register_to_config(algorithm_type="dpmsolver++")
         if solver_type in ("logrho", "bh1", "bh2"):
             self.register_to_config(solver_type="midpoint")
-        check_choice(name, "algorithm_type", self.config.algorithm_type, SINGLESTEP_ALGORITHMS)
-        check_choice(name, "solver_type", self.config.solver_type, ("midpoint", "heun"))
-        check_choice(name, "solver_order", solver_order, (1, 2, 3))
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
+        self._check_choices(
+            algorithm_type=SINGLESTEP_ALGORITHMS, solver_type=("midpoint", "heun"), solver_order=(1, 2, 3),
+            prediction_type=PREDICTION_TYPES, final_sigmas_type=("zero", "sigma_min"),
+        )
         if self.config.algorithm_type == "dpmsolver" and final_sigmas_type == "zero":
-            raise errors.SchedulerConfigError(name, "final_sigmas_type", final_sigmas_type, ["sigma_min"])
-        check_unsupported(name, {
-            "use_beta_sigmas": (use_beta_sigmas, False), "use_flow_sigmas": (use_flow_sigmas, False),
-            "use_dynamic_shifting": (use_dynamic_shifting, False),
-        })
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.alpha_t = torch.sqrt(self.alphas_cumprod)
-        self.sigma_t = torch.sqrt(1 - self.alphas_cumprod)
-        self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-        self.init_noise_sigma = 1.0
-        self.num_inference_steps = None
-        self.timesteps = torch.from_numpy(np.linspace(0, num_train_timesteps - 1, num_train_timesteps, dtype=np.float32)[::-1].copy())
+            raise errors.SchedulerConfigError(type(self).__name__, "final_sigmas_type", final_sigmas_type, ["sigma_min"])
+        self._check_unsupported("use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting")
+        self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
+        self._init_lambda_table()
         self.model_outputs: list[torch.Tensor | None] = [None] * solver_order
         self.sample: torch.Tensor | None = None
-
-    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """DPM-Solver feeds the sample to the model unscaled."""
-        return sample
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Integer timesteps (linspace, optionally clipped in lambda), sigmas and the order list."""
@@ -172,7 +150,3 @@ class DPMSolverSinglestepScheduler(SchedulerMixin):
         prev_sample = dpm_update(self._coefficients, i, order, self.model_outputs, self.sample, noise, multistep=False)
         self._step_index = i + 1
         return SchedulerOutput(prev_sample=prev_sample) if return_dict else (prev_sample,)
-
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
-        return vp_add_noise(self, original_samples, noise, timesteps)

@@ -17,10 +17,7 @@ from .common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     SigmaSchedulerMixin,
-    check_choice,
     check_num_inference_steps,
-    make_betas,
-    rescale_zero_terminal_snr,
 )
 
 ANCESTRAL_PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -44,18 +41,11 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, ANCESTRAL_PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # keep the last sigma finite
-        self.num_inference_steps = None
-        self._train_sigma_table()
+        self._check_choices(prediction_type=ANCESTRAL_PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Timesteps (float32) and sigmas, and each step's ``sigma_up`` / ``sigma_down``."""

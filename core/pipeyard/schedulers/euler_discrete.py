@@ -10,17 +10,12 @@ import torch
 from ..configuration import register_to_config
 from ..torch_utils import randn_tensor
 from .common import (
-    BASE_BETA_SCHEDULES,
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     SigmaSchedulerMixin,
-    check_choice,
     check_num_inference_steps,
     check_one_sigma_ramp,
-    check_unsupported,
-    make_betas,
-    rescale_zero_terminal_snr,
 )
 
 
@@ -55,22 +50,16 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         rescale_betas_zero_snr: bool = False,
         final_sigmas_type: str = "zero",
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_choice(name, "interpolation_type", interpolation_type, ("linear", "log_linear"))
-        check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
-        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False), "timestep_type": (timestep_type, "discrete")})
-        check_one_sigma_ramp(name, {"use_karras_sigmas": use_karras_sigmas, "use_exponential_sigmas": use_exponential_sigmas})
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, BASE_BETA_SCHEDULES)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # keep the last sigma finite
-        self.num_inference_steps = None
-        self._train_sigma_table()
+        self._check_choices(
+            prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS,
+            interpolation_type=("linear", "log_linear"), final_sigmas_type=("zero", "sigma_min"),
+        )
+        self._check_unsupported("use_beta_sigmas", "timestep_type")
+        check_one_sigma_ramp(type(self).__name__, self.config)
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
         self.timesteps = self.timesteps.to(torch.float32)
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:

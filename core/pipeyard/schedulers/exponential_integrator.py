@@ -1,8 +1,9 @@
 """What the exponential-integrator solvers share: DPM-Solver (multistep and singlestep), UniPC, DEIS.
 
 They work in the variance-preserving space ``x = alpha_t x0 + sigma_t eps`` and step in
-``lambda = log(alpha_t / sigma_t)``. This module turns a timestep grid into sigmas, and holds the
-DPM-Solver update coefficients (Lu et al. 2022, arXiv:2206.00927 and arXiv:2211.01095).
+``lambda = log(alpha_t / sigma_t)``. This module holds their base class ``VPSolverMixin``, turns
+a timestep grid into sigmas, and holds the DPM-Solver update coefficients (Lu et al. 2022,
+arXiv:2206.00927 and arXiv:2211.01095).
 
 Coefficients are computed for every step at once with the same float32 expressions diffusers
 evaluates per step, so the numbers agree exactly; ``step`` only looks them up.
@@ -64,14 +65,44 @@ def solver_sigmas(
     return timesteps, torch.from_numpy(np.concatenate([sigmas, [last]]).astype(np.float32))
 
 
-def vp_add_noise(
-    scheduler: SchedulerMixin, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-) -> torch.Tensor:
-    """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from the schedule)."""
-    sigmas = scheduler.sigmas.to(device=original_samples.device, dtype=original_samples.dtype)
-    sigma = broadcast_to(sigmas[scheduler._step_indices(timesteps)], original_samples)
-    alpha_t, sigma_t = alpha_sigma(sigma)
-    return alpha_t * original_samples + sigma_t * noise
+class VPSolverMixin(SchedulerMixin):
+    """Shared parts of the exponential-integrator solvers: state before ``set_timesteps``, I/O.
+
+    The sample lives in the variance-preserving space, so the model sees it unscaled and the
+    starting noise has unit standard deviation. ``self.sigmas`` holds the VE sigma of each
+    training step until ``set_timesteps`` replaces it with the inference sigmas.
+    """
+
+    sigmas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+
+    def _init_train_state(self) -> None:
+        """Before ``set_timesteps``: the sigma of every training step (float32); unit starting noise."""
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self.init_noise_sigma = 1.0
+
+    def _init_lambda_table(self) -> None:
+        """DPM-Solver's ``alpha_t``, ``sigma_t`` and ``lambda_t`` per training step, and the timesteps.
+
+        ``set_timesteps`` clips the schedule where ``lambda_t < lambda_min_clipped``; until then
+        ``timesteps`` lists every training step (float32, descending), as in diffusers.
+        """
+        n = self.config.num_train_timesteps
+        self.alpha_t = torch.sqrt(self.alphas_cumprod)
+        self.sigma_t = torch.sqrt(1 - self.alphas_cumprod)
+        self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
+        self.timesteps = torch.from_numpy(np.linspace(0, n - 1, n, dtype=np.float32)[::-1].copy())
+
+    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """These solvers feed the sample to the model unscaled."""
+        return sample
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
+        sigmas = self.sigmas.to(device=original_samples.device, dtype=original_samples.dtype)
+        sigma = broadcast_to(sigmas[self._step_indices(timesteps)], original_samples)
+        alpha_t, sigma_t = alpha_sigma(sigma)
+        return alpha_t * original_samples + sigma_t * noise
 
 
 def _shift(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -18,11 +18,8 @@ from .common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     SigmaSchedulerMixin,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
     doubled_after_first,
-    make_betas,
 )
 
 
@@ -48,16 +45,12 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False)})
-        schedules = (*BASE_BETA_SCHEDULES, "exp")
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, schedules)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.num_inference_steps = None
-        self._train_sigma_table()
+        self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._check_unsupported("use_beta_sigmas")
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            beta_schedules=(*BASE_BETA_SCHEDULES, "exp"),
+        )
         self._reset_state()
 
     def _reset_state(self) -> None:

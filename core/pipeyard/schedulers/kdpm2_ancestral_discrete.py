@@ -5,65 +5,23 @@ k-diffusion's ``sample_dpm_2_ancestral`` (Lu et al. 2022, arXiv:2206.00927; Karr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 
-from ..configuration import register_to_config
 from ..torch_utils import randn_tensor
 from .common import (
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
-    SigmaSchedulerMixin,
     VPScalars,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
     doubled_after_first,
-    make_betas,
     sigma_to_t,
     train_sigmas,
 )
+from .kdpm2_discrete import _DPM2Base
 
-DPM2_PREDICTION_TYPES = ("epsilon", "v_prediction")
 
-
-class KDPM2AncestralDiscreteScheduler(SigmaSchedulerMixin):
+class KDPM2AncestralDiscreteScheduler(_DPM2Base):
     """Stochastic DPM2 sampler: midpoint slope to ``sigma_down``, then fresh noise ``sigma_up``."""
-
-    order = 2
-
-    @register_to_config
-    def __init__(
-        self,
-        num_train_timesteps: int = 1000,
-        beta_start: float = 0.00085,
-        beta_end: float = 0.012,
-        beta_schedule: str = "linear",
-        trained_betas: Sequence[float] | np.ndarray | None = None,
-        use_karras_sigmas: bool | None = False,
-        use_exponential_sigmas: bool | None = False,
-        use_beta_sigmas: bool | None = False,
-        prediction_type: str = "epsilon",
-        timestep_spacing: str = "linspace",
-        steps_offset: int = 0,
-    ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, DPM2_PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False)})
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.num_inference_steps = None
-        self.sample: torch.Tensor | None = None
-        self._train_sigma_table()
-
-    @property
-    def state_in_first_order(self) -> bool:
-        """True when the next call is the half step to the midpoint."""
-        return self.sample is None
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Sigmas with their up/down split and midpoints, and the interleaved schedule."""

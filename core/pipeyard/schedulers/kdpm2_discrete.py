@@ -18,11 +18,8 @@ from .common import (
     SchedulerOutput,
     SigmaSchedulerMixin,
     VPScalars,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
     doubled_after_first,
-    make_betas,
     sigma_to_t,
     train_sigmas,
 )
@@ -30,8 +27,8 @@ from .common import (
 DPM2_PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-class KDPM2DiscreteScheduler(SigmaSchedulerMixin):
-    """Deterministic DPM2 (midpoint) sampler."""
+class _DPM2Base(SigmaSchedulerMixin):
+    """What the two DPM2 samplers share: their options (same keys and defaults) and the half-step state."""
 
     order = 2
 
@@ -50,21 +47,19 @@ class KDPM2DiscreteScheduler(SigmaSchedulerMixin):
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, DPM2_PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False)})
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.num_inference_steps = None
+        self._check_choices(prediction_type=DPM2_PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._check_unsupported("use_beta_sigmas")
+        self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.sample: torch.Tensor | None = None
-        self._train_sigma_table()
 
     @property
     def state_in_first_order(self) -> bool:
         """True when the next call is the half step to the midpoint."""
         return self.sample is None
+
+
+class KDPM2DiscreteScheduler(_DPM2Base):
+    """Deterministic DPM2 (midpoint) sampler."""
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Sigmas, midpoint sigmas and the interleaved (timestep, midpoint timestep) schedule."""

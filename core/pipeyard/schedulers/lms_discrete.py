@@ -17,10 +17,7 @@ from .common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     SigmaSchedulerMixin,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
-    make_betas,
 )
 
 
@@ -74,16 +71,10 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_unsupported(name, {"use_beta_sigmas": (use_beta_sigmas, False)})
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.num_inference_steps = None
+        self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._check_unsupported("use_beta_sigmas")
+        self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.derivatives: list[torch.Tensor] = []
-        self._train_sigma_table()
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Timesteps (float32) and sigmas; forgets the derivative history."""

@@ -18,9 +18,7 @@ from .common import (
     AlphaBarNoiseMixin,
     SchedulerMixin,
     SchedulerOutput,
-    check_choice,
     check_num_inference_steps,
-    make_betas,
     spaced_timesteps,
 )
 
@@ -56,18 +54,11 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         timestep_spacing: str = "leading",
         steps_offset: int = 0,
     ) -> None:
-        name = type(self).__name__
-        check_choice(name, "prediction_type", prediction_type, PNDM_PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._check_choices(prediction_type=PNDM_PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
+        self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
         self._transfer_cache: dict[tuple[int, int], _Transfer] = {}
-        self.init_noise_sigma = 1.0
         self.pndm_order = 4
-        self.num_inference_steps = None
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.int64)
         self._reset_history()
 
     def _reset_history(self) -> None:

@@ -16,20 +16,15 @@ from ..configuration import register_to_config
 from .common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     alpha_sigma,
-    check_choice,
     check_num_inference_steps,
-    check_unsupported,
-    make_betas,
     predict_epsilon,
     predict_x0,
-    rescale_zero_terminal_snr,
     solver_timesteps,
     threshold_sample,
 )
-from .exponential_integrator import solver_sigmas, vp_add_noise
+from .exponential_integrator import VPSolverMixin, solver_sigmas
 
 
 class _UniCoefficients(NamedTuple):
@@ -42,7 +37,7 @@ class _UniCoefficients(NamedTuple):
     rhos: tuple[float, ...]
 
 
-class UniPCMultistepScheduler(SchedulerMixin):
+class UniPCMultistepScheduler(VPSolverMixin):
     """UniPC with bh1/bh2, orders 1-3 (any order works), on x0 (default) or eps."""
 
     order = 1
@@ -80,30 +75,21 @@ class UniPCMultistepScheduler(SchedulerMixin):
         sigma_max: float | None = None,
         shift_terminal: float | None = None,
     ) -> None:
-        name = type(self).__name__
         if solver_type in ("midpoint", "heun", "logrho"):
             self.register_to_config(solver_type="bh2")
-        check_choice(name, "solver_type", self.config.solver_type, ("bh1", "bh2"))
-        check_choice(name, "prediction_type", prediction_type, PREDICTION_TYPES)
-        check_choice(name, "timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        check_choice(name, "final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
-        check_unsupported(name, {
-            "use_beta_sigmas": (use_beta_sigmas, False), "use_flow_sigmas": (use_flow_sigmas, False),
-            "use_dynamic_shifting": (use_dynamic_shifting, False), "solver_p": (solver_p, None),
-            "shift_terminal": (shift_terminal, None),
-        })
-        self.betas = make_betas(name, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-        self.init_noise_sigma = 1.0
+        self._check_choices(
+            solver_type=("bh1", "bh2"), prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS,
+            final_sigmas_type=("zero", "sigma_min"),
+        )
+        self._check_unsupported(
+            "use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting", "solver_p", "shift_terminal"
+        )
+        self._init_noise_schedule(
+            num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+            rescale_betas_zero_snr=rescale_betas_zero_snr,
+        )
         self.predict_x0 = predict_x0
         self.disable_corrector = list(disable_corrector)
-        self.num_inference_steps = None
         self._cache: dict[tuple[Any, ...], _UniCoefficients] = {}
         self._reset_history()
 
@@ -114,10 +100,6 @@ class UniPCMultistepScheduler(SchedulerMixin):
         self.lower_order_nums = 0
         self.last_sample: torch.Tensor | None = None
         self.this_order = 1
-
-    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """UniPC feeds the sample to the model unscaled."""
-        return sample
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Integer timesteps, their sigmas, and a fresh history."""
@@ -220,10 +202,6 @@ class UniPCMultistepScheduler(SchedulerMixin):
         else:
             c_x, c_m0, c_res = alpha_t / alpha_s0, sigma_t * h_phi_1, sigma_t * b_h
         return _UniCoefficients(c_x.item(), c_m0.item(), c_res.item(), tuple(r.item() for r in rks[:-1]), rhos)
-
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """``alpha_t x0 + sigma_t eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""
-        return vp_add_noise(self, original_samples, noise, timesteps)
 
 
 def _half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
