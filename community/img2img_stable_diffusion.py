@@ -136,4 +136,4 @@ class StableDiffusionImg2ImgCommunityPipeline(StableDiffusionPipeline):
         for t in self.progress_bar(timesteps):
             prediction = self.guided_prediction(latents, t, embeds, guidance_scale)
             latents = self.scheduler.step(prediction, t, latents, **extra).prev_sample
-        return self._finish(latents, output_type, return_dict, self.device, embeds.dtype)
+        return self.decode_latents_to_output(latents, output_type, return_dict, self.device, embeds.dtype)

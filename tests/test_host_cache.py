@@ -6,10 +6,12 @@ import hashlib
 import json
 import os
 import sys
+import threading
 
 import pytest
+from filelock import FileLock
 
-from pipeyard import errors
+from pipeyard import constants, errors
 from pipeyard.host import cache, load_pipeline_class
 
 
@@ -95,3 +97,19 @@ def test_a_tampered_cache_is_refused_on_a_warm_load_of_a_local_file(write_pipeli
     stored.write_text(stored.read_text() + "\nimport os  # injected\n")
     with pytest.raises(errors.PipelineVerificationError, match="no longer match"):
         load_pipeline_class(str(path))
+
+
+def test_a_writer_waits_for_the_lock_held_by_another(write_pipeline):
+    """The package lock is an flock on locks/<digest>.lock, the one filelock takes too."""
+    files = {"pipeline.py": write_pipeline().read_bytes()}
+    digest = cache.package_digest({"pipeline.py": hashlib.sha256(files["pipeline.py"]).hexdigest()})
+    (constants.pipeyard_home() / "locks").mkdir(parents=True)
+    holder = FileLock(str(constants.pipeyard_home() / "locks" / f"{digest}.lock"))
+    stored = []
+    with holder:
+        writer = threading.Thread(target=lambda: stored.append(cache.store_package(files, "pipeline.py")))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not (cache.modules_dir() / digest).exists()
+    writer.join(10)
+    assert stored[0].digest == digest and cache.load_package(digest) == stored[0]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import marshal
+import pathlib
+import struct
 import subprocess
 import sys
 import textwrap
@@ -98,3 +103,49 @@ def test_importing_the_host_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+
+def _forget_package(cls) -> None:
+    package = cls.__module__.rsplit(".", 1)[0]
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def test_bytecode_planted_in_the_store_does_not_run(write_pipeline, pipeline_text):
+    """The store re-hashes .py files only: a .pyc beside one must never run in its place."""
+    path = write_pipeline(text=pipeline_text("Honest"))
+    cls = load_pipeline_class(str(path))
+    stored = pathlib.Path(sys.modules[cls.__module__].__file__)
+    assert not (stored.parent / "__pycache__").exists()  # none written either
+    planted = compile("raise RuntimeError('planted bytecode ran')\n", str(stored), "exec")
+    stat = stored.stat()
+    header = importlib.util.MAGIC_NUMBER + bytes(4) + struct.pack("<II", int(stat.st_mtime), stat.st_size)
+    pyc = pathlib.Path(importlib.util.cache_from_source(str(stored)))
+    pyc.parent.mkdir()
+    pyc.write_bytes(header + marshal.dumps(planted))
+    _forget_package(cls)  # as in a new process: the module is imported again
+    again = load_pipeline_class(str(path))
+    assert again.__name__ == "Honest" and again is not cls
+
+
+def test_a_module_dropped_into_the_store_folder_is_not_imported(write_pipeline, pipeline_text):
+    """Only the hashed files of a package import; any other file in its folder does not."""
+    body = "\n    def extra(self):\n        from . import extra\n        return extra\n"
+    cls = load_pipeline_class(str(write_pipeline(text=pipeline_text("Lazy", body=body))))
+    stored = pathlib.Path(sys.modules[cls.__module__].__file__)
+    (stored.parent / "extra.py").write_text("RAN = True\n")
+    with pytest.raises(ImportError, match="cannot import name 'extra'"):
+        cls.extra(None)
+    assert cls.__module__.replace(".pipeline", ".extra") not in sys.modules
+
+
+def test_source_and_tracebacks_point_at_the_stored_file(write_pipeline, pipeline_text):
+    body = "\n    def fail(self):\n        raise ValueError('here')\n"
+    cls = load_pipeline_class(str(write_pipeline(text=pipeline_text("Traced", body=body))))
+    assert inspect.getsource(cls).startswith("class Traced(DiffusionPipeline):")
+    with pytest.raises(ValueError, match="here") as caught:
+        cls.fail(None)
+    frame = caught.traceback[-1]
+    assert str(frame.path) == sys.modules[cls.__module__].__file__
+    assert frame.statement.lines[0].strip() == "raise ValueError('here')"

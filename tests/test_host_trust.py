@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 import pipeyard.trust
-from pipeyard import errors
+from pipeyard import constants, errors, hub
 from pipeyard.host import load_pipeline_class, resolve, trust
 from pipeyard.host.resolve import Source, SourceKind
 
@@ -118,3 +118,66 @@ def test_model_index_class_must_match_the_module(tmp_path, pipeline_text):
     (tmp_path / "my_pipe.py").write_text(pipeline_text("Actual"))
     with pytest.raises(errors.PipelineVerificationError, match="names class 'Expected'"):
         load_pipeline_class(None, pretrained=str(tmp_path), embedded_class=["my_pipe", "Expected"], trust_remote_code=True)
+
+
+# ---------------------------------------------------------------- refused before any request
+
+
+def test_disabled_remote_code_refuses_a_hub_repo_before_any_request(olah_hub, pipeline_text, hub_requests, monkeypatch):
+    repo_id, repo = olah_hub.new_repo()
+    repo.commit({"pipeline.py": pipeline_text("HubPipeline")})
+    monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
+    with pytest.raises(errors.UntrustedCodeError) as caught:
+        load_pipeline_class(repo_id, trust_remote_code=True)
+    error = caught.value
+    assert hub_requests == []
+    assert (error.source, error.commit, error.sha256, error.path) == (f"Hub repo {repo_id!r} at 'main'", None, None, None)
+    for part in (repo_id, "PIPEYARD_DISABLE_REMOTE_CODE=1 allows bundled pipelines only", "nothing was downloaded",
+                 "unset PIPEYARD_DISABLE_REMOTE_CODE"):
+        assert part in str(error)
+    assert not (constants.pipeyard_home() / "modules").exists()
+    monkeypatch.delenv("PIPEYARD_DISABLE_REMOTE_CODE")
+    assert load_pipeline_class(repo_id, trust_remote_code=True).__name__ == "HubPipeline"
+    assert hub_requests  # the same load with the variable unset does download the repo
+
+
+def test_disabled_remote_code_refuses_a_model_repo_module_before_any_request(
+    olah_hub, pipeline_text, hub_requests, monkeypatch
+):
+    repo_id, repo = olah_hub.new_repo()
+    repo.commit({"model_index.json": '{"_class_name": ["my_pipe", "RepoPipe"]}', "my_pipe.py": pipeline_text("RepoPipe")})
+    opened = hub.open_source(repo_id, revision="main")  # what from_pretrained holds by then
+    hub_requests.clear()
+    monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
+    for pretrained in (opened, repo_id):
+        with pytest.raises(errors.UntrustedCodeError, match="nothing was downloaded") as caught:
+            load_pipeline_class(None, pretrained=pretrained, embedded_class=["my_pipe", "RepoPipe"])
+        assert "my_pipe.py" in caught.value.source
+    assert hub_requests == []
+
+
+def test_disabled_remote_code_still_fetches_a_github_revision_which_may_be_bundled(github_raw, pipeline_text, monkeypatch):
+    """A GitHub copy equal to a bundled file is bundled code, so only its content can decide."""
+    sha = github_raw.repo.commit({"community/one_step_unet.py": pipeline_text("Changed")})
+    monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
+    with pytest.raises(errors.UntrustedCodeError, match="unset PIPEYARD_DISABLE_REMOTE_CODE") as caught:
+        load_pipeline_class("one_step_unet", custom_revision=sha, trust_remote_code=True)
+    assert caught.value.sha256 == hashlib.sha256(pipeline_text("Changed").encode()).hexdigest()
+    assert github_raw.requests == [f"/pipeyard/pipeyard/{sha}/community/one_step_unet.py"]
+
+
+def test_pre_fetch_refusal_is_the_gate_decision_for_every_kind(monkeypatch):
+    """refuse_before_fetch refuses only what trust_reason refuses for any content."""
+    monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
+    refused = set()
+    for kind in SourceKind:
+        try:
+            trust.refuse_before_fetch(Source(kind, "x", "x.py"))
+        except errors.UntrustedCodeError:
+            refused.add(kind)
+    assert refused == {SourceKind.HUB, SourceKind.EMBEDDED}
+    for kind in refused:
+        assert trust.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
+    monkeypatch.delenv("PIPEYARD_DISABLE_REMOTE_CODE")
+    for kind in SourceKind:
+        trust.refuse_before_fetch(Source(kind, "x", "x.py"))

@@ -196,3 +196,42 @@ def test_relative_import_above_the_package_root_yields_nothing():
 def test_dotted_pipeyard_bases_count():
     info = _verify("import pipeyard.pipelines.base\n\nclass P(pipeyard.pipelines.base.DiffusionPipeline):\n    pass\n")
     assert info.class_name == "P"
+
+
+def test_relative_imports_are_found_in_every_block_in_file_order():
+    tree = verify.parse_module(textwrap.dedent("""
+        from .a import x
+        def f():
+            from ..b import y
+        class C:
+            def m(self):
+                if x:
+                    from . import c
+                else:
+                    from . import d
+        try:
+            from .e import z
+        except ImportError:
+            from .f import z
+        else:
+            from .g import w
+        finally:
+            from .h import v
+        match x:
+            case 1:
+                from .i import u
+        print(lambda: __import__("j"))
+    """).encode(), "pipeline.py").tree
+    assert verify.relative_imports(tree) == [
+        (1, "a", ("x",)), (2, "b", ("y",)), (1, "", ("c",)), (1, "", ("d",)), (1, "e", ("z",)),
+        (1, "f", ("z",)), (1, "g", ("w",)), (1, "h", ("v",)), (1, "i", ("u",)),
+    ]
+
+
+def test_parsing_is_shared_but_errors_still_name_each_path():
+    data = b"def broken(:\n"
+    for path in ("/one/pipeline.py", "/two/pipeline.py"):
+        with pytest.raises(errors.PipelineSyntaxError, match=path):
+            verify.parse_module(data, path)
+    good = b"X = 1\n"
+    assert verify.parse_module(good, "/a.py") is verify.parse_module(good, "/b.py")

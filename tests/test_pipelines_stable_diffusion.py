@@ -165,6 +165,19 @@ def test_output_types_and_tuple_return(ours: Any, theirs: Any) -> None:
     assert_images_equal(latent, reference)
 
 
+def test_decode_latents_to_output_finishes_a_latent_call_like_the_full_call(ours: Any) -> None:
+    """The public last step of __call__, for pipelines with their own loop (community img2img)."""
+    ours.scheduler = pipeyard.DDIMScheduler.from_config(ours.scheduler.config)
+    kwargs = dict(prompt="a cat", num_inference_steps=2)
+    full = ours(generator=generators(0), output_type="np", **kwargs)
+    latents = ours(generator=generators(0), output_type="latent", **kwargs).images
+    finished = ours.decode_latents_to_output(latents, output_type="np")
+    assert_images_equal(finished.images, full.images)
+    assert finished.nsfw_content_detected == full.nsfw_content_detected
+    images, nsfw = ours.decode_latents_to_output(latents, "latent", return_dict=False)
+    assert images is latents and nsfw is None
+
+
 def test_height_and_width_change_the_image_size(ours: Any) -> None:
     out = ours("a cat", height=24, width=40, num_inference_steps=2, output_type="np", generator=generators(0))
     assert out.images.shape == (1, 24, 40, 3)

@@ -663,26 +663,39 @@ class UntrustedCodeError(CustomPipelineError, PermissionError):
     Attributes:
         source: where the code comes from (e.g. ``Hub repo 'alice/pipe' at 'main'``).
         commit: the resolved commit sha, or None where the source has none.
-        sha256: the content digest the trust store would record.
-        path: a local copy of the file, to read before trusting it.
+        sha256: the content digest the trust store would record; None when the source was
+            refused before anything was downloaded (no content could have allowed it).
+        path: a local copy of the file, to read before trusting it; None with ``sha256``.
         reason: why it is not trusted.
+        remedy: what to change to allow it; by default, passing ``trust_remote_code=True`` or
+            trusting the digest.
     """
 
     def __init__(
-        self, source: str, commit: str | None, sha256: str, path: str, reason: str = ""
+        self,
+        source: str,
+        commit: str | None,
+        sha256: str | None,
+        path: str | None,
+        reason: str = "",
+        remedy: str | None = None,
     ) -> None:
         self.source = source
         self.commit = commit
         self.sha256 = sha256
-        self.path = str(path)
+        self.path = None if path is None else str(path)
         self.reason = reason
-        why = f" ({reason})" if reason else ""
-        super().__init__(
-            f"refusing to run the code of {source}{why}: commit {commit or 'n/a'}, sha256 "
-            f"{sha256}. Read it first: {self.path}. To allow it, either pass "
-            f"trust_remote_code=True, or trust this exact content once with "
+        self.remedy = remedy or (
+            f"either pass trust_remote_code=True, or trust this exact content once with "
             f"`pipeyard.trust.add({sha256!r})`"
         )
+        why = f" ({reason})" if reason else ""
+        seen = (
+            "nothing was downloaded"
+            if sha256 is None
+            else f"commit {commit or 'n/a'}, sha256 {sha256}. Read it first: {self.path}"
+        )
+        super().__init__(f"refusing to run the code of {source}{why}: {seen}. To allow it, {self.remedy}")
 
 
 class PipelineImportError(CustomPipelineError, ImportError):

@@ -6,7 +6,8 @@ One step per module, in the order they run::
     fetch.py     Source               -> files as bytes   (Hub via hub.py, GitHub raw URLs)
     cache.py     files                -> stored package   (content-addressed, locked, atomic)
     verify.py    stored package       -> class name, requirements   (ast only, nothing runs)
-    trust.py     source + digest      -> allowed, or UntrustedCodeError
+    trust.py     source + digest      -> allowed, or UntrustedCodeError (and, before fetch,
+                                         refused when no content could be allowed)
     importer.py  stored package       -> module -> the class
 
 :func:`load_pipeline_class` is the single entry point; ``DiffusionPipeline.from_pretrained``
@@ -76,6 +77,7 @@ def load_pipeline_class(
         'UnetSchedulerOneForwardPipeline'
     """
     source = _source_for(custom_pipeline, custom_revision, pretrained, embedded_class)
+    trust.refuse_before_fetch(source)
     options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     if source.kind is SourceKind.ENTRY_POINT:
         return _load_entry_point(source)

@@ -12,7 +12,6 @@ GitHub community files are plain HTTP GETs of a raw-file URL template, with the 
 
 from __future__ import annotations
 
-import ast
 import importlib.machinery
 import os
 import re
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .. import constants, errors
 from .resolve import Source, SourceKind
-from .verify import candidate_files, relative_imports
+from .verify import candidate_files, parse_module
 
 if TYPE_CHECKING:
     from ..hub import FileSource
@@ -59,11 +58,11 @@ class FetchedPackage:
 def _imports_of(name: str, data: bytes) -> list[str]:
     """Candidate sibling files of one module; none when it does not parse (verify says why)."""
     try:
-        tree = ast.parse(data.decode("utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        parsed = parse_module(data, name)
+    except ValueError:  # PipelineEncodingError, PipelineSyntaxError, a NUL byte
         return []
     candidates: list[str] = []
-    for level, module, names in relative_imports(tree):
+    for level, module, names in parsed.relative_imports:
         candidates.extend(candidate_files(name, level, module, names))
     return candidates
 

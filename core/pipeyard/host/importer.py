@@ -3,8 +3,13 @@
 Each stored package becomes one Python package named after its digest,
 ``pipeyard_m<digest>``, whose ``__path__`` is its store folder; the pipeline file is its
 submodule (``pipeyard_m<digest>.pipeline``). So relative imports of any depth work, two files
-both called ``pipeline.py`` live side by side, and ``sys.path`` is never changed: the package
-object alone tells Python's path finder where its submodules are.
+both called ``pipeline.py`` live side by side, and ``sys.path`` is never changed.
+
+The modules of a stored package are found by :class:`StoreFinder` (on ``sys.meta_path``) and
+run from the syntax tree that :mod:`~pipeyard.host.verify` checked, parsed from the bytes the
+store hashed: no file is read again and no bytecode cache is read or written, so an edited
+``.pyc`` in the store cannot run in place of a verified file. A name of the package that is not
+one of its files is not found, even if such a file lies in the folder.
 
 Entry points are installed modules and are imported under their own names.
 """
@@ -16,9 +21,11 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+from collections.abc import Sequence
 
 from .. import errors
 from .cache import StoredPackage
+from .verify import parse_module
 
 PACKAGE_PREFIX = "pipeyard_m"
 
@@ -28,9 +35,67 @@ def package_name(digest: str) -> str:
     return f"{PACKAGE_PREFIX}{digest}"
 
 
+class StoreFinder:
+    """Finds the modules of the stored packages imported in this process, and nothing else."""
+
+    _packages: dict[str, StoredPackage] = {}
+
+    @classmethod
+    def find_spec(
+        cls, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        top, _, rest = fullname.partition(".")
+        stored = cls._packages.get(top)
+        if stored is None or not rest:
+            return None
+        relative = rest.replace(".", "/")
+        for name, is_package in ((f"{relative}.py", False), (f"{relative}/__init__.py", True)):
+            if name in stored.files:
+                return _spec(fullname, stored, relative, name, is_package)
+        if any(name.startswith(f"{relative}/") for name in stored.files):  # a folder without __init__.py
+            return _spec(fullname, stored, relative, None, True)
+        raise ModuleNotFoundError(f"No module named {fullname!r}: not a file of {stored.root}", name=fullname)
+
+
+class _VerifiedLoader:
+    """Runs one file of a stored package from its verified syntax tree (None: an empty package)."""
+
+    def __init__(self, stored: StoredPackage, name: str | None) -> None:
+        self.stored = stored
+        self.name = name
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        if self.name is not None:
+            path = str(self.stored.root.joinpath(*self.name.split("/")))
+            tree = parse_module(self.stored.read_all()[self.name], path).tree
+            exec(compile(tree, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - trusted, verified
+
+    def get_source(self, fullname: str) -> str | None:
+        if self.name is None:
+            return None
+        return self.stored.read_all()[self.name].decode("utf-8")
+
+
+def _spec(
+    fullname: str, stored: StoredPackage, relative: str, name: str | None, is_package: bool
+) -> importlib.machinery.ModuleSpec:
+    origin = str(stored.root.joinpath(*name.split("/"))) if name else None
+    spec = importlib.machinery.ModuleSpec(fullname, _VerifiedLoader(stored, name), origin=origin, is_package=is_package)
+    spec.has_location = origin is not None
+    if is_package:
+        spec.submodule_search_locations = [str(stored.root.joinpath(*relative.split("/")))]
+    return spec
+
+
 def _package_module(stored: StoredPackage) -> types.ModuleType:
     """The package object of a stored package, created once per process."""
     name = package_name(stored.digest)
+    StoreFinder._packages.setdefault(name, stored)
+    if StoreFinder not in sys.meta_path:
+        sys.meta_path.insert(0, StoreFinder)  # type: ignore[arg-type]
     module = sys.modules.get(name)
     if module is not None:
         return module

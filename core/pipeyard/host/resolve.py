@@ -55,8 +55,11 @@ class SourceKind(str, enum.Enum):
 
     @property
     def is_remote(self) -> bool:
-        """True for sources read over the network (Hub, GitHub, a Hub model repo)."""
-        return self in (SourceKind.GITHUB, SourceKind.HUB, SourceKind.EMBEDDED, SourceKind.PLUGIN)
+        """True for sources that may be read over the network (Hub, GitHub, a model repo).
+
+        A plugin's answer is a local file, read like one.
+        """
+        return self in (SourceKind.GITHUB, SourceKind.HUB, SourceKind.EMBEDDED)
 
 
 @dataclass(frozen=True)

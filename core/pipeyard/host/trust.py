@@ -13,9 +13,10 @@ trust_remote_code      the caller passed ``trust_remote_code=True``
 
 Everything else (a Hub repo, a community file at another revision, a pipeline module inside a
 model repo) raises :class:`~pipeyard.errors.UntrustedCodeError`. With
-``PIPEYARD_DISABLE_REMOTE_CODE=1`` only bundled code runs. There is no path around the gate:
-every source goes through :func:`require_trust` (diffusers #13691 and CVE-2026-44513 were
-sources that skipped it).
+``PIPEYARD_DISABLE_REMOTE_CODE=1`` only bundled code runs, and a remote source that cannot be
+bundled is refused by :func:`refuse_before_fetch` before it is downloaded. There is no path
+around the gate: every source goes through :func:`require_trust` (diffusers #13691 and
+CVE-2026-44513 were sources that skipped it).
 
 The trust store is ``PIPEYARD_HOME/trust.json``::
 
@@ -116,15 +117,28 @@ def is_trusted(sha256: str) -> bool:
 
 # --------------------------------------------------------------------------- the gate
 
+#: Why ``PIPEYARD_DISABLE_REMOTE_CODE`` refused a source, and what to change.
+_DISABLED_REASON = "PIPEYARD_DISABLE_REMOTE_CODE=1 allows bundled pipelines only"
+_DISABLED_REMEDY = "unset PIPEYARD_DISABLE_REMOTE_CODE; the other rules then apply"
+
+
+def _may_be_bundled(source: Source) -> bool:
+    """Whether some content of this source would count as bundled (decided by kind alone)."""
+    return source.kind in (SourceKind.BUNDLED, SourceKind.GITHUB)
+
+
+def _is_bundled(source: Source, digest: str) -> bool:
+    """Bundled code: shipped in ``community/``, or a GitHub copy equal to a bundled file."""
+    if source.kind is SourceKind.GITHUB:
+        from .resolve import bundled_digests
+
+        return digest in bundled_digests()
+    return source.kind is SourceKind.BUNDLED
+
 
 def trust_reason(source: Source, digest: str, *, trust_remote_code: bool) -> str | None:
     """Why this code may run, or None when nothing allows it (see the module docstring)."""
-    from .resolve import bundled_digests
-
-    bundled = source.kind is SourceKind.BUNDLED or (
-        source.kind is SourceKind.GITHUB and digest in bundled_digests()
-    )
-    if bundled:
+    if _is_bundled(source, digest):
         return "bundled with pipeyard"
     if constants.remote_code_disabled():
         return None
@@ -139,6 +153,18 @@ def trust_reason(source: Source, digest: str, *, trust_remote_code: bool) -> str
     return None
 
 
+def _refusal(
+    source: Source, commit: str | None, digest: str | None, path: str | None
+) -> errors.UntrustedCodeError:
+    """The one refusal, after fetch (with digest and path) or before it (without)."""
+    if constants.remote_code_disabled():
+        return errors.UntrustedCodeError(
+            source.describe(), commit, digest, path, _DISABLED_REASON, _DISABLED_REMEDY
+        )
+    why = "it is neither bundled, nor a local path you named, nor in your trust store"
+    return errors.UntrustedCodeError(source.describe(), commit, digest, path, why)
+
+
 def require_trust(
     source: Source, digest: str, *, commit: str | None, path: str, trust_remote_code: bool
 ) -> str:
@@ -146,9 +172,22 @@ def require_trust(
     reason = trust_reason(source, digest, trust_remote_code=trust_remote_code)
     if reason is not None:
         return reason
-    why = (
-        "PIPEYARD_DISABLE_REMOTE_CODE=1 allows bundled pipelines only"
-        if constants.remote_code_disabled()
-        else "it is neither bundled, nor a local path you named, nor in your trust store"
-    )
-    raise errors.UntrustedCodeError(source.describe(), commit, digest, path, why)
+    raise _refusal(source, commit, digest, path)
+
+
+def refuse_before_fetch(source: Source) -> None:
+    """Raise :class:`~pipeyard.errors.UntrustedCodeError` now when fetching could not change it.
+
+    With ``PIPEYARD_DISABLE_REMOTE_CODE=1``, a remote source that cannot be bundled (a Hub
+    repo, a pipeline module of a model repo) is refused whatever its content, so it is refused
+    before any request: the error has no commit, sha256 or path. A community file at a GitHub
+    revision is still fetched, since a copy equal to a bundled file is bundled code; local
+    sources cost no request and are refused by :func:`require_trust` with their digest.
+
+    Example:
+        >>> refuse_before_fetch(Source(SourceKind.HUB, "a/b", "pipeline.py", "main"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        pipeyard.errors.UntrustedCodeError: refusing to run the code of Hub repo 'a/b' at 'main' (...)
+    """
+    if constants.remote_code_disabled() and source.kind.is_remote and not _may_be_bundled(source):
+        raise _refusal(source, None, None, None)

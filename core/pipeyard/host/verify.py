@@ -20,6 +20,7 @@ anything; here the answer never depends on executing a line of the file.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import os
 import platform
@@ -102,6 +103,40 @@ def parse_source(text: str, path: str) -> ast.Module:
         raise errors.PipelineSyntaxError(path, line, source_line.rstrip("\n"), exc.msg) from None
 
 
+#: A relative import: ``(level, module, names)``; ``from ..a import b`` is ``(2, "a", ("b",))``.
+RelativeImport = tuple[int, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class ParsedModule:
+    """One module's text, syntax tree and relative imports; shared, so never mutate ``tree``."""
+
+    text: str
+    tree: ast.Module
+    relative_imports: tuple[RelativeImport, ...]
+
+
+def parse_module(data: bytes, path: str) -> ParsedModule:
+    """Decode, parse and list the relative imports of a module's bytes.
+
+    Memoized on the bytes, so the fetch (which follows relative imports), the verification and
+    the import of a package parse each file once. A failure is not memoized: it raises
+    :class:`~pipeyard.errors.PipelineEncodingError` or ``PipelineSyntaxError`` naming ``path``.
+    """
+    try:
+        return _parse_bytes(data)
+    except (UnicodeDecodeError, SyntaxError):
+        parse_source(decode_source(data, path), path)  # raises the error that names the path
+        raise
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_bytes(data: bytes) -> ParsedModule:
+    text = data.decode("utf-8")
+    tree = ast.parse(text)
+    return ParsedModule(text, tree, tuple(relative_imports(tree)))
+
+
 # --------------------------------------------------------------------------- pipeline classes
 
 
@@ -178,12 +213,25 @@ def find_pipeline_class(
 # --------------------------------------------------------------------------- imports
 
 
-def relative_imports(tree: ast.Module) -> list[tuple[int, str, tuple[str, ...]]]:
-    """``(level, module, names)`` of every relative import anywhere in the file."""
+#: The fields through which a statement holds other statements, in source order
+#: (``handlers`` and ``cases`` hold except clauses and match cases, whose ``body`` does).
+_BLOCK_FIELDS = ("body", "handlers", "cases", "orelse", "finalbody")
+
+
+def relative_imports(tree: ast.Module) -> list[RelativeImport]:
+    """``(level, module, names)`` of every relative import anywhere in the file, in file order.
+
+    An import is a statement and no expression holds a statement, so only statement blocks are
+    visited, not every node as :func:`ast.walk` would (a tenth of the nodes, in a large file).
+    """
     found = []
-    for node in ast.walk(tree):
+    pending = list(reversed(tree.body))
+    while pending:
+        node = pending.pop()
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             found.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        inner = [child for field in _BLOCK_FIELDS for child in getattr(node, field, ())]
+        pending.extend(reversed(inner))
     return found
 
 
@@ -275,13 +323,13 @@ def script_metadata(text: str, path: str) -> ScriptMetadata | None:
 # --------------------------------------------------------------------------- whole file
 
 
-def _sibling_pipeline_classes(main: str, trees: Mapping[str, ast.Module]) -> dict[str, frozenset[str]]:
+def _sibling_pipeline_classes(main: str, modules: Mapping[str, ParsedModule]) -> dict[str, frozenset[str]]:
     """Relative module spec of ``main`` (``.base``) -> pipeline classes that sibling defines."""
     found: dict[str, frozenset[str]] = {}
-    for level, module, _ in relative_imports(trees[main]):
+    for level, module, _ in modules[main].relative_imports:
         for candidate in candidate_files(main, level, module, ()):
-            if candidate in trees:
-                classes = frozenset(name for name, _ in pipeline_classes(trees[candidate]))
+            if candidate in modules:
+                classes = frozenset(name for name, _ in pipeline_classes(modules[candidate].tree))
                 found["." * level + module] = classes
                 break
     return found
@@ -299,10 +347,9 @@ def verify_package(files: Mapping[str, bytes], main: str, root: str) -> Pipeline
         PipelineEncodingError, PipelineSyntaxError, PipelineClassError, PipelineVerificationError.
     """
     paths = {name: os.path.join(root, *name.split("/")) for name in files}
-    texts = {name: decode_source(data, paths[name]) for name, data in files.items()}
-    trees = {name: parse_source(text, paths[name]) for name, text in texts.items()}
-    tree, text, path = trees[main], texts[main], paths[main]
-    name, line = find_pipeline_class(tree, path, _sibling_pipeline_classes(main, trees))
+    modules = {name: parse_module(data, paths[name]) for name, data in files.items()}
+    tree, text, path = modules[main].tree, modules[main].text, paths[main]
+    name, line = find_pipeline_class(tree, path, _sibling_pipeline_classes(main, modules))
     return PipelineFileInfo(
         class_name=name,
         line=line,

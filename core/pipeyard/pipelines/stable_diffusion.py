@@ -190,6 +190,50 @@ class StableDiffusionPipeline(DiffusionPipeline):
         clip_input = self.feature_extractor(pil_images, return_tensors="pt").to(device)
         return self.safety_checker(images=image, clip_input=clip_input.pixel_values.to(dtype))
 
+    @torch.no_grad()
+    def decode_latents_to_output(
+        self,
+        latents: torch.Tensor,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
+        """The last step of a call: decode denoised latents, run the safety checker, convert.
+
+        Public for pipelines that run their own denoising loop (image-to-image, say) and end
+        like ``__call__``.
+
+        Args:
+            latents: denoised latents ``(batch, 4, height / 8, width / 8)``, as the UNet sees them
+                (they are divided by the VAE's ``scaling_factor`` here).
+            output_type: ``"pil"``, ``"np"``, ``"pt"``, or ``"latent"`` to return ``latents``
+                unchanged (no decoding, no safety check).
+            return_dict: return a :class:`StableDiffusionPipelineOutput` rather than a tuple.
+            device, dtype: where and in which dtype the safety checker's input goes (default:
+                the pipeline's device, the latents' dtype); pass the prompt embeddings' dtype.
+
+        Returns:
+            ``.images`` and ``.nsfw_content_detected`` (``None`` without a safety checker or
+            with ``"latent"``), or the tuple of both.
+
+        Example:
+            >>> latents = pipe(prompt, output_type="latent").images  # doctest: +SKIP
+            >>> image = pipe.decode_latents_to_output(latents).images[0]  # doctest: +SKIP
+        """
+        if output_type == "latent":
+            image, has_nsfw = latents, None
+        else:
+            device = device if device is not None else self.device
+            dtype = dtype if dtype is not None else latents.dtype
+            image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            image, has_nsfw = self.run_safety_checker(image, device, dtype)
+        do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
+        images = postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
+        if not return_dict:
+            return images, has_nsfw
+        return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=has_nsfw)
+
     def check_inputs(
         self,
         prompt: Prompt | None,
@@ -304,7 +348,9 @@ class StableDiffusionPipeline(DiffusionPipeline):
             tensors, num_inference_steps, guidance_rescale, step_kwargs(self.scheduler, generator, eta),
             callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
-        return self._finish(tensors["latents"], output_type, return_dict, device, tensors["prompt_embeds"].dtype)
+        return self.decode_latents_to_output(
+            tensors["latents"], output_type, return_dict, device, tensors["prompt_embeds"].dtype
+        )
 
     def _denoise(
         self,
@@ -347,22 +393,6 @@ class StableDiffusionPipeline(DiffusionPipeline):
         if guidance_rescale > 0.0:
             noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
         return noise_pred
-
-    def _finish(
-        self, latents: torch.Tensor, output_type: str, return_dict: bool, device: torch.device, dtype: torch.dtype
-    ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
-        """Decode, run the safety checker and convert to ``output_type``."""
-        if output_type == "latent":
-            image, has_nsfw = latents, None
-        else:
-            image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-            image, has_nsfw = self.run_safety_checker(image, device, dtype)
-        do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
-        images = postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
-        if not return_dict:
-            return images, has_nsfw
-        return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=has_nsfw)
-
 
 # ---------------------------------------------------------------------- helpers
 
