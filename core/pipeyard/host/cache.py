@@ -10,7 +10,7 @@ Layout under ``PIPEYARD_HOME`` (read at call time)::
     records/
       <sha256 of key>.json      source + revision -> commit + digest (Hub, GitHub)
     locks/
-      <digest>.lock             one file lock (flock) per package being written
+      <digest>.lock             one file lock (filelock) per package being written
 
 The digest of a single-file package is the file's sha256 (what ``sha256sum`` prints); with
 siblings it is the sha256 of the manifest lines ``<sha256>  <path>``, sorted. Because the
@@ -28,15 +28,17 @@ and digest seen when it was first fetched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import constants, errors
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 MANIFEST_NAME = "MANIFEST.json"
 
@@ -109,50 +111,13 @@ def _lock_timeout() -> float:
     return max(60.0, constants.network_timeout())
 
 
-@contextlib.contextmanager
-def _package_lock(digest: str) -> Iterator[None]:
-    """Hold ``locks/<digest>.lock`` exclusively while the package is written.
+def _package_lock(digest: str) -> FileLock:
+    """``locks/<digest>.lock``, held exclusively while the package is written."""
+    from filelock import FileLock
 
-    An uncontended ``flock`` is taken directly (filelock 4.x's own bookkeeping costs ~0.2 ms, a
-    tenth of a cold local load or more); contention, and any file system or platform where that
-    is not possible, go to :class:`filelock.FileLock` on the same file. Its Unix lock is the
-    same ``flock``, so the two exclude each other, and it still handles the waiting, the timeout
-    and file systems without ``flock``.
-    """
-    path = constants.pipeyard_home() / "locks" / f"{digest}.lock"
-    fd = _flock_now(path)
-    if fd is None:
-        from filelock import FileLock
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path), timeout=_lock_timeout()):
-            yield
-        return
-    try:
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-
-
-def _flock_now(path: Path) -> int | None:
-    """A descriptor holding an exclusive ``flock`` on ``path``, or None if not at once."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return None
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError:  # e.g. no locks/ folder yet: filelock creates it
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_nlink:  # not a file unlinked between open and flock
-            return fd
-    except OSError:  # held by another process, or no flock on this file system
-        pass
-    os.close(fd)
-    return None
+    locks = constants.pipeyard_home() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{digest}.lock"), timeout=_lock_timeout())
 
 
 def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:

@@ -119,21 +119,22 @@ class ParsedModule:
 def parse_module(data: bytes, path: str) -> ParsedModule:
     """Decode, parse and list the relative imports of a module's bytes.
 
-    Memoized on the bytes, so the fetch (which follows relative imports), the verification and
-    the import of a package parse each file once. A failure is not memoized: it raises
+    Memoized on the bytes and the path, so the fetch (which follows relative imports), the
+    verification and the import of a package parse each file once, and parser warnings name
+    the file. A failure is not memoized: it raises
     :class:`~pipeyard.errors.PipelineEncodingError` or ``PipelineSyntaxError`` naming ``path``.
     """
     try:
-        return _parse_bytes(data)
+        return _parse_bytes(data, path)
     except (UnicodeDecodeError, SyntaxError):
         parse_source(decode_source(data, path), path)  # raises the error that names the path
         raise
 
 
 @functools.lru_cache(maxsize=32)
-def _parse_bytes(data: bytes) -> ParsedModule:
+def _parse_bytes(data: bytes, path: str) -> ParsedModule:
     text = data.decode("utf-8")
-    tree = ast.parse(text)
+    tree = ast.parse(text, filename=path)
     return ParsedModule(text, tree, tuple(relative_imports(tree)))
 
 
