@@ -4,7 +4,8 @@ SD 1.5 architecture with random weights (saved once by diffusers, loaded by both
 
 * UNet step, CFG batch 2, 64x64 latents (512x512 images): eager, CUDA graph (both libraries'
   UNets replayed by :class:`pipeyard.cuda_graph.GraphedModule`, so the runner is the same),
-  and ``torch.compile`` (default mode). Median of CUDA-event timings.
+  ``torch.compile`` (default mode), and both (``GraphedModule(unet, compile=True)``, what
+  ``pipe.enable_cuda_graph(compile=True)`` runs). Median of CUDA-event timings.
 * DPM++ 20-step image at batch 1 and 8: pipeyard with ``enable_cuda_graph()`` (and eager, for
   reference) against diffusers eager; seconds per image, best of ``--runs``.
 * peak CUDA memory of those calls, and ``from_pretrained`` onto cuda.
@@ -77,9 +78,10 @@ def unet_rows(folder: Path, steps: int, compile: bool) -> list[str]:
             step_ms(compiled, inputs, 1)
             ms[lib, "compile s"] = time.perf_counter() - start
             ms[lib, "compiled"] = step_ms(compiled, inputs, steps)
+            ms[lib, "graph+compiled"] = step_ms(GraphedModule(unet, compile=True), inputs, steps)
         del unet
         torch.cuda.empty_cache()
-    modes = ["eager", "graph"] + (["compiled", "compile s"] if compile else [])
+    modes = ["eager", "graph"] + (["compiled", "graph+compiled", "compile s"] if compile else [])
     return [
         pipeline_bench.row(f"UNet step, CFG batch 2, {mode}", ms["pipeyard", mode], ms["diffusers", mode],
                            "s" if mode == "compile s" else "ms")
