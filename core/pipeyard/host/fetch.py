@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Optional
 
 from .. import constants, errors
 from .resolve import Source, SourceKind
-from .verify import candidate_files, parse_module
+from .verify import candidate_files, parse_module, source_path
 
 if TYPE_CHECKING:
     from ..hub import FileSource
@@ -55,10 +55,10 @@ class FetchedPackage:
 # --------------------------------------------------------------------------- package walk
 
 
-def _imports_of(name: str, data: bytes) -> list[str]:
+def _imports_of(name: str, data: bytes, origin: str) -> list[str]:
     """Candidate sibling files of one module; none when it does not parse (verify says why)."""
     try:
-        parsed = parse_module(data, name)
+        parsed = parse_module(data, source_path(origin, name))  # the path verify parses it under
     except ValueError:  # PipelineEncodingError, PipelineSyntaxError, a NUL byte
         return []
     candidates: list[str] = []
@@ -67,11 +67,12 @@ def _imports_of(name: str, data: bytes) -> list[str]:
     return candidates
 
 
-def collect_package(main: str, read: Reader, main_data: bytes | None = None) -> dict[str, bytes]:
+def collect_package(main: str, read: Reader, main_data: bytes | None = None, *, origin: str = "") -> dict[str, bytes]:
     """The pipeline file plus every module reachable from it by relative imports.
 
     Args:
         main_data: the pipeline file's bytes when the caller already read them.
+        origin: where the files come from, as :class:`FetchedPackage` records it (messages).
 
     Raises:
         EntryNotFoundError: the pipeline file itself is missing.
@@ -83,7 +84,7 @@ def collect_package(main: str, read: Reader, main_data: bytes | None = None) -> 
     queue = [main]
     while queue:
         current = queue.pop()
-        for candidate in _imports_of(current, files[current]):
+        for candidate in _imports_of(current, files[current], origin):
             if candidate in files:
                 continue
             content = read(candidate)
@@ -194,7 +195,8 @@ def _fetch_hub(source: Source, options: dict[str, object]) -> FetchedPackage:
         raise errors.EntryNotFoundError(source.location, source.filename, source.revision)
     read = hub_reader(source.location, listing.commit, listing.files, **options)
     origin = f"{source.location}@{listing.commit}"
-    return FetchedPackage(collect_package(source.filename, read), source.filename, listing.commit, origin)
+    files = collect_package(source.filename, read, origin=origin)
+    return FetchedPackage(files, source.filename, listing.commit, origin)
 
 
 def _fetch_github(source: Source) -> FetchedPackage:
@@ -205,13 +207,13 @@ def _fetch_github(source: Source) -> FetchedPackage:
         raise errors.PipelineNotFoundError(
             source.location, [f"community pipeline {source.filename!r} at {source.revision!r}: {url} answered 404"]
         )
-    files = collect_package(source.filename, read, main)
+    files = collect_package(source.filename, read, main, origin=url)
     commit = source.revision if _FULL_SHA.match(source.revision) else None
     return FetchedPackage(files, source.filename, commit, url)
 
 
 def _fetch_local(source: Source, root: str) -> FetchedPackage:
-    files = collect_package(source.filename, folder_reader(root))
+    files = collect_package(source.filename, folder_reader(root), origin=root)
     return FetchedPackage(files, source.filename, None, root)
 
 
@@ -260,4 +262,4 @@ def fetch_from_file_source(file_source: FileSource, filename: str) -> FetchedPac
 
     commit = file_source.commit
     origin = file_source.location + (f"@{commit}" if commit else "")
-    return FetchedPackage(collect_package(filename, read), filename, commit, origin)
+    return FetchedPackage(collect_package(filename, read, origin=origin), filename, commit, origin)

@@ -116,6 +116,11 @@ class ParsedModule:
     relative_imports: tuple[RelativeImport, ...]
 
 
+def source_path(root: str, name: str) -> str:
+    """The path messages give for package file ``name`` under ``root`` (a folder, a URL, a repo)."""
+    return os.path.join(root, *name.split("/"))
+
+
 def parse_module(data: bytes, path: str) -> ParsedModule:
     """Decode, parse and list the relative imports of a module's bytes.
 
@@ -347,7 +352,7 @@ def verify_package(files: Mapping[str, bytes], main: str, root: str) -> Pipeline
     Raises:
         PipelineEncodingError, PipelineSyntaxError, PipelineClassError, PipelineVerificationError.
     """
-    paths = {name: os.path.join(root, *name.split("/")) for name in files}
+    paths = {name: source_path(root, name) for name in files}
     modules = {name: parse_module(data, paths[name]) for name, data in files.items()}
     tree, text, path = modules[main].tree, modules[main].text, paths[main]
     name, line = find_pipeline_class(tree, path, _sibling_pipeline_classes(main, modules))
