@@ -33,6 +33,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -331,30 +332,13 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
-#: A new temp file, never through a link, binary on Windows (the flags ``tempfile.mkstemp`` uses).
-_TEMP_FILE_FLAGS = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-)
-
-
 def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The bytes go to a new file beside it (a random name, mode 0600 as with ``tempfile.mkstemp``),
-    which then replaces ``path``. Plain ``os`` calls rather than ``mkstemp`` and a file object:
-    this runs twice on every first load of a custom pipeline, and they halve its cost.
-    """
-    folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, _TEMP_FILE_FLAGS, 0o600)
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
