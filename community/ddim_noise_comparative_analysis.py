@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["torch>=2.1", "numpy>=1.24"]
+# dependencies = ["torch>=2.1"]
 #
 # [tool.pipeyard]
 # requires-core = ">=0.1"
@@ -36,22 +36,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from pipeyard import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, randn_tensor
+from pipeyard import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, preprocess_image, randn_tensor
 
 if TYPE_CHECKING:
     from pipeyard import SchedulerMixin, UNet2DModel
-
-
-def image_to_tensor(image: Any) -> torch.Tensor:
-    """A ``(B, C, H, W)`` tensor in [-1, 1] from a tensor (kept as is) or a PIL image / list of them."""
-    if isinstance(image, torch.Tensor):
-        return image if image.ndim == 4 else image.unsqueeze(0)
-    images = image if isinstance(image, list) else [image]
-    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for img in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 def tensor_to_output(sample: torch.Tensor, output_type: str) -> Any:
@@ -95,7 +85,7 @@ class DDIMNoiseComparativeAnalysisPipeline(DiffusionPipeline):
         if image is None:
             shape = (batch_size, config.in_channels, height, width)
             return randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
-        clean = image_to_tensor(image).to(device=self.device, dtype=self.unet.dtype)
+        clean = preprocess_image(image).to(device=self.device, dtype=self.unet.dtype)
         noise = randn_tensor(tuple(clean.shape), generator=generator, device=self.device, dtype=clean.dtype)
         if len(timesteps) == 0:
             return clean

@@ -1,6 +1,6 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = ["torch>=2.1", "transformers>=4.44", "numpy>=1.24"]
+# dependencies = ["torch>=2.1", "transformers>=4.44"]
 #
 # [tool.pipeyard]
 # requires-core = ">=0.1"
@@ -34,19 +34,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import numpy as np
 import torch
 
-from pipeyard import StableDiffusionPipeline, StableDiffusionPipelineOutput, randn_tensor
-
-
-def preprocess_image(image: Any) -> torch.Tensor:
-    """A ``(B, 3, H, W)`` tensor in [-1, 1] from PIL image(s) or a tensor (kept as is)."""
-    if isinstance(image, torch.Tensor):
-        return image if image.ndim == 4 else image.unsqueeze(0)
-    images = image if isinstance(image, list) else [image]
-    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for img in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+from pipeyard import StableDiffusionPipeline, StableDiffusionPipelineOutput, preprocess_image, randn_tensor
 
 
 class StableDiffusionImg2ImgCommunityPipeline(StableDiffusionPipeline):

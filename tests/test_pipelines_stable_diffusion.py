@@ -248,3 +248,14 @@ def test_progress_bar_counts_steps_and_can_be_disabled(ours: Any, capsys: pytest
     assert "denoising" in err and "2/2" in err
     ours("a cat", num_inference_steps=2, output_type="latent")
     assert capsys.readouterr().err == ""
+
+
+def test_preprocess_image_maps_pil_pixels_to_model_space() -> None:
+    from PIL import Image
+
+    image = Image.new("RGB", (4, 2), (255, 0, 128))
+    batch = pipeyard.preprocess_image([image, image])
+    assert batch.shape == (2, 3, 2, 4) and batch.dtype == torch.float32
+    assert batch[0, :, 0, 0].tolist() == pytest.approx([1.0, -1.0, 128 / 127.5 - 1.0], abs=1e-6)  # float32
+    tensor = torch.zeros(3, 2, 4)
+    assert pipeyard.preprocess_image(tensor).shape == (1, 3, 2, 4)

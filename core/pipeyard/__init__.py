@@ -56,6 +56,7 @@ _LAZY_NAMES: dict[str, str] = {
     "PNDMScheduler": "schedulers.pndm",
     "UniPCMultistepScheduler": "schedulers.unipc_multistep",
     # utilities
+    "preprocess_image": "pipelines.image_processing",
     "randn_tensor": "torch_utils",
 }
 

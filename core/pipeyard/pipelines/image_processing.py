@@ -1,4 +1,4 @@
-"""Turning a decoded image batch into what ``output_type`` asks for.
+"""Turning a decoded image batch into what ``output_type`` asks for, and input images into tensors.
 
 Every built-in pipeline ends the same way: a ``(batch, channels, height, width)`` tensor in
 [-1, 1] (or latents) becomes a tensor in [0, 1] (``"pt"``), a ``(batch, height, width,
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import errors
@@ -29,6 +30,16 @@ def check_output_type(output_type: Any, allowed: Sequence[str] = IMAGE_OUTPUT_TY
     """
     if output_type not in allowed:
         raise errors.UnknownOutputTypeError(output_type, allowed)
+
+
+def preprocess_image(image: Any) -> torch.Tensor:
+    """A ``(B, 3, H, W)`` float32 tensor in [-1, 1] from a PIL image or a list of them; a
+    tensor is taken as already in model space (a 3-d one gains the batch axis)."""
+    if isinstance(image, torch.Tensor):
+        return image if image.ndim == 4 else image.unsqueeze(0)
+    images = image if isinstance(image, list) else [image]
+    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for img in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:
