@@ -30,20 +30,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-TINY_SD15_UNET = dict(
-    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 32, 64, 64), layers_per_block=2,
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
+sys.path.insert(0, str(Path(__file__).parent))
+from models import SD15_UNET  # noqa: E402  (bench/models.py)
+
+#: the SD 1.5 UNet of bench/models.py (block types, layers, 8 heads) at tiny widths
+TINY_SD15_UNET = {
+    **SD15_UNET, "sample_size": 8, "block_out_channels": (32, 32, 64, 64), "cross_attention_dim": 32,
+    "norm_num_groups": 8,
+}
 
 
 #: --narrow: convs cost ~28 us instead of ~120 us on a small CPU, so Python's share grows
