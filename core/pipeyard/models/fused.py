@@ -58,24 +58,26 @@ class FusedLinear:
     def out_features(self) -> list[int]:
         return [layer.out_features for layer in self.layers]  # type: ignore[misc]
 
-    def fusable(self) -> bool:
+    def fusable(self, layers: list[nn.Module] | None = None) -> bool:
         """Whether one matmul is exactly the layers' calls (all plain, hook-free ``nn.Linear``)."""
-        return all(direct.is_direct(layer, nn.Linear) for layer in self.layers)
+        return all(direct.is_direct(layer, nn.Linear) for layer in (self.layers if layers is None else layers))
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        if not self.fusable():
-            return torch.cat([layer(inputs) for layer in self.layers], dim=-1)
-        weight, bias = self.weight_and_bias()
+        layers = self.layers
+        if not self.fusable(layers):
+            return torch.cat([layer(inputs) for layer in layers], dim=-1)
+        weight, bias = self.weight_and_bias(layers)
         return F.linear(inputs, weight, bias)
 
-    def weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def weight_and_bias(self, layers: list[nn.Module] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The concatenated weight and bias, from the cache when the cache rule allows."""
-        params = self._parameters()
+        layers = self.layers if layers is None else layers
+        params = [layer.weight for layer in layers] + [layer.bias for layer in layers if layer.bias is not None]
         if torch.is_grad_enabled() or any(p.is_inference() for p in params):
-            return self._concatenate()  # inference tensors have no version counter to key on
+            return _concatenate(layers)  # inference tensors have no version counter to key on
         key = tuple((id(p), p._version, p.dtype, p.device) for p in params)
         if key != self._key:
-            self._weight, self._bias = self._concatenate()
+            self._weight, self._bias = _concatenate(layers)
             self._key = key
         assert self._weight is not None
         return self._weight, self._bias
@@ -84,26 +86,21 @@ class FusedLinear:
         """Drop the cached weight (it is rebuilt on the next call)."""
         self._key = self._weight = self._bias = None
 
-    def _parameters(self) -> list[torch.Tensor]:
-        params = [layer.weight for layer in self.layers]
-        params += [layer.bias for layer in self.layers if layer.bias is not None]
-        return params
 
-    def _concatenate(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        layers = self.layers
-        weight = torch.cat([layer.weight for layer in layers])
-        if all(layer.bias is None for layer in layers):
-            return weight, None
-        biases = [layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in layers]
-        return weight, torch.cat(biases)
+def _concatenate(layers: list[nn.Module]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    weight = torch.cat([layer.weight for layer in layers])
+    if all(layer.bias is None for layer in layers):
+        return weight, None
+    biases = [layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in layers]
+    return weight, torch.cat(biases)
 
 
 class PerCallProjections:
     """Layers all over a model that read one same tensor per model call, run as one matmul.
 
     Every resnet's ``time_emb_proj`` reads the activated time embedding, and every
-    cross-attention's ``to_k``/``to_v`` read the text embeddings: 22 and 32 small matmuls per
-    SD UNet call that become one each. The model opens a scope with the shared input at the
+    cross-attention's ``to_k``/``to_v`` read the text embeddings: 22 and 32 layers per SD UNet
+    call that become one matmul each. The model opens a scope with the shared input at the
     start of its forward and closes it at the end; each *consumer* (the module owning the
     layers) asks :func:`precomputed` for its slice instead of running its layers.
 
@@ -131,12 +128,13 @@ class PerCallProjections:
 
     def open(self, inputs: torch.Tensor) -> None:
         """Run the fused matmul on ``inputs``; consumers called with ``inputs`` get slices."""
-        if not self._fused.fusable():
+        layers = self._fused.layers
+        if not self._fused.fusable(layers):
             return
-        widths = self._fused.out_features
+        weight, bias = self._fused.weight_and_bias(layers)
         step = self._per_consumer
-        sizes = [sum(widths[i : i + step]) for i in range(0, len(widths), step)]
-        self._scope = (inputs, self._fused(inputs).split(sizes, dim=-1))
+        sizes = [sum(layer.out_features for layer in layers[i : i + step]) for i in range(0, len(layers), step)]
+        self._scope = (inputs, F.linear(inputs, weight, bias).split(sizes, dim=-1))
 
     def close(self) -> None:
         self._scope = None

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from .. import errors
 from . import direct
 from .activations import activation
-from .fused import precomputed
+from .fused import PerCallProjections, precomputed
 
 TIME_SCALE_SHIFTS = ("default", "scale_shift")
 
@@ -87,6 +87,13 @@ class ResnetBlock2D(nn.Module):
         if self.output_scale_factor != 1.0:
             output = output / self.output_scale_factor
         return output
+
+
+def shared_time_projections(model: nn.Module) -> PerCallProjections:
+    """One matmul per ``model`` call for the time projections of all its resnets (built with
+    ``temb_activated=True``, they all read the same activated embedding)."""
+    resnets = [m for m in model.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
+    return PerCallProjections(resnets, ["time_emb_proj"])
 
 
 class Downsample2D(nn.Module):

@@ -20,9 +20,9 @@ from . import direct
 from .activations import activation
 from .attention import AttentionSlicingMixin, rename_legacy_attention_keys
 from .embeddings import GaussianFourierProjection, SinusoidalTimestepProjection, TimestepEmbedding
-from .fused import PerCallProjections, opened
+from .fused import opened
 from .outputs import UNet2DOutput
-from .resnet import ResnetBlock2D
+from .resnet import shared_time_projections
 from .unet_blocks import BlockArgs, build_block, check_block_types
 from .validation import check_sample, require_choice, timesteps_for_batch
 
@@ -103,8 +103,7 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, first, eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(first, out_channels, kernel_size=3, padding=1)
-        resnets = [m for m in self.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
-        self._time_projections = PerCallProjections(resnets, ["time_emb_proj"])  # one matmul per call
+        self._time_projections = shared_time_projections(self)
 
     # ------------------------------------------------------------------ building
 

@@ -26,7 +26,7 @@ from .attention import Attention, AttentionSlicingMixin
 from .embeddings import SinusoidalTimestepProjection, TimestepEmbedding
 from .fused import PerCallProjections, opened
 from .outputs import UNet2DConditionOutput
-from .resnet import ResnetBlock2D
+from .resnet import shared_time_projections
 from .unet_blocks import BlockArgs, build_block, check_block_types
 from .validation import check_sample, per_block, require_choice, require_defaults, timesteps_for_batch
 
@@ -156,8 +156,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
     def _per_call_projections(self) -> tuple[PerCallProjections, PerCallProjections | None]:
         """One matmul per call for all resnets' time projections, one for all cross-attention
         keys/values (when every cross-attention reads the same context width)."""
-        resnets = [m for m in self.modules() if isinstance(m, ResnetBlock2D) and m.time_emb_proj is not None]
-        times = PerCallProjections(resnets, ["time_emb_proj"])
+        times = shared_time_projections(self)
         cross = [m for m in self.modules() if isinstance(m, Attention) and m.is_cross_attention]
         if len({layer.to_k.in_features for layer in cross}) != 1:
             return times, None
