@@ -1,5 +1,6 @@
-"""Saving a custom pipeline copies its code; the saved folder reloads in a fresh process, and
-only on the machine that saved it without asking for trust."""
+"""Saving a custom pipeline copies its code; the saved folder reloads in a fresh process.
+Saving trusts nothing by itself: only ``trust_saved_code=True`` lets the saving machine reload
+it without asking, and other machines always ask."""
 
 from __future__ import annotations
 
@@ -54,8 +55,21 @@ def custom_folder(tmp_path):
 def saved_custom(tiny_ddpm_folder, custom_folder, tmp_path):
     pipe = DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline=str(custom_folder))
     out = tmp_path / "saved"
-    pipe.save_pretrained(out)
+    pipe.save_pretrained(out, trust_saved_code=True)
     return pipe, out
+
+
+def test_a_plain_save_trusts_nothing_and_its_reload_asks(tiny_ddpm_folder, custom_folder, tmp_path):
+    pipe = DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline=str(custom_folder))
+    pipe.save_pretrained(tmp_path / "saved")
+    assert trust.list() == []
+    with pytest.raises(UntrustedCodeError) as info:
+        DiffusionPipeline.from_pretrained(tmp_path / "saved")
+    assert "trust_remote_code=True" in str(info.value)
+    assert info.value.path == str(tmp_path / "saved" / "pipeline.py")  # the file to read is the saved one
+    reloaded = DiffusionPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert torch.equal(reloaded(seed=3), pipe(seed=3))
+    assert trust.list() == []  # a one-off flag is not remembered
 
 
 def test_save_copies_the_code_and_records_its_source(saved_custom, custom_folder):
@@ -99,7 +113,7 @@ def test_the_same_folder_elsewhere_asks_for_trust(saved_custom, tmp_path, monkey
 def test_saving_twice_and_reloading_the_reloaded_pipeline(saved_custom, tmp_path):
     pipe, out = saved_custom
     again = DiffusionPipeline.from_pretrained(out)
-    again.save_pretrained(tmp_path / "second")
+    again.save_pretrained(tmp_path / "second", trust_saved_code=True)
     index = json.loads((tmp_path / "second" / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline.py", "ScaledUnetPipeline"]
     assert torch.equal(DiffusionPipeline.from_pretrained(tmp_path / "second")(seed=2), pipe(seed=2))

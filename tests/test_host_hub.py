@@ -10,7 +10,7 @@ import pytest
 
 import pipeyard.trust
 from pipeyard import errors, hub
-from pipeyard.host import load_pipeline_class
+from pipeyard.host import load_pipeline_class, load_repository_pipeline_class
 
 HELPERS = "from .sub import deeper\nNAME = 'v1' + deeper.MARK\n"
 
@@ -102,9 +102,9 @@ def test_module_named_by_model_index_of_a_hub_repo(olah_hub, pipeline_text):
     commit = repo.commit({"model_index.json": '{"_class_name": ["my_pipe", "RepoPipe"]}', "my_pipe.py": text})
     source = hub.open_source(repo_id, revision="main")  # olah (offline) answers only with a revision
     with pytest.raises(errors.UntrustedCodeError) as caught:
-        load_pipeline_class(None, pretrained=source, embedded_class=["my_pipe", "RepoPipe"])
+        load_repository_pipeline_class({"_class_name": ["my_pipe", "RepoPipe"]}, source)
     assert caught.value.commit == commit and caught.value.sha256 == hashlib.sha256(text.encode()).hexdigest()
-    cls = load_pipeline_class(None, pretrained=repo_id, embedded_class=("my_pipe", "RepoPipe"), trust_remote_code=True)
+    cls = load_repository_pipeline_class({"_class_name": ("my_pipe", "RepoPipe")}, repo_id, trust_remote_code=True)
     assert cls.__name__ == "RepoPipe"
 
 

@@ -71,7 +71,10 @@ def test_an_error_raised_at_import_is_wrapped_and_leaves_nothing_behind(write_pi
         load_pipeline_class(str(path))
 
 
-def test_a_class_that_is_not_a_pipeline_after_import_is_refused(write_pipeline):
+def test_a_class_that_is_not_a_pipeline_after_import_is_refused(write_pipeline, tiny_ddpm_folder):
+    """The host returns the one class verified; from_pretrained refuses it if not a pipeline."""
+    from pipeyard import DiffusionPipeline
+
     text = (
         "import pipeyard\n"
         "DiffusionPipeline = object  # shadows the real base at runtime\n"
@@ -79,8 +82,10 @@ def test_a_class_that_is_not_a_pipeline_after_import_is_refused(write_pipeline):
         "DiffusionPipeline = object\n"
         "class Sneaky(DiffusionPipeline):\n    pass\n"
     )
+    path = str(write_pipeline(text=text))
+    assert load_pipeline_class(path).__name__ == "Sneaky"
     with pytest.raises(errors.PipelineImportError, match="not a subclass of pipeyard.DiffusionPipeline"):
-        load_pipeline_class(str(write_pipeline(text=text)))
+        DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline=path)
 
 
 def test_requirements_are_checked_before_import(write_pipeline, pipeline_text, tmp_path):
@@ -97,7 +102,7 @@ def test_requirements_are_checked_before_import(write_pipeline, pipeline_text, t
 def test_importing_the_host_does_not_import_torch():
     code = (
         "import sys, pipeyard.host, pipeyard.trust\n"
-        "from pipeyard.host import load_pipeline_class, resolve, fetch, verify, trust, cache, importer\n"
+        "from pipeyard.host import load_pipeline_class, resolve, fetch, verify, gate, trust_store, cache, importer\n"
         "heavy = [m for m in ('torch', 'transformers', 'pipeyard.pipelines.base', 'pipeyard.models') if m in sys.modules]\n"
         "print(heavy)\n"
     )

@@ -82,8 +82,8 @@ def test_non_py_local_file_is_invalid(tmp_path):
 
 def test_model_index_module_pair_must_be_a_relative_module():
     with pytest.raises(errors.InvalidPipelineNameError):
-        resolve.embedded_source("alice/model", ("../evil", "X"), None)
-    source = resolve.embedded_source("alice/model", ("my_pipe", "X"), "abc")
+        resolve.repository_source({"_class_name": ["../evil", "X"]}, "alice/model", None)
+    source = resolve.repository_source({"_class_name": ["my_pipe", "X"]}, "alice/model", "abc")
     assert (source.filename, source.class_name, source.kind) == ("my_pipe.py", "X", SourceKind.EMBEDDED)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import pipeyard.trust
 from pipeyard import constants, errors, hub
-from pipeyard.host import load_pipeline_class, resolve, trust
+from pipeyard.host import gate, load_pipeline_class, load_repository_pipeline_class, resolve
 from pipeyard.host.resolve import Source, SourceKind
 
 DIGEST = "ab" * 32
@@ -36,7 +36,7 @@ def _hub_source() -> Source:
 
 def test_untrusted_error_names_source_commit_digest_path_and_both_ways():
     with pytest.raises(errors.UntrustedCodeError) as caught:
-        trust.require_trust(_hub_source(), DIGEST, commit="c0ffee", path="/cache/pipeline.py", trust_remote_code=False)
+        gate.require_trust(_hub_source(), DIGEST, commit="c0ffee", path="/cache/pipeline.py", trust_remote_code=False)
     error = caught.value
     assert (error.source, error.commit, error.sha256, error.path) == (
         "Hub repo 'alice/pipe' at 'main'", "c0ffee", DIGEST, "/cache/pipeline.py")
@@ -58,23 +58,23 @@ def test_untrusted_error_names_source_commit_digest_path_and_both_ways():
     ],
 )
 def test_decision_by_source_kind(kind, expected):
-    assert trust.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=False) == expected
+    assert gate.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=False) == expected
 
 
 def test_trust_store_and_flag_allow_remote_code():
-    assert trust.trust_reason(_hub_source(), DIGEST, trust_remote_code=True) == "trust_remote_code=True"
+    assert gate.trust_reason(_hub_source(), DIGEST, trust_remote_code=True) == "trust_remote_code=True"
     pipeyard.trust.add(DIGEST)
-    assert trust.trust_reason(_hub_source(), DIGEST, trust_remote_code=False) == "its sha256 is in the trust store"
+    assert gate.trust_reason(_hub_source(), DIGEST, trust_remote_code=False) == "its sha256 is in the trust store"
 
 
 def test_disable_remote_code_refuses_all_but_bundled(monkeypatch):
     monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
     pipeyard.trust.add(DIGEST)
     for kind in (SourceKind.LOCAL_FILE, SourceKind.HUB, SourceKind.ENTRY_POINT):
-        assert trust.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
+        assert gate.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
     bundled = resolve.bundled_registry()["one_step_unet"]["sha256"]
     github = Source(SourceKind.GITHUB, "one_step_unet", "one_step_unet.py", "v1")
-    assert trust.trust_reason(github, bundled, trust_remote_code=False) == "bundled with pipeyard"
+    assert gate.trust_reason(github, bundled, trust_remote_code=False) == "bundled with pipeyard"
     assert load_pipeline_class("one_step_unet").__name__ == "UnetSchedulerOneForwardPipeline"
 
 
@@ -87,13 +87,13 @@ def test_disabled_remote_code_refuses_an_explicit_local_file(monkeypatch, write_
 def test_bundled_community_name_goes_through_the_gate(monkeypatch):
     """diffusers #13691: community names skipped the gate. Ours consult it like any source."""
     calls = []
-    original = trust.trust_reason
+    original = gate.trust_reason
 
     def spy(source, digest, *, trust_remote_code):
         calls.append((source.kind, digest))
         return original(source, digest, trust_remote_code=trust_remote_code)
 
-    monkeypatch.setattr(trust, "trust_reason", spy)
+    monkeypatch.setattr(gate, "trust_reason", spy)
     load_pipeline_class("one_step_unet")
     assert calls == [(SourceKind.BUNDLED, resolve.bundled_registry()["one_step_unet"]["sha256"])]
 
@@ -105,19 +105,19 @@ def test_model_repo_module_is_untrusted_and_nothing_runs(tmp_path, pipeline_text
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "my_pipe.py").write_text(text)
     with pytest.raises(errors.UntrustedCodeError) as caught:
-        load_pipeline_class(None, pretrained=str(tmp_path / "model"), embedded_class=["my_pipe", "Embedded"])
+        load_repository_pipeline_class({"_class_name": ["my_pipe", "Embedded"]}, str(tmp_path / "model"))
     assert caught.value.sha256 == hashlib.sha256(text.encode()).hexdigest()
     assert "my_pipe.py" in caught.value.path
     assert not marker.exists()
     pipeyard.trust.add(caught.value.sha256)
-    cls = load_pipeline_class(None, pretrained=str(tmp_path / "model"), embedded_class=["my_pipe", "Embedded"])
+    cls = load_repository_pipeline_class({"_class_name": ["my_pipe", "Embedded"]}, str(tmp_path / "model"))
     assert cls.__name__ == "Embedded" and marker.exists()
 
 
 def test_model_index_class_must_match_the_module(tmp_path, pipeline_text):
     (tmp_path / "my_pipe.py").write_text(pipeline_text("Actual"))
     with pytest.raises(errors.PipelineVerificationError, match="names class 'Expected'"):
-        load_pipeline_class(None, pretrained=str(tmp_path), embedded_class=["my_pipe", "Expected"], trust_remote_code=True)
+        load_repository_pipeline_class({"_class_name": ["my_pipe", "Expected"]}, str(tmp_path), trust_remote_code=True)
 
 
 # ---------------------------------------------------------------- refused before any request
@@ -151,7 +151,7 @@ def test_disabled_remote_code_refuses_a_model_repo_module_before_any_request(
     monkeypatch.setenv("PIPEYARD_DISABLE_REMOTE_CODE", "1")
     for pretrained in (opened, repo_id):
         with pytest.raises(errors.UntrustedCodeError, match="nothing was downloaded") as caught:
-            load_pipeline_class(None, pretrained=pretrained, embedded_class=["my_pipe", "RepoPipe"])
+            load_repository_pipeline_class({"_class_name": ["my_pipe", "RepoPipe"]}, pretrained)
         assert "my_pipe.py" in caught.value.source
     assert hub_requests == []
 
@@ -172,12 +172,12 @@ def test_pre_fetch_refusal_is_the_gate_decision_for_every_kind(monkeypatch):
     refused = set()
     for kind in SourceKind:
         try:
-            trust.refuse_before_fetch(Source(kind, "x", "x.py"))
+            gate.refuse_before_fetch(Source(kind, "x", "x.py"))
         except errors.UntrustedCodeError:
             refused.add(kind)
     assert refused == {SourceKind.HUB, SourceKind.EMBEDDED}
     for kind in refused:
-        assert trust.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
+        assert gate.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
     monkeypatch.delenv("PIPEYARD_DISABLE_REMOTE_CODE")
     for kind in SourceKind:
-        trust.refuse_before_fetch(Source(kind, "x", "x.py"))
+        gate.refuse_before_fetch(Source(kind, "x", "x.py"))

@@ -2,7 +2,7 @@
 
 Public names are resolved lazily: ``import pipeyard`` imports neither torch nor transformers;
 ``pipeyard.UNet2DModel`` imports the module that defines it on first access. Each public name
-is listed once in ``_LAZY_NAMES`` below (name -> module relative to this package).
+is listed once in :data:`pipeyard.names.PUBLIC` (name -> module relative to this package).
 """
 
 from __future__ import annotations
@@ -12,56 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# name -> submodule that defines it. Keep sorted by module, then name.
-_LAZY_NAMES: dict[str, str] = {
-    # configuration and errors
-    "ConfigMixin": "configuration",
-    "FrozenConfig": "configuration",
-    "register_to_config": "configuration",
-    "PipeyardError": "errors",
-    # models
-    "ModelMixin": "modeling",
-    "AutoencoderKL": "models.autoencoder_kl",
-    "AutoencoderKLOutput": "models.outputs",
-    "DecoderOutput": "models.outputs",
-    "DiagonalGaussianDistribution": "models.outputs",
-    "UNet2DConditionOutput": "models.outputs",
-    "UNet2DOutput": "models.outputs",
-    "StableDiffusionSafetyChecker": "models.safety_checker",
-    "UNet2DModel": "models.unet_2d",
-    "UNet2DConditionModel": "models.unet_2d_condition",
-    # fast path
-    "GraphedModule": "cuda_graph",
-    # pipelines
-    "DiffusionPipeline": "pipelines.base",
-    "DDIMPipeline": "pipelines.ddim",
-    "DDPMPipeline": "pipelines.ddpm",
-    "ImagePipelineOutput": "pipelines.outputs",
-    "StableDiffusionPipelineOutput": "pipelines.outputs",
-    "StableDiffusionPipeline": "pipelines.stable_diffusion",
-    # schedulers
-    "SchedulerMixin": "schedulers.common",
-    "SchedulerOutput": "schedulers.common",
-    "DDIMScheduler": "schedulers.ddim",
-    "DDPMScheduler": "schedulers.ddpm",
-    "DEISMultistepScheduler": "schedulers.deis_multistep",
-    "DPMSolverMultistepScheduler": "schedulers.dpmsolver_multistep",
-    "DPMSolverSinglestepScheduler": "schedulers.dpmsolver_singlestep",
-    "EulerAncestralDiscreteScheduler": "schedulers.euler_ancestral_discrete",
-    "EulerDiscreteScheduler": "schedulers.euler_discrete",
-    "HeunDiscreteScheduler": "schedulers.heun_discrete",
-    "KDPM2AncestralDiscreteScheduler": "schedulers.kdpm2_ancestral_discrete",
-    "KDPM2DiscreteScheduler": "schedulers.kdpm2_discrete",
-    "LMSDiscreteScheduler": "schedulers.lms_discrete",
-    "PNDMScheduler": "schedulers.pndm",
-    "UniPCMultistepScheduler": "schedulers.unipc_multistep",
-    # utilities
-    "preprocess_image": "pipelines.image_processing",
-    "randn_tensor": "torch_utils",
-}
+from .names import PUBLIC as _LAZY_NAMES  # name -> submodule that defines it (see names.py)
 
 # Submodules reachable as attributes (pipeyard.errors, pipeyard.constants, ...).
-_LAZY_MODULES = frozenset({"constants", "errors", "configuration", "hub", "modeling", "host", "trust", "plugins"})
+_LAZY_MODULES = frozenset({"constants", "errors", "configuration", "hub", "modeling", "host", "trust", "plugins", "names"})
 
 __all__ = sorted([*_LAZY_NAMES, "__version__"])
 

@@ -9,17 +9,24 @@ variable                               meaning
 ``PIPEYARD_HOME``                      root of pipeyard's own files (module cache, trust
                                        store, resolution records); default
                                        ``~/.cache/pipeyard``
-``PIPEYARD_OFFLINE``                   ``1``: make no network request at all
+``PIPEYARD_OFFLINE``                   on: make no network request at all
 ``HF_HUB_OFFLINE``                     honoured like ``PIPEYARD_OFFLINE``
 ``PIPEYARD_TIMEOUT``                   seconds before any network request gives up (10)
-``PIPEYARD_DISABLE_REMOTE_CODE``       ``1``: refuse every custom pipeline but bundled ones
-``PIPEYARD_DISABLE_PLUGIN_AUTOLOAD``   ``1``: do not discover plugins through entry points
+``PIPEYARD_DISABLE_REMOTE_CODE``       on: refuse every custom pipeline but bundled ones
+``PIPEYARD_DISABLE_PLUGIN_AUTOLOAD``   on: do not discover plugins through entry points
 ``PIPEYARD_COMMUNITY_URL``             URL template of community files at a revision,
                                        with ``{revision}`` and ``{name}`` fields
 ``HF_ENDPOINT``                        the Hub's base URL (a mirror, or a test server)
 ``HF_HOME`` / ``HF_HUB_CACHE``         where Hub downloads are cached
-``HF_TOKEN``                           the Hub token used when none is passed
+``HF_TOKEN``                           the Hub token used when none is passed (read by
+                                       huggingface_hub itself)
 =====================================  ==================================================
+
+Boolean flags are parsed strictly by :func:`flag`: unset or empty is off, ``1 true yes on``
+are on, ``0 false no off`` are off (any case, surrounding spaces ignored); anything else
+raises :class:`~pipeyard.errors.EnvironmentVariableError` naming the variable, the value and
+these spellings. A typo never silently means "off": ``PIPEYARD_DISABLE_REMOTE_CODE=ture``
+must not run remote code, and ``PIPEYARD_OFFLINE=maybe`` must not go online.
 """
 
 from __future__ import annotations
@@ -27,8 +34,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Values that count as "on" for boolean variables (case-insensitive).
-_TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+#: Spellings of boolean variables (case-insensitive); unset or empty is off.
+TRUE_SPELLINGS = ("1", "true", "yes", "on")
+FALSE_SPELLINGS = ("0", "false", "no", "off")
+
+#: Entry-point group of distributions registering pipelines (``name = "module:Class"``).
+PIPELINE_ENTRY_POINT_GROUP = "pipeyard.pipelines"
+#: Entry-point group of plugins (pluggy objects implementing :mod:`pipeyard.hookspecs`).
+PLUGIN_ENTRY_POINT_GROUP = "pipeyard"
 
 #: Seconds a network request may take before it fails, when ``PIPEYARD_TIMEOUT`` is unset.
 DEFAULT_TIMEOUT = 10.0
@@ -41,8 +54,22 @@ WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE_VALUES
+def flag(name: str) -> bool:
+    """A boolean variable, parsed strictly (see the module docstring).
+
+    Raises:
+        EnvironmentVariableError: the value is none of the accepted spellings.
+    """
+    value = os.environ.get(name, "")
+    text = value.strip().lower()
+    if text in TRUE_SPELLINGS:
+        return True
+    if not text or text in FALSE_SPELLINGS:
+        return False
+    from .errors import EnvironmentVariableError
+
+    accepted = ", ".join(TRUE_SPELLINGS) + " (on) or " + ", ".join(FALSE_SPELLINGS) + " (off)"
+    raise EnvironmentVariableError(name, value, accepted)
 
 
 def pipeyard_home() -> Path:
@@ -55,7 +82,8 @@ def pipeyard_home() -> Path:
 
 def is_offline() -> bool:
     """True when ``PIPEYARD_OFFLINE`` or ``HF_HUB_OFFLINE`` asks for no network at all."""
-    return _flag("PIPEYARD_OFFLINE") or _flag("HF_HUB_OFFLINE")
+    pipeyard_offline, hub_offline = flag("PIPEYARD_OFFLINE"), flag("HF_HUB_OFFLINE")  # both parsed
+    return pipeyard_offline or hub_offline
 
 
 def network_timeout() -> float:
@@ -78,12 +106,12 @@ def network_timeout() -> float:
 
 def remote_code_disabled() -> bool:
     """True when ``PIPEYARD_DISABLE_REMOTE_CODE`` refuses all but bundled custom pipelines."""
-    return _flag("PIPEYARD_DISABLE_REMOTE_CODE")
+    return flag("PIPEYARD_DISABLE_REMOTE_CODE")
 
 
 def plugin_autoload_disabled() -> bool:
     """True when ``PIPEYARD_DISABLE_PLUGIN_AUTOLOAD`` turns entry-point plugin discovery off."""
-    return _flag("PIPEYARD_DISABLE_PLUGIN_AUTOLOAD")
+    return flag("PIPEYARD_DISABLE_PLUGIN_AUTOLOAD")
 
 
 def community_url_template() -> str | None:
@@ -110,7 +138,3 @@ def hub_cache_dir() -> Path:
     base = Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface"
     return base / "hub"
 
-
-def hub_token() -> str | None:
-    """The Hub token from ``HF_TOKEN`` when the caller passes none."""
-    return os.environ.get("HF_TOKEN") or None

@@ -9,6 +9,7 @@ change.
 
     PipeyardError
     ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
+    ├── PipeyardHomeError (OSError)                 PIPEYARD_HOME cannot be read or written
     ├── ConfigError (ValueError)
     │   ├── ConfigFileError                         a config file is not valid JSON / not a mapping
     │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
@@ -58,6 +59,7 @@ change.
     │   │   └── PipelineClassError                  zero or several DiffusionPipeline subclasses
     │   ├── RequirementsError (ImportError)         declared or imported packages are missing
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
+    │   ├── TrustStoreError (ValueError)            trust.json is damaged
     │   ├── PipelineImportError (ImportError)       importing the verified file failed
     │   └── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
     └── PluginError                                 a plugin misbehaved at registration or call
@@ -101,6 +103,25 @@ class EnvironmentVariableError(PipeyardError, ValueError):
         self.name = name
         self.value = value
         super().__init__(f"environment variable {name}={value!r} is not valid: expected {expected}")
+
+
+class PipeyardHomeError(PipeyardError, OSError):
+    """``PIPEYARD_HOME`` (or a file in it) cannot be used: not a folder, read-only, full.
+
+    Attributes:
+        path: the file or folder that failed.
+        action: what pipeyard was doing (``store a pipeline package``).
+        reason: the operating system's words.
+    """
+
+    def __init__(self, path: str, action: str, reason: str) -> None:
+        self.path = str(path)
+        self.action = action
+        self.reason = reason
+        super().__init__(
+            f"cannot {action}: {self.path}: {reason}. PIPEYARD_HOME must be a writable folder; "
+            f"fix its permissions, free space, or point PIPEYARD_HOME elsewhere"
+        )
 
 
 # --------------------------------------------------------------------------- configuration
@@ -696,6 +717,19 @@ class UntrustedCodeError(CustomPipelineError, PermissionError):
             else f"commit {commit or 'n/a'}, sha256 {sha256}. Read it first: {self.path}"
         )
         super().__init__(f"refusing to run the code of {source}{why}: {seen}. To allow it, {self.remedy}")
+
+
+class TrustStoreError(CustomPipelineError, ValueError):
+    """The trust store file is damaged; it is neither used nor rewritten until fixed."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(
+            f"the trust store {self.path} is damaged: {problem}. Nothing in it is trusted until it "
+            f"is fixed: correct the entry by hand, or delete the file and trust again with "
+            f"`pipeyard trust add SHA256`"
+        )
 
 
 class PipelineImportError(CustomPipelineError, ImportError):

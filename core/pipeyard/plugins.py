@@ -28,8 +28,6 @@ import pluggy
 
 from . import constants, errors, hookspecs
 
-ENTRY_POINT_GROUP = "pipeyard"
-
 hookimpl = pluggy.HookimplMarker("pipeyard")
 
 _lock = threading.RLock()
@@ -62,7 +60,7 @@ def manager() -> pluggy.PluginManager:
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     import importlib_metadata
 
-    for entry_point in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in importlib_metadata.entry_points(group=constants.PLUGIN_ENTRY_POINT_GROUP):
         if pm.is_blocked(entry_point.name) or pm.has_plugin(entry_point.name):
             continue
         dist = getattr(entry_point.dist, "name", "?")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import builtins
 
-from .host.trust import TrustEntry, add_trusted, list_trusted, remove_trusted, trust_file
+from .host.trust_store import TrustEntry, add_trusted, list_trusted, remove_trusted, trust_file
 
 __all__ = ["TrustEntry", "add", "list", "path", "remove"]
 
@@ -31,6 +31,8 @@ def add(sha256: str, *, source: str = "") -> TrustEntry:
 
     Raises:
         InvalidPipelineNameError: ``sha256`` is not 64 hexadecimal digits.
+        TrustStoreError: the store file is damaged (it is not rewritten).
+        PipeyardHomeError: ``PIPEYARD_HOME`` cannot be written.
     """
     return add_trusted(sha256, source)
 

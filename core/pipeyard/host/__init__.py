@@ -2,29 +2,32 @@
 
 One step per module, in the order they run::
 
-    resolve.py   name + revision      -> Source          (no network)
-    fetch.py     Source               -> files as bytes   (Hub via hub.py, GitHub raw URLs)
-    cache.py     files                -> stored package   (content-addressed, locked, atomic)
-    verify.py    stored package       -> class name, requirements   (ast only, nothing runs)
-    trust.py     source + digest      -> allowed, or UntrustedCodeError (and, before fetch,
-                                         refused when no content could be allowed)
-    importer.py  stored package       -> module -> the class
+    resolve.py      name + revision       -> Source           (no network)
+    fetch.py        Source                -> files as bytes    (Hub via hub.py, GitHub raw URLs)
+    verify.py       files                 -> class name, requirements   (ast only, nothing runs)
+    gate.py         source + digest       -> allowed, or UntrustedCodeError (and, before fetch,
+                                             refused when no content could be allowed)
+    trust_store.py  the digests the user trusts
+    cache.py        allowed files         -> stored package    (content-addressed, locked, atomic)
+    importer.py     stored package        -> module -> the class
 
-:func:`load_pipeline_class` is the single entry point; ``DiffusionPipeline.from_pretrained``
-calls it. ``import pipeyard.host`` imports neither torch nor any model code.
+Two entries, one per origin of the name: :func:`load_pipeline_class` for a ``custom_pipeline``
+the caller passed, :func:`load_repository_pipeline_class` for what a repository's
+model_index.json names. Both run the same steps; only the first can name a local path (which
+the gate allows without a flag). ``import pipeyard.host`` imports neither torch nor any model code.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .. import constants, errors
-from . import cache, fetch, importer, provenance, resolve, trust, verify
+from . import cache, fetch, gate, importer, provenance, resolve, verify
 from .resolve import Source, SourceKind
 
-__all__ = ["Source", "SourceKind", "load_pipeline_class"]
+__all__ = ["Source", "SourceKind", "load_pipeline_class", "load_repository_pipeline_class"]
 
 # digest -> verified facts; content-addressed, so valid for the life of the process.
 _VERIFIED: dict[str, verify.PipelineFileInfo] = {}
@@ -33,98 +36,122 @@ _REQUIREMENTS_MET: set[tuple[str, object]] = set()
 
 
 def load_pipeline_class(
-    custom_pipeline: str | os.PathLike[str] | None = None,
+    custom_pipeline: str | os.PathLike[str],
     *,
     custom_revision: str | None = None,
     trust_remote_code: bool = False,
-    pretrained: Any = None,
-    embedded_class: Sequence[str] | None = None,
     token: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
     refresh: bool = False,
 ) -> type:
-    """Resolve, fetch, verify, trust-check and import a custom pipeline; return its class.
+    """Resolve, fetch, verify, trust-check and import the custom pipeline the caller named.
 
     Args:
         custom_pipeline: a local ``.py`` file, a local folder with ``pipeline.py``, an entry
             point name (group ``pipeyard.pipelines``), a bundled community name, or a Hub repo
-            id. None to use ``embedded_class``.
+            id (see :mod:`pipeyard.host.resolve` for the order).
         custom_revision: branch, tag or commit: of the Hub repo (default ``main``), or of
             pipeyard's GitHub ``community/`` folder for a community name (default: the
             bundled copy, no network).
         trust_remote_code: allow code that is neither bundled, local, installed nor in the
-            trust store (see :mod:`pipeyard.host.trust`).
-        pretrained: the model repo being loaded: the :class:`pipeyard.hub.FileSource` it was
-            opened as (preferred: same commit), a local folder, or a Hub repo id. Only used
-            with ``embedded_class``.
-        embedded_class: model_index.json's ``_class_name`` when it is a
-            ``[module_file, ClassName]`` pair: that module of ``pretrained`` is loaded.
+            trust store (see :mod:`pipeyard.host.gate`).
         token, cache_dir, local_files_only: passed to the Hub for Hub sources.
         refresh: ignore the resolution record and ask the Hub / GitHub again.
 
     Returns:
-        The one ``DiffusionPipeline`` subclass the file defines.
+        The one class the file defines (its caller checks that it is a ``DiffusionPipeline``).
 
     Raises:
         PipelineNotFoundError, InvalidPipelineNameError, PipelineVerificationError (and its
-        leaves), UntrustedCodeError, RequirementsError, PipelineImportError, and the Hub
-        errors of :mod:`pipeyard.errors` (OfflineError when offline without a record).
+        leaves), UntrustedCodeError, RequirementsError, PipelineImportError, PipeyardHomeError,
+        and the Hub errors of :mod:`pipeyard.errors` (OfflineError when offline without a record).
 
     Example:
         >>> cls = load_pipeline_class("one_step_unet")  # doctest: +SKIP
         >>> cls.__name__  # doctest: +SKIP
         'UnetSchedulerOneForwardPipeline'
     """
-    source = _source_for(custom_pipeline, custom_revision, pretrained, embedded_class)
-    trust.refuse_before_fetch(source)
+    source = resolve.resolve_source(custom_pipeline, custom_revision=custom_revision)
     options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    return _load(source, None, options, trust_remote_code=trust_remote_code, refresh=refresh)
+
+
+def load_repository_pipeline_class(
+    model_index: Mapping[str, Any],
+    repository: Any,
+    *,
+    trust_remote_code: bool = False,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    local_files_only: bool = False,
+    refresh: bool = False,
+) -> type | None:
+    """The class a repository's model_index.json names as code, or None for a built-in name.
+
+    What the repository may name is decided by :func:`pipeyard.host.resolve.repository_source`:
+    a module of itself (needs trust, like any remote code, even in a local folder) or an
+    installed entry point by its registered name. Nothing it says counts as named by the caller.
+
+    Args:
+        model_index: the repository's parsed model_index.json.
+        repository: the :class:`pipeyard.hub.FileSource` it was opened as (preferred: modules
+            then come from the same commit as the weights), a local folder, or a Hub repo id.
+        trust_remote_code, token, cache_dir, local_files_only, refresh: as for
+            :func:`load_pipeline_class`.
+
+    Raises:
+        What :func:`load_pipeline_class` raises.
+    """
+    location = os.fspath(getattr(repository, "location", repository))
+    source = resolve.repository_source(model_index, location, getattr(repository, "commit", None))
+    if source is None:
+        return None
+    options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    return _load(source, repository, options, trust_remote_code=trust_remote_code, refresh=refresh)
+
+
+def _load(source: Source, repository: Any, options: dict[str, Any], *, trust_remote_code: bool, refresh: bool) -> type:
+    """The steps both entries share: fetch, verify, trust, store, import."""
+    gate.refuse_before_fetch(source)
     if source.kind is SourceKind.ENTRY_POINT:
         return _load_entry_point(source)
-    stored, commit = _stored_package(source, pretrained, options, refresh)
-    info = _verified(stored)
-    _check_expected_class(source, info, str(stored.main_path))
-    trust.require_trust(
-        source, stored.digest, commit=commit, path=str(stored.main_path), trust_remote_code=trust_remote_code
-    )
-    _check_requirements(stored, info)
-    module = importer.import_stored_module(stored)
-    cls = importer.pipeline_class_of(module, info.class_name, str(stored.main_path))
+    package, commit, record_key = _candidate(source, repository, options, refresh)
+    info = _verified(package)
+    _check_expected_class(source, info, str(package.main_path))
+    _require_trust(source, package, commit, trust_remote_code)
+    package = _kept(source, package, commit, record_key)
+    _check_requirements(package, info)
+    module = importer.import_stored_module(package)
+    cls = importer.pipeline_class_of(module, info.class_name, str(package.main_path))
     return provenance.stamp(cls, provenance.Provenance(
         source.kind.name, source.describe(), source.location, source.revision, commit,
-        stored.digest, str(stored.root), stored.main, tuple(stored.files),
+        package.digest, str(package.root), package.main, tuple(package.files),
     ))
 
 
-def _source_for(
-    custom_pipeline: Any, custom_revision: str | None, pretrained: Any, embedded_class: Sequence[str] | None
-) -> Source:
-    if custom_pipeline is not None:
-        return resolve.resolve_source(custom_pipeline, custom_revision=custom_revision)
-    if embedded_class is None or pretrained is None:
-        raise errors.PipelineNotFoundError(
-            "None", ["no custom_pipeline was given and model_index.json names no [module, Class] pair"]
-        )
-    if len(embedded_class) != 2:
-        raise errors.InvalidPipelineNameError(
-            str(embedded_class), "expected [module_file, ClassName]", "_class_name"
-        )
-    location = getattr(pretrained, "location", pretrained)
-    revision = getattr(pretrained, "commit", None)
-    return resolve.embedded_source(os.fspath(location), (embedded_class[0], embedded_class[1]), revision)
+def _candidate(
+    source: Source, repository: Any, options: dict[str, Any], refresh: bool
+) -> tuple[cache.StoredPackage, str | None, str | None]:
+    """The source's package: stored (a warm load) or in memory, its commit and record key.
 
-
-def _stored_package(
-    source: Source, pretrained: Any, options: dict[str, Any], refresh: bool
-) -> tuple[cache.StoredPackage, str | None]:
-    """The source's files in the module store, and the commit they come from."""
-    if source.kind is SourceKind.EMBEDDED and hasattr(pretrained, "fetch"):
-        fetched = fetch.fetch_from_file_source(pretrained, source.filename)
-    elif _uses_record(source):
-        return _stored_remote(source, options, refresh)
+    A package in memory is not in the module store yet: it enters only once verified and
+    allowed (:func:`_kept`), so nothing refused there looks loadable.
+    """
+    record_key = source.record_key() if _uses_record(source) else None
+    if record_key is not None and not refresh:
+        record = cache.read_record(record_key)
+        stored = cache.load_package(record.digest) if record is not None else None
+        if stored is not None:
+            return stored, record.commit, record_key  # type: ignore[union-attr]
+    if record_key is not None and (constants.is_offline() or options.get("local_files_only")):
+        raise errors.OfflineError(source.describe(), "offline mode is on and it was never loaded before")
+    if source.kind is SourceKind.EMBEDDED and hasattr(repository, "fetch"):
+        fetched = fetch.fetch_from_file_source(repository, source.filename)
     else:
         fetched = fetch.fetch_package(source, **options)
-    return cache.store_package(fetched.files, fetched.main), fetched.commit
+    root = fetched.origin or source.location
+    return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key
 
 
 def _uses_record(source: Source) -> bool:
@@ -133,30 +160,35 @@ def _uses_record(source: Source) -> bool:
     return source.kind in (SourceKind.HUB, SourceKind.GITHUB)
 
 
-def _stored_remote(
-    source: Source, options: dict[str, Any], refresh: bool
-) -> tuple[cache.StoredPackage, str | None]:
-    """A Hub / GitHub package: from its resolution record when there is one, else fetched."""
-    key = source.record_key()
-    record = None if refresh else cache.read_record(key)
-    if record is not None:
-        stored = cache.load_package(record.digest)
-        if stored is not None:
-            return stored, record.commit
-    if constants.is_offline() or options.get("local_files_only"):
-        raise errors.OfflineError(source.describe(), "offline mode is on and it was never loaded before")
-    fetched = fetch.fetch_package(source, **options)
-    stored = cache.store_package(fetched.files, fetched.main)
-    cache.write_record(key, cache.ResolutionRecord(fetched.commit, stored.digest, fetched.origin))
-    return stored, fetched.commit
-
-
-def _verified(stored: cache.StoredPackage) -> verify.PipelineFileInfo:
-    info = _VERIFIED.get(stored.digest)
+def _verified(package: cache.StoredPackage) -> verify.PipelineFileInfo:
+    info = _VERIFIED.get(package.digest)
     if info is None:
-        info = verify.verify_package(stored.read_all(), stored.main, str(stored.root))
-        _VERIFIED[stored.digest] = info
+        info = verify.verify_package(package.read_all(), package.main, str(package.root))
+        _VERIFIED[package.digest] = info
     return info
+
+
+def _require_trust(source: Source, package: cache.StoredPackage, commit: str | None, trust_remote_code: bool) -> None:
+    """The gate; a refused package is copied to ``review/`` so the message names a file to read."""
+    if gate.trust_reason(source, package.digest, trust_remote_code=trust_remote_code) is not None:
+        return
+    if package.in_store or not source.kind.is_remote or os.path.isdir(source.location):
+        path = package.main_path  # a stored copy, or a file on this machine already
+    else:  # fetched: keep a copy to read, outside the module store
+        path = cache.store_for_review(package.read_all(), package.main)
+    gate.require_trust(source, package.digest, commit=commit, path=str(path), trust_remote_code=trust_remote_code)
+
+
+def _kept(
+    source: Source, package: cache.StoredPackage, commit: str | None, record_key: str | None
+) -> cache.StoredPackage:
+    """An allowed package in the module store (bundled code is imported where it is installed)."""
+    if source.kind is SourceKind.BUNDLED or package.in_store:
+        return package
+    stored = cache.store_package(package.read_all(), package.main)
+    if record_key is not None:
+        cache.write_record(record_key, cache.ResolutionRecord(commit, stored.digest, str(package.root)))
+    return stored
 
 
 def _check_expected_class(source: Source, info: verify.PipelineFileInfo, path: str) -> None:
@@ -184,7 +216,7 @@ def _load_entry_point(source: Source) -> type:
     info = verify.verify_package(fetched.files, fetched.main, fetched.origin)
     _check_expected_class(source, info, path)
     digest = cache.sha256(fetched.files[fetched.main])
-    trust.require_trust(source, digest, commit=None, path=path, trust_remote_code=False)
+    gate.require_trust(source, digest, commit=None, path=path, trust_remote_code=False)
     verify.check_requirements(info, path)
     module, _ = importer.import_entry_point(source.location, path)
     cls = importer.pipeline_class_of(module, info.class_name, path)

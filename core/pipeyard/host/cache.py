@@ -7,6 +7,9 @@ Layout under ``PIPEYARD_HOME`` (read at call time)::
         pipeline.py             the pipeline file, under its own name
         helpers/util.py         sibling modules it imports relatively, same relative paths
         MANIFEST.json           {"main": ..., "files": {path: sha256}}; written last
+    review/
+      <digest>/                 a package the trust gate refused, same layout: a copy for the
+                                user to read before trusting it; never imported from here
     records/
       <sha256 of key>.json      source + revision -> commit + digest (Hub, GitHub)
     locks/
@@ -21,6 +24,13 @@ so concurrent processes filling an empty cache all succeed. On read every file i
 against the manifest, so a file edited inside the cache is refused rather than run; the bytes
 hashed (:attr:`StoredPackage.contents`) are the ones verified and imported, never read again.
 
+Only packages that passed verification and the trust gate enter ``modules/`` (a refused one
+goes to ``review/``, one failing verification nowhere), so the store never holds code that
+looks loadable but was never allowed. Bundled pipelines are not copied at all: they are
+imported from the installed ``community/`` folder's verified bytes, so a read-only
+``PIPEYARD_HOME`` still loads them (and every package already stored). Any other failure to
+use ``PIPEYARD_HOME`` is a :class:`~pipeyard.errors.PipeyardHomeError` naming the path.
+
 A resolution record lets a warm load of a remote pipeline make no network request at all, and
 lets offline mode (diffusers #7946, #5300) work: it maps ``(source, revision)`` to the commit
 and digest seen when it was first fetched.
@@ -30,7 +40,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +79,11 @@ class StoredPackage:
     def main_path(self) -> Path:
         return self.root.joinpath(*self.main.split("/"))
 
+    @property
+    def in_store(self) -> bool:
+        """True when the files lie in the module store (not only in memory, or bundled)."""
+        return self.root == modules_dir() / self.digest
+
     def read_all(self) -> Mapping[str, bytes]:
         """Every file's bytes: the hashed ``contents``, else read from the store."""
         if self.contents is not None:
@@ -99,12 +116,29 @@ def modules_dir() -> Path:
     return constants.pipeyard_home() / "modules"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def review_dir() -> Path:
+    return constants.pipeyard_home() / "review"
+
+
+@contextmanager
+def home_errors(path: Path, action: str) -> Iterator[None]:
+    """Turn an ``OSError`` on a file under ``PIPEYARD_HOME`` into :class:`~pipeyard.errors.PipeyardHomeError`."""
+    try:
+        yield
+    except errors.PipeyardError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise errors.PipeyardHomeError(str(exc.filename or path), action, reason) from None
+
+
+def atomic_write(path: Path, data: bytes, *, what: str = "write under PIPEYARD_HOME") -> None:
     """Create the folder, then write through a unique temp file and ``os.replace``."""
     from ..configuration import write_bytes_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, data)
+    with home_errors(path, what):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
 
 
 def _lock_timeout() -> float:
@@ -116,30 +150,72 @@ def _package_lock(digest: str) -> FileLock:
     from filelock import FileLock
 
     locks = constants.pipeyard_home() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    with home_errors(locks, "create the lock folder"):
+        locks.mkdir(parents=True, exist_ok=True)
     return FileLock(str(locks / f"{digest}.lock"), timeout=_lock_timeout())
 
 
+def package_hashes(files: Mapping[str, bytes]) -> dict[str, str]:
+    return {name: sha256(data) for name, data in files.items()}
+
+
+def memory_package(files: Mapping[str, bytes], main: str, root: str | os.PathLike[str]) -> StoredPackage:
+    """A package imported from bytes already in hand (bundled code), its files left where they are."""
+    hashes = package_hashes(files)
+    return StoredPackage(package_digest(hashes), Path(root), main, hashes, dict(files))
+
+
 def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:
-    """Put a package in the store (once per digest); return where it lies."""
-    hashes = {name: sha256(data) for name, data in files.items()}
+    """Put a verified, allowed package in the store (once per digest); return where it lies.
+
+    Raises:
+        PipeyardHomeError: the store cannot be written.
+    """
+    hashes = package_hashes(files)
     digest = package_digest(hashes)
     stored = load_package(digest)  # re-hashed: what gets imported is what was verified
     if stored is not None:
         return stored
-    root = modules_dir() / digest
-    with _package_lock(digest):
+    _write_package(modules_dir() / digest, digest, files, main, hashes, "store a pipeline package")
+    return StoredPackage(digest, modules_dir() / digest, main, hashes, dict(files))
+
+
+def store_for_review(files: Mapping[str, bytes], main: str) -> Path:
+    """Copy a refused package to ``review/<digest>/`` for the user to read; the main file's path.
+
+    Raises:
+        PipeyardHomeError: it cannot be written.
+    """
+    hashes = package_hashes(files)
+    digest = package_digest(hashes)
+    root = review_dir() / digest
+    _write_package(root, digest, files, main, hashes, "keep a copy of the refused code for review")
+    return root.joinpath(*main.split("/"))
+
+
+def _write_package(
+    root: Path, digest: str, files: Mapping[str, bytes], main: str, hashes: Mapping[str, str], action: str
+) -> None:
+    with _package_lock(digest), home_errors(root, action):
         if not (root / MANIFEST_NAME).is_file():  # else another process finished while we waited
             for name, data in files.items():
-                atomic_write(root.joinpath(*name.split("/")), data)
+                atomic_write(root.joinpath(*name.split("/")), data, what=action)
             manifest = {"main": main, "files": dict(sorted(hashes.items()))}
-            atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
-    return StoredPackage(digest, root, main, hashes, dict(files))
+            atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode(), what=action)
 
 
 def _read_manifest(digest: str, root: Path) -> StoredPackage:
-    data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-    return StoredPackage(digest, root, data["main"], data["files"])
+    try:
+        data = json.loads((root / MANIFEST_NAME).read_bytes())
+        main, files = data["main"], data["files"]
+        valid = isinstance(main, str) and isinstance(files, dict) and main in files
+    except (ValueError, TypeError, KeyError, RecursionError):
+        valid = False
+    if not valid:
+        raise errors.PipelineVerificationError(
+            str(root / MANIFEST_NAME), "the module store's manifest is damaged; delete this folder and load again"
+        )
+    return StoredPackage(digest, root, main, files)
 
 
 def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
@@ -148,13 +224,18 @@ def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
     With ``check``, every file is re-hashed; a mismatch raises
     :class:`~pipeyard.errors.PipelineVerificationError` (the cache was edited by hand).
     """
+    if not _is_digest(digest):
+        return None
     root = modules_dir() / digest
     if not (root / MANIFEST_NAME).is_file():
         return None
     stored = _read_manifest(digest, root)
     if not check:
         return stored
-    contents = stored.read_all()
+    try:
+        contents = stored.read_all()
+    except (OSError, ValueError):  # a file deleted, replaced by a folder, unreadable, a bad name
+        contents = {}
     actual = {name: sha256(data) for name, data in contents.items()}
     if actual != dict(stored.files) or package_digest(actual) != digest:
         raise errors.PipelineVerificationError(
@@ -170,7 +251,14 @@ def list_packages() -> list[tuple[str, StoredPackage | None]]:
     """
     root = modules_dir()
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    return [(p.name, load_package(p.name, check=False)) for p in folders]
+    return [(p.name, _manifest_or_none(p.name)) for p in folders]
+
+
+def _manifest_or_none(digest: str) -> StoredPackage | None:
+    try:
+        return load_package(digest, check=False)
+    except errors.PipelineVerificationError:
+        return None
 
 
 def clear_store() -> int:
@@ -178,7 +266,7 @@ def clear_store() -> int:
     import shutil
 
     count = len(list_packages())
-    for folder in (modules_dir(), constants.pipeyard_home() / "records"):
+    for folder in (modules_dir(), review_dir(), constants.pipeyard_home() / "records"):
         shutil.rmtree(folder, ignore_errors=True)
     return count
 
@@ -192,14 +280,23 @@ def _record_path(key: str) -> Path:
 
 def read_record(key: str) -> ResolutionRecord | None:
     """The resolution record stored for ``key``, or None."""
-    try:
-        data = json.loads(_record_path(key).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+    path = _record_path(key)
+    with home_errors(path, "read a resolution record"):
+        try:
+            data = json.loads(path.read_bytes())
+        except (FileNotFoundError, ValueError, RecursionError):
+            return None  # never recorded, or damaged: resolve again
+    if not isinstance(data, dict) or not _is_digest(data.get("digest")):
         return None
-    return ResolutionRecord(data.get("commit"), data["digest"], data.get("origin", ""))
+    commit, origin = data.get("commit"), data.get("origin", "")
+    return ResolutionRecord(commit if isinstance(commit, str) else None, data["digest"], str(origin))
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def write_record(key: str, record: ResolutionRecord) -> None:
     """Store the resolution of ``key`` (atomic; the last writer wins, all write the same)."""
     data = {"key": key, "commit": record.commit, "digest": record.digest, "origin": record.origin}
-    atomic_write(_record_path(key), json.dumps(data, indent=1).encode())
+    atomic_write(_record_path(key), json.dumps(data, indent=1).encode(), what="record where a pipeline resolved")

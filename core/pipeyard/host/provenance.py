@@ -7,9 +7,11 @@
 * copies the pipeline file and its sibling modules into the saved folder, at the same
   relative paths, so the folder alone rebuilds the class;
 * returns what model_index.json records: ``_class_name: [module_file, ClassName]`` and
-  ``_pipeyard_source`` (origin, revision, commit, sha256);
-* adds the code's sha256 to the user's trust store: reloading your own save needs no flag,
-  while the same folder on someone else's machine still asks for trust.
+  ``_pipeyard_source`` (origin, revision, commit, sha256).
+
+Saving trusts nothing by itself: the saved folder's module is code inside a repository, which
+the trust gate asks about on reload like any other. ``save_pretrained(..., trust_saved_code=True)``
+is the explicit way to add its sha256 to your trust store (:func:`trust_saved_code`).
 
 (diffusers saves no code, so a saved custom pipeline cannot be reloaded there.)
 """
@@ -22,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from .resolve import SourceKind
+from .resolve import SOURCE_RECORD_KEY, SourceKind
 
 PROVENANCE_ATTRIBUTE = "__pipeyard_provenance__"
-#: model_index.json key holding the source record of a saved custom pipeline.
-SOURCE_KEY = "_pipeyard_source"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def export_pipeline_code(cls: type, folder: Path) -> dict[str, Any]:
     provenance = provenance_of(cls)
     if provenance is None:
         return {}
-    record = {SOURCE_KEY: provenance.record()}
+    record = {SOURCE_RECORD_KEY: provenance.record()}
     if provenance.kind == SourceKind.ENTRY_POINT.name or provenance.root is None:
         return {"_class_name": cls.__name__, **record}
     for name in provenance.files:
@@ -95,16 +95,19 @@ def export_pipeline_code(cls: type, folder: Path) -> dict[str, Any]:
             )
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(provenance.root).joinpath(*name.split("/")), target)
-    from .trust import add_trusted
-
-    add_trusted(provenance.sha256, source=f"saved by you ({provenance.origin})")
     return {"_class_name": [provenance.main, cls.__name__], **record}
 
 
-def entry_point_name(model_index: dict[str, Any]) -> str | None:
-    """The entry-point pipeline a saved model_index.json refers to, if any."""
-    record = model_index.get(SOURCE_KEY)
-    if isinstance(record, dict) and record.get("kind") == SourceKind.ENTRY_POINT.name:
-        name = record.get("location")
-        return name if isinstance(name, str) else None
-    return None
+def trust_saved_code(cls: type) -> str | None:
+    """Add the sha256 of ``cls``'s code to the trust store (the caller's explicit choice).
+
+    Returns the digest, or None when ``cls`` was not loaded by the host or is installed code
+    (an entry point, which needs no trust).
+    """
+    provenance = provenance_of(cls)
+    if provenance is None or provenance.kind == SourceKind.ENTRY_POINT.name:
+        return None
+    from .trust_store import add_trusted
+
+    add_trusted(provenance.sha256, source=f"saved by you ({provenance.origin})")
+    return provenance.sha256

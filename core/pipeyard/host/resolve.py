@@ -11,9 +11,22 @@ every attempt:
 4. ``BUNDLED``       a community name shipped in ``community/`` (``GITHUB`` with a revision)
 5. ``HUB``           a Hub repo id ``owner/name``, its ``pipeline.py``
 
-and, with no ``custom_pipeline`` at all, ``EMBEDDED``: the ``[module_file, ClassName]`` pair of
-a repo's ``model_index.json``, fetched from that repo. Whether a Hub repo or a GitHub revision
-exists is only known when fetching (:mod:`pipeyard.host.fetch`).
+Whether a Hub repo or a GitHub revision exists is only known when fetching
+(:mod:`pipeyard.host.fetch`).
+
+A repository's own data is resolved apart, by :func:`repository_source`, because it is a
+stranger's: a model_index.json may name only
+
+* a module of that same repository (``_class_name: [module_file, ClassName]``): ``EMBEDDED``,
+  which the trust gate treats like any remote code, even when the repository is a local folder;
+* an installed entry point, by its registered name (a ``_pipeyard_source`` record of kind
+  ``ENTRY_POINT``): looked up in the entry-point group, never used as a path or passed to
+  plugins;
+* a built-in pipeline class by name (:func:`repository_source` returns None).
+
+Nothing a repository says is ever resolved as if the caller had named it: the local sources
+(``LOCAL_FILE``, ``LOCAL_FOLDER``), which the gate allows without a flag, come only from
+:func:`resolve_source` on the caller's own ``custom_pipeline`` value.
 """
 
 from __future__ import annotations
@@ -24,14 +37,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .. import errors
-
-#: Entry-point group under which distributions register pipelines (``name = "module:Class"``).
-ENTRY_POINT_GROUP = "pipeyard.pipelines"
+from .. import constants, errors
 
 #: The file a folder or Hub repo must hold.
 PIPELINE_FILENAME = "pipeline.py"
@@ -150,7 +161,7 @@ def _entry_points(environment: tuple[tuple[str, int], ...]) -> dict[str, str]:
     import importlib_metadata
 
     found: dict[str, str] = {}
-    for entry_point in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for entry_point in importlib_metadata.entry_points(group=constants.PIPELINE_ENTRY_POINT_GROUP):
         found.setdefault(entry_point.name, entry_point.value)
     return found
 
@@ -225,7 +236,7 @@ def _named_source(name: str, revision: str | None, tried: list[str]) -> Source |
         if value is not None:
             return Source(SourceKind.ENTRY_POINT, value, name, class_name=value.partition(":")[2] or None)
         tried.append(
-            f"entry point {name!r} in group {ENTRY_POINT_GROUP!r}: no installed distribution registers it"
+            f"entry point {name!r} in group {constants.PIPELINE_ENTRY_POINT_GROUP!r}: no installed distribution registers it"
         )
         if revision is not None:
             return Source(SourceKind.GITHUB, name, f"{name}.py", revision)
@@ -239,15 +250,64 @@ def _named_source(name: str, revision: str | None, tried: list[str]) -> Source |
     return None
 
 
-def embedded_source(pretrained: str, class_entry: tuple[str, str], revision: str | None) -> Source:
+#: model_index.json key holding the source record of a saved custom pipeline.
+SOURCE_RECORD_KEY = "_pipeyard_source"
+
+
+def _embedded_source(location: str, class_entry: Any, revision: str | None) -> Source:
     """The ``[module_file, ClassName]`` pair of a model_index.json, as a source in that repo."""
-    module_file, class_name = class_entry
-    if not _MODULE_FILE.match(module_file):
+    if len(class_entry) != 2 or not all(isinstance(v, str) for v in class_entry):
         raise errors.InvalidPipelineNameError(
-            module_file, "a module file of model_index.json must be a relative module path"
+            str(class_entry)[:100], "expected [module_file, ClassName]", "model_index.json _class_name"
+        )
+    module_file, class_name = class_entry
+    if not _MODULE_FILE.match(module_file) or not class_name.isidentifier():
+        raise errors.InvalidPipelineNameError(
+            module_file[:100], "a module file of model_index.json must be a relative module path of the "
+            "repository and the class a Python name", "model_index.json _class_name",
         )
     filename = module_file if module_file.endswith(".py") else f"{module_file}.py"
-    return Source(SourceKind.EMBEDDED, os.fspath(pretrained), filename, revision, class_name)
+    return Source(SourceKind.EMBEDDED, location, filename, revision, class_name)
+
+
+def _recorded_entry_point(location: str, record: Any) -> Source | None:
+    """An installed pipeline a saved model_index.json names by its entry-point name, if any."""
+    if not isinstance(record, dict) or record.get("kind") != SourceKind.ENTRY_POINT.name:
+        return None
+    name = record.get("location")
+    if not isinstance(name, str) or not _SIMPLE_NAME.match(name):
+        raise errors.InvalidPipelineNameError(
+            str(name)[:100], "an entry-point name is a simple name (letters, digits, '_', '-', '.'); "
+            "a repository can name installed code only by its registered name",
+            f"model_index.json {SOURCE_RECORD_KEY}.location",
+        )
+    value = entry_point_value(name)
+    if value is None:
+        raise errors.PipelineNotFoundError(name, [
+            f"model_index.json of {location} names the installed pipeline {name!r} "
+            f"({SOURCE_RECORD_KEY}), but no installed distribution registers it in entry-point group "
+            f"{constants.PIPELINE_ENTRY_POINT_GROUP!r}; install the plugin that provides it, or pass "
+            f"custom_pipeline=..."
+        ])
+    return Source(SourceKind.ENTRY_POINT, value, name, class_name=value.partition(":")[2] or None)
+
+
+def repository_source(model_index: Mapping[str, Any], location: str, revision: str | None) -> Source | None:
+    """The code a repository's model_index.json names, as a :class:`Source`; None for a built-in name.
+
+    This is the only function that turns a repository's data into a source of code; see the
+    module docstring for what that data may name. ``location`` is the repository (a folder or
+    repo id) and ``revision`` its commit, so an embedded module comes from the same commit as
+    the weights.
+
+    Raises:
+        InvalidPipelineNameError: a malformed ``[module_file, ClassName]`` pair or record.
+        PipelineNotFoundError: a recorded entry point that is not installed.
+    """
+    class_name = model_index.get("_class_name")
+    if isinstance(class_name, (list, tuple)):
+        return _embedded_source(location, class_name, revision)
+    return _recorded_entry_point(location, model_index.get(SOURCE_RECORD_KEY))
 
 
 def resolve_source(custom_pipeline: str | os.PathLike[str], *, custom_revision: str | None = None) -> Source:

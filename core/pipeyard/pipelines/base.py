@@ -203,12 +203,22 @@ class DiffusionPipeline(ConfigMixin):
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(
-        self, save_directory: PathLike, safe_serialization: bool = True, variant: str | None = None, **_: Any
+        self,
+        save_directory: PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        *,
+        trust_saved_code: bool = False,
+        **_: Any,
     ) -> None:
         """Write model_index.json and each component into its subfolder.
 
         The folder is built next to the target and swapped in at the end, so an interrupted
         save leaves the previous content (or nothing) rather than a half-written pipeline.
+
+        A custom pipeline's code is copied into the folder; reloading it asks the trust gate
+        like any code inside a repository. ``trust_saved_code=True`` adds that code's sha256 to
+        your trust store, so your own reloads need no flag (other machines still ask).
         """
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +233,10 @@ class DiffusionPipeline(ConfigMixin):
             _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if trust_saved_code:
+            from ..host.provenance import trust_saved_code as add_to_trust_store
+
+            add_to_trust_store(type(self))
 
     # ------------------------------------------------------------------ loading
 
@@ -266,7 +280,10 @@ class DiffusionPipeline(ConfigMixin):
             local_files_only=local_files_only, token=token,
         )
         model_index = _read_model_index(source)
-        pipeline_cls = cls._choose_class(model_index, source, custom_pipeline, custom_revision, trust_remote_code)
+        hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+        pipeline_cls = cls._choose_class(
+            model_index, source, custom_pipeline, custom_revision, trust_remote_code, hub_options
+        )
         plan = comp.plan_components(pipeline_cls, model_index, components)
         classes = {
             name: comp.resolve_component_class(library, class_name, name)
@@ -291,24 +308,25 @@ class DiffusionPipeline(ConfigMixin):
         custom_pipeline: str | None,
         custom_revision: str | None,
         trust_remote_code: bool,
+        hub_options: dict[str, Any],
     ) -> type:
-        """The class to build: a custom pipeline, the class called, or model_index's ``_class_name``."""
-        class_name = model_index.get("_class_name")
-        embedded = class_name if comp.is_component_entry(class_name) else None
-        if custom_pipeline is None and embedded is None and "_pipeyard_source" in model_index:
-            from ..host.provenance import entry_point_name
+        """The class to build: the caller's ``custom_pipeline``, the class called, or what the
+        repository's model_index.json names (through the host, which knows it is repository data)."""
+        from .. import host
 
-            custom_pipeline = entry_point_name(model_index)  # saved from an installed plugin
-        if custom_pipeline is not None or embedded is not None:
-            from ..host import load_pipeline_class
-
-            return load_pipeline_class(
-                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code,
-                pretrained=source, embedded_class=embedded,
+        if custom_pipeline is not None:
+            found = host.load_pipeline_class(
+                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code, **hub_options
             )
-        if cls is not DiffusionPipeline:
+        elif cls is not DiffusionPipeline:
             return cls
-        return _builtin_pipeline_class(class_name, source.location)
+        else:
+            found = host.load_repository_pipeline_class(
+                model_index, source, trust_remote_code=trust_remote_code, **hub_options
+            )
+            if found is None:
+                return _builtin_pipeline_class(model_index.get("_class_name"), source.location)
+        return _checked_pipeline_class(found)
 
     @classmethod
     def from_pipe(cls: type[P], pipeline: DiffusionPipeline, **overrides: Any) -> P:
@@ -349,21 +367,32 @@ def _read_model_index(source: hub.FileSource) -> dict[str, Any]:
 
 
 def _builtin_pipeline_class(class_name: Any, location: str) -> type:
+    """A pipeline class of :data:`pipeyard.names.BUILTIN_PIPELINES` named by model_index.json."""
     import pipeyard
 
-    value = getattr(pipeyard, class_name, None) if isinstance(class_name, str) and class_name in pipeyard._LAZY_NAMES else None
-    if isinstance(value, type) and issubclass(value, DiffusionPipeline):
-        return value
-    known = sorted(
-        name for name, module in pipeyard._LAZY_NAMES.items()
-        if module.startswith("pipelines.") and name.endswith("Pipeline") and name != "DiffusionPipeline"
-    )
+    from ..names import BUILTIN_PIPELINES
+
+    if isinstance(class_name, str) and class_name in BUILTIN_PIPELINES:
+        return getattr(pipeyard, class_name)
+    shown = repr(class_name)[:100]
     raise errors.PipelineNotFoundError(
-        str(class_name),
-        [f"model_index.json of {location} names _class_name {class_name!r}, which is not a pipeyard "
-         f"pipeline (built-in: {', '.join(known) or 'none'}); pass custom_pipeline=... or call "
+        shown,
+        [f"model_index.json of {location} names _class_name {shown}, which is not a pipeyard "
+         f"pipeline (built-in: {', '.join(sorted(BUILTIN_PIPELINES))}); pass custom_pipeline=... or call "
          f"from_pretrained on the pipeline class you want"],
     )
+
+
+def _checked_pipeline_class(found: type) -> type:
+    """The host returns the one class a verified file defines; it must be a DiffusionPipeline."""
+    if not issubclass(found, DiffusionPipeline):
+        from ..host.provenance import provenance_of
+
+        origin = getattr(provenance_of(found), "origin", found.__module__)
+        raise errors.PipelineImportError(
+            origin, f"{found.__name__} is not a subclass of pipeyard.DiffusionPipeline after import"
+        )
+    return found
 
 
 def _export_custom_code(cls: type, folder: Path) -> dict[str, Any]:

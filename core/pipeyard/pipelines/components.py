@@ -84,19 +84,21 @@ def resolve_component_class(library: str, class_name: str, component: str = "?")
 
 
 def _pipeyard_class(class_name: str) -> type | None:
+    """A class of :data:`pipeyard.names.LOADABLE_COMPONENTS`; None for any other name."""
     import pipeyard
 
-    if class_name not in pipeyard._LAZY_NAMES:
-        return None
-    value = getattr(pipeyard, class_name)
-    return value if isinstance(value, type) else None
+    from ..names import LOADABLE_COMPONENTS
+
+    return getattr(pipeyard, class_name) if class_name in LOADABLE_COMPONENTS else None
 
 
 def _transformers_class(class_name: str) -> type | None:
     import transformers
 
+    if class_name.startswith("_"):
+        return None
     value = getattr(transformers, TRANSFORMERS_RENAMES.get(class_name, class_name), None)
-    return value if isinstance(value, type) else None
+    return value if isinstance(value, type) and hasattr(value, "from_pretrained") else None
 
 
 def component_entry(obj: Any) -> list[str | None]:

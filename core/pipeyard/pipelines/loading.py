@@ -92,6 +92,10 @@ def _foreign_from_pretrained(cls: type, folder: Any, name: str, options: LoadOpt
             f"{name}=<object> to from_pretrained instead"
         )
     kwargs: dict[str, Any] = {}
+    if getattr(loader, "__module__", "").startswith("transformers"):
+        # A repository's config (auto_map) must never pick code to run: transformers asks
+        # interactively, or runs it, unless told no (transformers CVE-2026-5241).
+        kwargs["trust_remote_code"] = False
     if _is_torch_module(cls):
         dtype = options.dtype_for(name)
         if dtype is not None:
