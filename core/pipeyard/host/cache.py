@@ -196,7 +196,7 @@ def store_for_review(files: Mapping[str, bytes], main: str) -> Path:
 def _write_package(
     root: Path, digest: str, files: Mapping[str, bytes], main: str, hashes: Mapping[str, str], action: str
 ) -> None:
-    with _package_lock(digest), home_errors(root, action):
+    with home_errors(root, action), _package_lock(digest):
         if not (root / MANIFEST_NAME).is_file():  # else another process finished while we waited
             for name, data in files.items():
                 atomic_write(root.joinpath(*name.split("/")), data, what=action)
