@@ -278,3 +278,18 @@ def test_a_read_only_home_still_loads_stored_and_bundled_pipelines(read_only_hom
     fresh = write_pipeline("fresh/pipeline.py", text=pipeline_text("Fresh"))
     with pytest.raises(errors.PipeyardHomeError, match="Read-only file system"):
         load_pipeline_class(str(fresh))
+
+
+def test_no_key_of_a_repository_grants_trust(tmp_path):
+    """transformers CVE-2026-5241: a repository's config voted on trust. Here no key can."""
+    marker = tmp_path / "ran.txt"
+    model = tmp_path / "model"
+    evil = _evil_file(model, marker)
+    digest = __import__("hashlib").sha256(evil.read_bytes()).hexdigest()
+    _model_folder(model, {
+        "_class_name": ["evil", "Evil"], "trust_remote_code": True, "trusted": True,
+        "_pipeyard_source": {"kind": "LOCAL_FILE", "location": str(evil), "sha256": digest, "trusted": True},
+    })
+    with pytest.raises(errors.UntrustedCodeError):
+        DiffusionPipeline.from_pretrained(model)
+    assert not marker.exists()
