@@ -24,13 +24,16 @@ def list_cache() -> None:
     packages = cache.list_packages()
     if not packages:
         click.echo(f"module store {cache.modules_dir()} is empty")
-        return
     for digest, stored in packages:
         if stored is None:
-            click.echo(f"{digest}  (incomplete: no manifest)")
+            click.echo(f"{digest}  (incomplete or damaged manifest)")
             continue
         click.echo(f"{digest}  {stored.main:<24} {len(stored.files)} file(s)  {_size(stored)} bytes")
-    click.echo(f"{len(packages)} package(s) in {cache.modules_dir()}")
+    if packages:
+        click.echo(f"{len(packages)} package(s) in {cache.modules_dir()}")
+    refused = cache.review_digests()
+    if refused:
+        click.echo(f"{len(refused)} refused package(s) kept to read in {cache.review_dir()} (never imported)")
 
 
 @cache_group.command("verify")
@@ -56,7 +59,7 @@ def verify_cache() -> None:
 @cache_group.command("clear")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def clear_cache(yes: bool) -> None:
-    """Delete every stored package and resolution record (they are fetched again when needed)."""
+    """Delete every stored package, review copy and resolution record (fetched again when needed)."""
     from ..host import cache
 
     if not yes:

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import click
-
-
-_SHA256 = re.compile(r"^\s*[0-9a-fA-F]{64}\s*$")
 
 
 def digest_of(sha_or_file: str) -> str:
     """A sha256 as given, or the sha256 of a local single-file pipeline.
 
     Raises:
-        click.ClickException: neither a sha256 nor an existing file.
+        LocalPathError: a value that can only be a path names no file.
     """
-    if _SHA256.match(sha_or_file):
-        return sha_or_file
     path = Path(sha_or_file).expanduser()
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    reason = "it is a folder, not a file" if path.is_dir() else "no such file"
-    raise click.ClickException(
-        f"{sha_or_file!r} is neither a sha256 (64 hexadecimal digits) nor a pipeline file: {reason}"
-    )
+    if "/" in sha_or_file or "\\" in sha_or_file or sha_or_file.endswith(".py") or path.exists():
+        from ..errors import LocalPathError
+
+        raise LocalPathError(sha_or_file, "pipeline file to trust")
+    return sha_or_file
 
 
 @click.group("trust")

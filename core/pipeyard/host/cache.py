@@ -261,6 +261,12 @@ def _manifest_or_none(digest: str) -> StoredPackage | None:
         return None
 
 
+def review_digests() -> list[str]:
+    """Digests of the refused packages copied to ``review/`` (never imported from there)."""
+    root = review_dir()
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
 def clear_store() -> int:
     """Delete the module store and the resolution records; return how many packages went."""
     import shutil
