@@ -620,7 +620,10 @@ class PipelineSyntaxError(PipelineVerificationError):
         if detail:
             reason = f"syntax error at {where}: {detail}" + (f"\n    {source_line.strip()}" if source_line else "")
         else:
-            reason = f"syntax error at {where} (a module it imports: open it there, its text is not quoted)"
+            reason = (
+                f"syntax error at {where}; open the file there (the text of a module the pipeline "
+                f"file imports is never quoted)"
+            )
         super().__init__(path, reason)
 
 

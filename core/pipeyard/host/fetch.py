@@ -93,7 +93,7 @@ def collect_package(main: str, read: Reader, main_data: bytes | None = None, *, 
     """
     data = main_data if main_data is not None else read(main)
     if data is None:
-        raise errors.EntryNotFoundError("the pipeline source", main)
+        raise errors.EntryNotFoundError(origin or "the pipeline source", main)
     check_size(source_path(origin, main), main, len(data))
     files = {main: data}
     queue = [main]
