@@ -32,7 +32,15 @@ from dataclasses import dataclass
 from . import requirements
 from .boundary import candidate_files
 from .classes import find_pipeline_class, pipeline_classes, sibling_pipeline_classes
-from .parse import ParsedModule, RelativeImport, decode_source, parse_module, parse_source, relative_imports, source_path
+from .parse import (
+    ParsedModule,
+    RelativeImport,
+    decode_source,
+    parse_module,
+    parse_source,
+    relative_imports,
+    source_path,
+)
 from .requirements import local_module_names, missing_imports, top_level_imports, unmet_dependencies
 from .script_metadata import ScriptMetadata, script_metadata
 
