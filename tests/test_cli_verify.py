@@ -127,3 +127,31 @@ def test_a_bundled_name_in_an_installed_pipeyard_skips_the_test_check(invoke, tm
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"note: {installed.parent / 'tests'} does not exist")
     assert invoke("verify", installed / "demo_pipe.py").exit_code == 1  # a path keeps the check
+
+
+def test_a_syntax_error_two_imports_deep_fails_verify_as_it_fails_the_host(invoke, contributor_checkout, community_text):
+    """verify collects the package with the host's own functions, not a parse of its own."""
+    community = contributor_checkout / "community"
+    path = _write(contributor_checkout, "demo_pipe", community_text(body="\nfrom ._shared import first\n"))
+    (community / "_shared").mkdir()
+    (community / "_shared" / "__init__.py").write_text("")
+    (community / "_shared" / "first.py").write_text("from .second import VALUE\n")
+    (community / "_shared" / "second.py").write_text("VALUE = 1\nSECRET_TOKEN_abc = = 2\n")
+    result = invoke("verify", path)
+    assert result.exit_code == 1, result.output
+    assert f"{community / '_shared' / 'second.py'}:2: error: syntax error at column" in result.output
+    assert "SECRET_TOKEN_abc" not in result.output
+
+
+def test_a_file_with_a_utf8_byte_order_mark_passes(invoke, contributor_checkout, community_text):
+    path = _write(contributor_checkout, "demo_pipe", community_text())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    result = invoke("verify", path)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{path}: ok"
+
+
+def test_only_errors_fail_a_check():
+    findings = [lint.Finding("p.py", 1, lint.WARNING, "w"), lint.Finding("p.py", 2, lint.ERROR, "e")]
+    assert lint.error_findings(findings) == [findings[1]]
+    assert lint.error_findings(findings[:1]) == []

@@ -238,3 +238,84 @@ def test_parsing_is_shared_but_errors_and_warnings_name_each_path():
     with pytest.warns((DeprecationWarning, SyntaxWarning)) as caught:  # 3.11 says Deprecation
         verify.parse_module(b"PATTERN = '\\d+'\n", "/three/pipeline.py")
     assert caught[0].filename == "/three/pipeline.py"
+
+
+def test_a_syntax_error_in_a_sibling_names_path_line_and_column_only():
+    """A sibling module is not the file the caller named: nothing of its text is quoted."""
+    with pytest.raises(errors.PipelineSyntaxError) as caught:
+        _verify(
+            "from pipeyard import DiffusionPipeline\nfrom . import helper\n\nclass P(DiffusionPipeline):\n    pass\n",
+            siblings={"helper.py": "x = 1\nSECRET_TOKEN_abc = (\n"},
+        )
+    error = caught.value
+    assert (error.path, error.line, error.column) == ("/repo/helper.py", 2, 20)
+    assert error.source_line == "" and error.detail == ""
+    assert "SECRET_TOKEN_abc" not in str(error) and "line 2, column 20" in str(error)
+
+
+def test_a_long_line_of_the_pipeline_file_is_quoted_cut_to_120_characters():
+    line = "x = [" + "1, " * 130_000 + "2 3]"  # ~400 KB, the error near its end
+    with pytest.raises(errors.PipelineSyntaxError) as caught:
+        _verify(f"y = 1\n{line}\n")
+    error = caught.value
+    assert error.line == 2 and error.column is not None and error.column > 300_000
+    assert len(error.source_line) <= 122 and "2 3]" in error.source_line
+    assert error.source_line.startswith("…") and len(str(error)) < 500
+
+
+def test_control_characters_of_a_quoted_line_are_escaped():
+    with pytest.raises(errors.PipelineSyntaxError) as caught:
+        _verify("x = '\x1b[2J' +\n")
+    assert "\x1b" not in str(caught.value) and "\\x1b[2J" in str(caught.value)
+
+
+def test_a_nul_byte_is_a_syntax_error_with_its_position():
+    with pytest.raises(errors.PipelineSyntaxError) as caught:
+        _verify(b"x = 1\ny = 2\x00\n")
+    assert (caught.value.line, caught.value.column) == (2, 6)
+    assert "NUL byte" in str(caught.value)
+
+
+def test_a_utf8_byte_order_mark_is_accepted_like_python_does():
+    data = b"\xef\xbb\xbf# /// script\n# [tool.pipeyard]\n# requires-core = \">=0.1\"\n# ///\n" + textwrap.dedent("""
+        from pipeyard import DiffusionPipeline
+        class P(DiffusionPipeline):
+            pass
+    """).encode()
+    info = _verify(data)
+    assert info.class_name == "P" and info.metadata is not None and info.metadata.requires_core == ">=0.1"
+    with pytest.raises(errors.PipelineEncodingError) as caught:
+        _verify(b"\xef\xbb\xbf# caf\xe9\n")
+    assert caught.value.position == 8  # counted in the file's bytes, the mark included
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('tags = "abc"', "`[tool.pipeyard] tags` must be a list of strings"),
+        ("summary = 3", "`[tool.pipeyard] summary` must be a string"),
+    ],
+)
+def test_pep723_values_of_the_wrong_type_are_refused(line, message):
+    with pytest.raises(errors.PipelineVerificationError, match=message.replace("[", r"\[")):
+        _verify(f"# /// script\n# [tool.pipeyard]\n# requires-core = \">=0.1\"\n# {line}\n# ///\n"
+                "from pipeyard import DiffusionPipeline\nclass P(DiffusionPipeline):\n    pass\n")
+
+
+def test_requires_python_of_the_wrong_type_is_refused():
+    with pytest.raises(errors.PipelineVerificationError, match="`requires-python` must be a string"):
+        _verify("# /// script\n# requires-python = 3\n# [tool.pipeyard]\n# requires-core = \">=0.1\"\n# ///\n"
+                "from pipeyard import DiffusionPipeline\nclass P(DiffusionPipeline):\n    pass\n")
+
+
+def test_verify_is_composed_of_small_modules_that_import_no_torch():
+    import subprocess
+
+    code = ("import sys; import pipeyard.host.verify, pipeyard.host.boundary, pipeyard.host.fetch; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from pipeyard.host import classes, parse, requirements, script_metadata
+
+    assert verify.parse_module is parse.parse_module and verify.ScriptMetadata is script_metadata.ScriptMetadata
+    assert verify.find_pipeline_class is classes.find_pipeline_class
+    assert verify.missing_imports is requirements.missing_imports

@@ -54,9 +54,10 @@ change.
     │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
     │   ├── InvalidPipelineNameError (ValueError)
     │   ├── PipelineVerificationError (ValueError)  the file failed the AST checks
-    │   │   ├── PipelineSyntaxError                 it does not parse (file, line, source line)
+    │   │   ├── PipelineSyntaxError                 it does not parse (file, line, column)
     │   │   ├── PipelineEncodingError (UnicodeError)  it is not UTF-8
-    │   │   └── PipelineClassError                  zero or several DiffusionPipeline subclasses
+    │   │   ├── PipelineClassError                  zero or several DiffusionPipeline subclasses
+    │   │   └── UnsafePackageFileError              a package file outside the closed set, refused unread
     │   ├── RequirementsError (ImportError)         declared or imported packages are missing
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
     │   ├── TrustStoreError (ValueError)            trust.json is damaged
@@ -616,14 +617,35 @@ class PipelineVerificationError(CustomPipelineError, ValueError):
 
 
 class PipelineSyntaxError(PipelineVerificationError):
-    """The pipeline file does not parse; names the file, the line and the source line."""
+    """A package file does not parse; names the file, the line and the column.
 
-    def __init__(self, path: str, line: int | None, source_line: str, detail: str) -> None:
+    Only the file the caller named (the pipeline file) is quoted, one line cut to at most
+    ~120 characters; a syntax error in a sibling module quotes nothing of it.
+
+    Attributes:
+        line, column: where the parser stopped (1-based; None when it does not say).
+        source_line: the quoted line ("" for a sibling module).
+        detail: the parser's message ("" for a sibling module).
+    """
+
+    def __init__(
+        self, path: str, line: int | None, source_line: str, detail: str, column: int | None = None
+    ) -> None:
         self.line = line
+        self.column = column
         self.source_line = source_line
         self.detail = detail
         where = f"line {line}" if line is not None else "an unknown line"
-        super().__init__(path, f"syntax error at {where}: {detail}\n    {source_line.strip()}")
+        if column is not None:
+            where += f", column {column}"
+        if detail:
+            reason = f"syntax error at {where}: {detail}" + (f"\n    {source_line.strip()}" if source_line else "")
+        else:
+            reason = (
+                f"syntax error at {where}; open the file there (the text of a module the pipeline "
+                f"file imports is never quoted)"
+            )
+        super().__init__(path, reason)
 
 
 class PipelineEncodingError(PipelineVerificationError, UnicodeError):
@@ -654,6 +676,26 @@ class PipelineClassError(PipelineVerificationError):
                 f"and import them relatively (`from .base import MyBase`)"
             )
         super().__init__(path, reason)
+
+
+class UnsafePackageFileError(PipelineVerificationError):
+    """A file of a pipeline package breaks the closed-set rules; it was refused before being read.
+
+    A package is the pipeline file and the modules it imports relatively, all regular files
+    inside its root folder, each at most a few MiB. A symbolic link leading out of the root, a
+    relative import reaching above it, a FIFO, socket, device or folder where a module should
+    be, or a file over the size cap are refused.
+
+    Attributes:
+        path: the package file (where it would be read, not where a link leads).
+        rule: the rule it breaks.
+        fix: what to change.
+    """
+
+    def __init__(self, path: str, rule: str, fix: str) -> None:
+        self.rule = rule
+        self.fix = fix
+        super().__init__(path, f"{rule}; nothing was read from it. {fix}")
 
 
 class RequirementsError(CustomPipelineError, ImportError):

@@ -1,10 +1,14 @@
-"""The contributor's lint: the host's checks on a pipeline file, plus what a community file needs.
+"""The contributor's lint: exactly the host's checks on a pipeline file, then what a community file needs.
 
 :func:`lint_pipeline_file` runs, without executing a line of the file:
 
-1. the checks the host runs before loading it (:mod:`pipeyard.host.verify`: UTF-8, syntax,
-   exactly one ``DiffusionPipeline`` subclass, the PEP 723 block and ``[tool.pipeyard]``,
-   requirements installed here);
+1. the checks the host runs before loading it, by calling the host's own functions: the
+   package is collected as the host collects a local folder (:func:`pipeyard.host.fetch.collect_package`
+   with the closed-set :func:`~pipeyard.host.fetch.folder_reader`: every module it imports
+   relatively, at any depth, each a regular file inside the folder), then
+   :func:`pipeyard.host.verify.verify_package` (UTF-8, syntax of every file, exactly one
+   ``DiffusionPipeline`` subclass, the PEP 723 block and ``[tool.pipeyard]``) and
+   :func:`pipeyard.host.verify.check_requirements` (requirements installed here);
 2. a PEP 723 block is present (the host tolerates its absence; the registry does not), with
    ``summary`` and ``tags`` (warnings when missing);
 3. a module docstring with a usage example: a ``::`` block, ``>>>`` lines or a fenced block
@@ -24,11 +28,12 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .host import verify
+from .host import fetch, verify
 
 ERROR = "error"
 WARNING = "warning"
@@ -67,83 +72,107 @@ def lint_pipeline_file(
     file = Path(path)
     if not file.is_file():
         raise errors.LocalPathError(str(file), "pipeline file")
-    info, findings = _host_findings(file)
-    if info is None:
+    module, info, findings = _host_findings(file)
+    if module is None or info is None:
         return findings
-    text = file.read_text(encoding="utf-8")
-    findings += _metadata_findings(file, text, info)
-    findings += _docstring_findings(file, text)
+    findings += _metadata_findings(file, module, info)
+    findings += _docstring_findings(file, module.tree)
     if check_tests:
         findings += _test_findings(file, Path(tests_dir) if tests_dir else default_tests_dir(file))
     return findings
 
 
-def has_errors(findings: list[Finding]) -> bool:
-    """True when any finding is an error (warnings do not fail)."""
-    return any(f.severity == ERROR for f in findings)
+def error_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that are errors: a check fails when there is one (warnings do not fail)."""
+    return [finding for finding in findings if finding.severity == ERROR]
 
 
 # --------------------------------------------------------------------------- 1. host checks
 
 
 def package_files(file: Path) -> dict[str, bytes]:
-    """The file and the sibling modules it imports relatively, as the host would fetch them."""
-    files = {file.name: file.read_bytes()}
-    try:
-        tree = ast.parse(files[file.name])
-    except (SyntaxError, ValueError):
-        return files  # verify_package reports it with its line
-    for level, module, names in verify.relative_imports(tree):
-        for candidate in verify.candidate_files(file.name, level, module, names):
-            target = file.parent.joinpath(*candidate.split("/"))
-            if target.is_file():
-                files[candidate] = target.read_bytes()
-    return files
+    """The package of ``file`` as the host reads a local folder: the file and every module it
+    imports relatively, at any depth, each a regular file inside ``file``'s folder.
+
+    Raises:
+        UnsafePackageFileError: a link leading out of the folder, an import reaching above it,
+            a special or oversized file; nothing of it was read.
+    """
+    root = str(file.parent)
+    return fetch.collect_package(file.name, fetch.folder_reader(root), origin=root)
 
 
-def _host_findings(file: Path) -> tuple[verify.PipelineFileInfo | None, list[Finding]]:
-    """Run :func:`~pipeyard.host.verify.verify_package` and the requirements check."""
-    files = package_files(file)
+def _host_findings(file: Path) -> tuple[verify.ParsedModule | None, verify.PipelineFileInfo | None, list[Finding]]:
+    """The host's checks (:func:`package_files`, ``verify_package``, ``check_requirements``).
+
+    Returns the pipeline file's parsed module (None when it does not parse), what
+    ``verify_package`` learnt (None when it failed), and the findings.
+    """
+    root, main = str(file.parent), file.name
+    files: Mapping[str, bytes] = {}
     try:
-        info = verify.verify_package(files, file.name, str(file.parent))
+        files = package_files(file)
+        info = verify.verify_package(files, main, root)
     except errors.PipelineVerificationError as exc:
-        return None, _verification_findings(file, exc)
-    local = frozenset(name.split("/")[0].removesuffix(".py") for name in files)
+        module = _parsed_main(files, main, root)
+        return module, None, _verification_findings(file, module, exc)
+    module = _parsed_main(files, main, root)
     try:
-        verify.check_requirements(info, str(file), local)
+        verify.check_requirements(info, str(file), verify.local_module_names(files))
     except errors.RequirementsError as exc:
         listed = "; ".join(f"{req} ({found})" for req, found in exc.unmet)
         fix = f"; install with: {exc.install_command}" if exc.install_command else ""
-        return info, [Finding(str(file), _script_line(file), ERROR, f"unmet requirements: {listed}{fix}")]
-    return info, []
+        return module, info, [Finding(str(file), _script_line(module), ERROR, f"unmet requirements: {listed}{fix}")]
+    except errors.PipelineVerificationError as exc:  # a dependency or requires-python that is not valid
+        return module, info, [Finding(str(file), _script_line(module), ERROR, exc.reason)]
+    return module, info, []
 
 
-def _verification_findings(file: Path, exc: errors.PipelineVerificationError) -> list[Finding]:
+def _parsed_main(files: Mapping[str, bytes], main: str, root: str) -> verify.ParsedModule | None:
+    """The pipeline file as ``verify_package`` parsed it (memoized), None when it was not read or does not parse."""
+    if main not in files:
+        return None
+    try:
+        return verify.parse_module(files[main], verify.source_path(root, main))
+    except errors.PipelineVerificationError:
+        return None
+
+
+def _verification_findings(
+    file: Path, module: verify.ParsedModule | None, exc: errors.PipelineVerificationError
+) -> list[Finding]:
     path = exc.path
     if isinstance(exc, errors.PipelineSyntaxError):
-        return [Finding(path, exc.line or 1, ERROR, f"syntax error: {exc.detail}")]
+        detail = f": {exc.detail}" if exc.detail else f" at column {exc.column}" if exc.column else ""
+        return [Finding(path, exc.line or 1, ERROR, f"syntax error{detail}")]
+    if isinstance(exc, errors.UnsafePackageFileError):
+        return [Finding(path, 1, ERROR, exc.reason)]
+    script_error = _script_block_error(file, module)
     if isinstance(exc, errors.PipelineClassError) and exc.found:
         found = [Finding(path, line, ERROR, f"{name} is one of {len(exc.found)} DiffusionPipeline subclasses; "
                          "a pipeline file defines exactly one") for name, line in exc.found]
-        return found + _script_block_error(file)
+        return found + script_error
     if isinstance(exc, errors.PipelineClassError):
-        return [Finding(path, 1, ERROR, exc.reason), *_script_block_error(file)]
-    line = _script_line(file) if "script" in exc.reason or "dependenc" in exc.reason else 1
-    return [Finding(path, line, ERROR, exc.reason)]
+        return [Finding(path, 1, ERROR, exc.reason), *script_error]
+    if script_error and script_error[0].message == exc.reason:
+        return script_error  # the PEP 723 block is what failed: point at it
+    return [Finding(path, 1, ERROR, exc.reason)]
 
 
-def _script_block_error(file: Path) -> list[Finding]:
+def _script_block_error(file: Path, module: verify.ParsedModule | None) -> list[Finding]:
     """The PEP 723 problem too, when the class check stopped verify_package before it."""
+    if module is None:
+        return []
     try:
-        verify.script_metadata(file.read_text(encoding="utf-8"), str(file))
+        verify.script_metadata(module.text, str(file))
     except errors.PipelineVerificationError as exc:
-        return [Finding(str(file), _script_line(file), ERROR, exc.reason)]
+        return [Finding(str(file), _script_line(module), ERROR, exc.reason)]
     return []
 
 
-def _script_line(file: Path) -> int:
-    """The line of ``# /// script`` (1 when there is none)."""
-    for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+def _script_line(module: verify.ParsedModule | None) -> int:
+    """The line of ``# /// script`` in the pipeline file (1 when there is none)."""
+    for number, line in enumerate(module.text.splitlines() if module else (), 1):
         if line.rstrip() == "# /// script":
             return number
     return 1
@@ -152,12 +181,12 @@ def _script_line(file: Path) -> int:
 # --------------------------------------------------------------------------- 2. metadata
 
 
-def _metadata_findings(file: Path, text: str, info: verify.PipelineFileInfo) -> list[Finding]:
+def _metadata_findings(file: Path, module: verify.ParsedModule, info: verify.PipelineFileInfo) -> list[Finding]:
     path = str(file)
     if info.metadata is None:
         return [Finding(path, 1, ERROR, "no PEP 723 `# /// script` block: community and registry pipelines "
                         "declare dependencies and `[tool.pipeyard] requires-core` in one (see docs/contributing.md)")]
-    line = _script_line(file)
+    line = _script_line(module)
     found = []
     if not info.metadata.summary:
         found.append(Finding(path, line, WARNING, "`[tool.pipeyard]` has no `summary`; the registry falls back "
@@ -171,8 +200,7 @@ def _metadata_findings(file: Path, text: str, info: verify.PipelineFileInfo) -> 
 # --------------------------------------------------------------------------- 3. docstring
 
 
-def _docstring_findings(file: Path, text: str) -> list[Finding]:
-    tree = ast.parse(text)
+def _docstring_findings(file: Path, tree: ast.Module) -> list[Finding]:
     docstring = ast.get_docstring(tree)
     if not docstring:
         return [Finding(str(file), 1, ERROR, "no module docstring: say what the pipeline does and show how "

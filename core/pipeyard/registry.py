@@ -236,7 +236,7 @@ def check_registry(
     Nothing touches the network.
     """
     from ._bundled import bundled_dir
-    from .lint import ERROR, lint_pipeline_file
+    from .lint import error_findings, lint_pipeline_file
 
     folder = community or bundled_dir("community")
     try:
@@ -247,7 +247,7 @@ def check_registry(
         where = index_path() if path is None else path
         problems = [f"{where}: stale entry {name!r}; run `pipeyard registry build`" for name in stale]
     for file in sorted(p for p in folder.glob("*.py") if not p.name.startswith("_")):
-        problems += [str(f) for f in lint_pipeline_file(file, tests_dir) if f.severity == ERROR]
+        problems += [str(f) for f in error_findings(lint_pipeline_file(file, tests_dir))]
     hub = read_hub_sources(hub_file)
     names = {p.stem for p in folder.glob("*.py")}
     problems += [f"hub entry {e['name']!r} has the name of a community pipeline" for e in hub if e["name"] in names]

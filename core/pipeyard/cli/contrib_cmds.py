@@ -42,7 +42,7 @@ def verify(file_or_name: str, tests_dir: Path | None, no_test_check: bool) -> No
 
     Prints each finding as FILE:LINE: severity: message; exits 1 when any is an error.
     """
-    from ..lint import ERROR, default_tests_dir, lint_pipeline_file
+    from ..lint import default_tests_dir, error_findings, lint_pipeline_file
 
     path = pipeline_file(file_or_name)
     check_tests = not no_test_check
@@ -52,7 +52,7 @@ def verify(file_or_name: str, tests_dir: Path | None, no_test_check: bool) -> No
     findings = lint_pipeline_file(path, tests_dir, check_tests=check_tests)
     for finding in findings:
         click.echo(str(finding))
-    failed = sum(f.severity == ERROR for f in findings)
+    failed = len(error_findings(findings))
     warned = len(findings) - failed
     if failed:
         click.echo(f"{path}: {failed} error(s), {warned} warning(s)", err=True)

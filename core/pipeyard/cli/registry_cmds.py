@@ -91,11 +91,15 @@ def literal_block(docstring: str) -> str | None:
 def usage_example(entry: dict[str, Any]) -> str:
     """The usage example of the module docstring (community files), else a generic one."""
     from .._bundled import bundled_dir
+    from ..host.fetch import folder_reader
     from ..host.verify import verify_package
 
     if "repo" not in entry:
-        path = bundled_dir("community") / entry["file"]
-        docstring = verify_package({path.name: path.read_bytes()}, path.name, str(path.parent)).docstring
+        folder = str(bundled_dir("community"))
+        data = folder_reader(folder)(entry["file"])  # a regular file inside community/, or None
+        if data is None:
+            raise errors.EntryNotFoundError(folder, entry["file"], hint="rebuild the index: `pipeyard registry build`")
+        docstring = verify_package({entry["file"]: data}, entry["file"], folder).docstring
         block = literal_block(docstring or "")
         if block:
             return block

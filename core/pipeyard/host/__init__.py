@@ -204,8 +204,7 @@ def _check_requirements(stored: cache.StoredPackage, info: verify.PipelineFileIn
     key = (stored.digest, resolve.installed_environment_key())
     if key in _REQUIREMENTS_MET:
         return
-    local = frozenset(name.split("/")[0].removesuffix(".py") for name in stored.files)
-    verify.check_requirements(info, str(stored.main_path), local)
+    verify.check_requirements(info, str(stored.main_path), verify.local_module_names(stored.files))
     _REQUIREMENTS_MET.add(key)
 
 

@@ -3,7 +3,9 @@
 A source becomes a :class:`FetchedPackage`: the bytes of the pipeline file and of every module
 it imports relatively (``from .x import y``, ``from . import x``, ``from ..a.b import c``, at
 any depth), all from the same place and, for remote sources, the same commit. Nothing is
-executed; relative imports are found with :mod:`ast`.
+executed; relative imports are found with :mod:`ast`. The package is a closed set of files
+(:mod:`~pipeyard.host.boundary`): an import reaching above its root, and, in a local folder, a
+link leading out of it or a file that is not a regular one, are refused before being read.
 
 Only this module and :mod:`pipeyard.hub` touch the network. Hub files go through ``hub.py``;
 GitHub community files are plain HTTP GETs of a raw-file URL template, with the timeout of
@@ -17,20 +19,20 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from .. import constants, errors
+from . import boundary
+from .boundary import Reader, candidate_files, check_size, folder_reader, import_above_root, import_folder
+from .parse import parse_module, relative_import_line, source_path
 from .resolve import Source, SourceKind
-from .verify import candidate_files, parse_module, source_path
 
 if TYPE_CHECKING:
     from ..hub import FileSource
 
-#: Reads one package-relative file; None when the source has no such file.
-Reader = Callable[[str], Optional[bytes]]
+__all__ = ["FetchedPackage", "Reader", "collect_package", "fetch_from_file_source", "fetch_package", "folder_reader"]
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -56,13 +58,20 @@ class FetchedPackage:
 
 
 def _imports_of(name: str, data: bytes, origin: str) -> list[str]:
-    """Candidate sibling files of one module; none when it does not parse (verify says why)."""
+    """Candidate sibling files of one module; none when it does not parse (verify says why).
+
+    Raises:
+        UnsafePackageFileError: a relative import reaches above the package root.
+    """
+    path = source_path(origin, name)  # the path verify parses it under
     try:
-        parsed = parse_module(data, source_path(origin, name))  # the path verify parses it under
-    except ValueError:  # PipelineEncodingError, PipelineSyntaxError, a NUL byte
+        parsed = parse_module(data, path)
+    except ValueError:  # PipelineEncodingError, PipelineSyntaxError
         return []
     candidates: list[str] = []
     for level, module, names in parsed.relative_imports:
+        if import_folder(name, level) is None:
+            raise import_above_root(path, level, module, relative_import_line(parsed.tree, level, module))
         candidates.extend(candidate_files(name, level, module, names))
     return candidates
 
@@ -70,16 +79,22 @@ def _imports_of(name: str, data: bytes, origin: str) -> list[str]:
 def collect_package(main: str, read: Reader, main_data: bytes | None = None, *, origin: str = "") -> dict[str, bytes]:
     """The pipeline file plus every module reachable from it by relative imports.
 
+    Each file is read once, with ``read`` (:func:`folder_reader` for a local folder, which
+    refuses what is not a regular file inside it before reading it).
+
     Args:
         main_data: the pipeline file's bytes when the caller already read them.
         origin: where the files come from, as :class:`FetchedPackage` records it (messages).
 
     Raises:
         EntryNotFoundError: the pipeline file itself is missing.
+        UnsafePackageFileError: a file or an import breaks the rules of
+            :mod:`~pipeyard.host.boundary`.
     """
     data = main_data if main_data is not None else read(main)
     if data is None:
-        raise errors.EntryNotFoundError("the pipeline source", main)
+        raise errors.EntryNotFoundError(origin or "the pipeline source", main)
+    check_size(source_path(origin, main), main, len(data))
     files = {main: data}
     queue = [main]
     while queue:
@@ -89,23 +104,13 @@ def collect_package(main: str, read: Reader, main_data: bytes | None = None, *, 
                 continue
             content = read(candidate)
             if content is not None:
+                check_size(source_path(origin, candidate), candidate, len(content))  # a remote file
                 files[candidate] = content
                 queue.append(candidate)
     return files
 
 
 # --------------------------------------------------------------------------- readers
-
-
-def folder_reader(root: str | os.PathLike[str]) -> Reader:
-    """Read package-relative files from a local folder."""
-    base = Path(root)
-
-    def read(name: str) -> bytes | None:
-        path = base.joinpath(*name.split("/"))
-        return path.read_bytes() if path.is_file() else None
-
-    return read
 
 
 def community_url(revision: str, name: str) -> str:
@@ -132,13 +137,17 @@ def _default_community_template() -> str:
     )
 
 
-def http_get(url: str) -> bytes | None:
-    """GET ``url`` with pipeyard's timeout; None on 404, an error for anything else."""
+def http_get(url: str, limit: int | None = None) -> bytes | None:
+    """GET ``url`` with pipeyard's timeout; None on 404, an error for anything else.
+
+    Args:
+        limit: read at most this many bytes of the body (then stop: the caller refuses it).
+    """
     if constants.is_offline():
         raise errors.OfflineError(url)
     try:
         with urllib.request.urlopen(url, timeout=constants.network_timeout()) as response:
-            return response.read()
+            return response.read(limit) if limit is not None else response.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -150,7 +159,7 @@ def http_get(url: str) -> bytes | None:
 
 def github_reader(revision: str) -> Reader:
     """Read community files at ``revision`` from the raw-file URL template."""
-    return lambda name: http_get(community_url(revision, name))
+    return lambda name: http_get(community_url(revision, name), boundary.MAX_PACKAGE_FILE_BYTES + 1)
 
 
 def hub_reader(repo_id: str, commit: str, files: tuple[str, ...], **options: object) -> Reader:
@@ -252,14 +261,18 @@ def fetch_from_file_source(file_source: FileSource, filename: str) -> FetchedPac
     """Read a module embedded in a model repo already opened by :func:`pipeyard.hub.open_source`.
 
     The repo is the same listing, at the same commit, that the caller read model_index.json
-    from, so the module cannot come from another revision than the weights.
+    from, so the module cannot come from another revision than the weights. A local model
+    folder is read like any local package (:func:`folder_reader`).
     """
+    commit = file_source.commit
+    origin = file_source.location + (f"@{commit}" if commit else "")
+    if file_source.is_local and file_source.root is not None:
+        files = collect_package(filename, folder_reader(file_source.root), origin=str(file_source.root))
+        return FetchedPackage(files, filename, None, str(file_source.root))
 
     def read(name: str) -> bytes | None:
         if not file_source.has(name):
             return None
         return file_source.fetch([name]).joinpath(*name.split("/")).read_bytes()
 
-    commit = file_source.commit
-    origin = file_source.location + (f"@{commit}" if commit else "")
     return FetchedPackage(collect_package(filename, read, origin=origin), filename, commit, origin)
