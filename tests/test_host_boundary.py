@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeyard import errors, hub
-from pipeyard.host import boundary, fetch, load_pipeline_class
+from pipeyard.host import boundary, fetch, load_pipeline_class, load_repository_pipeline_class
 
 SECRET = f"TOPSECRET_{uuid.uuid4().hex}"
 
@@ -87,10 +87,10 @@ def _load(kind: str, folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         _plugin(folder)
         return load_pipeline_class("acme/evil", trust_remote_code=True)
     if kind == "model folder":
-        return load_pipeline_class(None, pretrained=str(folder), embedded_class=["evil", "Evil"], trust_remote_code=True)
+        return load_repository_pipeline_class({"_class_name": ["evil", "Evil"]}, str(folder), trust_remote_code=True)
     assert kind == "opened model folder"
     source = hub.open_source(str(folder))
-    return load_pipeline_class(None, pretrained=source, embedded_class=["evil", "Evil"], trust_remote_code=True)
+    return load_repository_pipeline_class({"_class_name": ["evil", "Evil"]}, source, trust_remote_code=True)
 
 
 SOURCE_KINDS = ["local file", "local folder", "bundled", "plugin", "model folder", "opened model folder"]

@@ -129,3 +129,14 @@ def test_a_bundled_name_loads_offline_without_any_request(monkeypatch, hub_reque
     monkeypatch.setenv("PIPEYARD_COMMUNITY_URL", "http://127.0.0.1:9/{revision}/{name}")
     assert load_pipeline_class("one_step_unet").__name__ == "UnetSchedulerOneForwardPipeline"
     assert hub_requests == []
+
+
+def test_a_symlinked_local_file_loads_from_its_target_folder(write_pipeline, tmp_path):
+    target = write_pipeline("real/actual_pipeline.py")
+    link = tmp_path / "link.py"
+    link.symlink_to(target)
+    source = resolve.resolve_source(str(link))
+    assert (source.location, source.filename) == (str(target.parent), "actual_pipeline.py")
+    from pipeyard.host import load_pipeline_class
+
+    assert load_pipeline_class(str(link)).__name__ == "MyPipeline"

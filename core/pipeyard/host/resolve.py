@@ -203,7 +203,8 @@ def _local_source(value: str, tried: list[str]) -> Source | None:
     if path.is_file():
         if path.suffix != ".py":
             raise errors.InvalidPipelineNameError(value, "a local pipeline file must end in .py")
-        return Source(SourceKind.LOCAL_FILE, str(path.resolve().parent), path.name)
+        real = path.resolve()  # a link named by the caller: its target's folder is the package
+        return Source(SourceKind.LOCAL_FILE, str(real.parent), real.name)
     tried.append(f"local file {value!r}: no such file")
     if path.is_dir():
         if (path / PIPELINE_FILENAME).is_file():
