@@ -20,7 +20,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .. import constants, errors
+from .. import errors
+from ..hub import HubOptions
 from . import cache, fetch, importer, provenance, resolve, trust, verify
 from .resolve import Source, SourceKind
 
@@ -39,9 +40,7 @@ def load_pipeline_class(
     trust_remote_code: bool = False,
     pretrained: Any = None,
     embedded_class: Sequence[str] | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
+    hub_options: HubOptions | None = None,
     refresh: bool = False,
 ) -> type:
     """Resolve, fetch, verify, trust-check and import a custom pipeline; return its class.
@@ -60,7 +59,9 @@ def load_pipeline_class(
             with ``embedded_class``.
         embedded_class: model_index.json's ``_class_name`` when it is a
             ``[module_file, ClassName]`` pair: that module of ``pretrained`` is loaded.
-        token, cache_dir, local_files_only: passed to the Hub for Hub sources.
+        hub_options: how Hub sources are reached (token, cache_dir, local_files_only,
+            proxies, endpoint); its ``revision`` is not used: ``custom_revision`` says which
+            revision of a Hub pipeline, and a repo-embedded module comes from ``pretrained``'s.
         refresh: ignore the resolution record and ask the Hub / GitHub again.
 
     Returns:
@@ -78,7 +79,7 @@ def load_pipeline_class(
     """
     source = _source_for(custom_pipeline, custom_revision, pretrained, embedded_class)
     trust.refuse_before_fetch(source)
-    options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    options = hub_options or HubOptions()
     if source.kind is SourceKind.ENTRY_POINT:
         return _load_entry_point(source)
     stored, commit = _stored_package(source, pretrained, options, refresh)
@@ -115,7 +116,7 @@ def _source_for(
 
 
 def _stored_package(
-    source: Source, pretrained: Any, options: dict[str, Any], refresh: bool
+    source: Source, pretrained: Any, options: HubOptions, refresh: bool
 ) -> tuple[cache.StoredPackage, str | None]:
     """The source's files in the module store, and the commit they come from."""
     if source.kind is SourceKind.EMBEDDED and hasattr(pretrained, "fetch"):
@@ -123,7 +124,7 @@ def _stored_package(
     elif _uses_record(source):
         return _stored_remote(source, options, refresh)
     else:
-        fetched = fetch.fetch_package(source, **options)
+        fetched = fetch.fetch_package(source, options)
     return cache.store_package(fetched.files, fetched.main), fetched.commit
 
 
@@ -134,7 +135,7 @@ def _uses_record(source: Source) -> bool:
 
 
 def _stored_remote(
-    source: Source, options: dict[str, Any], refresh: bool
+    source: Source, options: HubOptions, refresh: bool
 ) -> tuple[cache.StoredPackage, str | None]:
     """A Hub / GitHub package: from its resolution record when there is one, else fetched."""
     key = source.record_key()
@@ -143,9 +144,9 @@ def _stored_remote(
         stored = cache.load_package(record.digest)
         if stored is not None:
             return stored, record.commit
-    if constants.is_offline() or options.get("local_files_only"):
-        raise errors.OfflineError(source.describe(), "offline mode is on and it was never loaded before")
-    fetched = fetch.fetch_package(source, **options)
+    if options.offline:
+        raise errors.OfflineError(source.describe(), f"{options.offline_reason}, it was never loaded before,")
+    fetched = fetch.fetch_package(source, options)
     stored = cache.store_package(fetched.files, fetched.main)
     cache.write_record(key, cache.ResolutionRecord(fetched.commit, stored.digest, fetched.origin))
     return stored, fetched.commit

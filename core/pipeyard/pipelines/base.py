@@ -242,7 +242,9 @@ class DiffusionPipeline(ConfigMixin):
         revision: str | None = None,
         cache_dir: PathLike | None = None,
         local_files_only: bool = False,
-        token: str | None = None,
+        token: str | bool | None = None,
+        proxies: hub.ProxiesArg = None,
+        endpoint: str | None = None,
         **components: Any,
     ) -> P:
         """Load a pipeline from a local folder or a Hub repo in diffusers' layout.
@@ -254,17 +256,19 @@ class DiffusionPipeline(ConfigMixin):
             custom_revision: revision of a remote ``custom_pipeline``.
             trust_remote_code: allow running remote code that is not otherwise trusted.
             torch_dtype: one dtype, or a dict per component with a ``"default"`` key.
+            revision, token, cache_dir, local_files_only, proxies, endpoint: how the Hub is
+                reached, for every file of the load (see :class:`~pipeyard.hub.HubOptions`);
+                all but ``revision`` apply to a Hub ``custom_pipeline`` too.
             **components: objects to use instead of loading (``scheduler=...``), or ``None``
                 to skip an optional component.
 
         Raises:
             UnexpectedArgumentError, MissingComponentError, ComponentTypeError,
             UnknownComponentClassError: before anything is loaded.
+            InvalidRepoIdError, HubOptionError: before any request.
         """
-        source = hub.open_source(
-            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
-        )
+        options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
+        source = hub.open_source(pretrained_model_name_or_path, options)
         model_index = _read_model_index(source)
         pipeline_cls = cls._choose_class(model_index, source, custom_pipeline, custom_revision, trust_remote_code)
         plan = comp.plan_components(pipeline_cls, model_index, components)
@@ -304,7 +308,7 @@ class DiffusionPipeline(ConfigMixin):
 
             return load_pipeline_class(
                 custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code,
-                pretrained=source, embedded_class=embedded,
+                pretrained=source, embedded_class=embedded, hub_options=source.options,
             )
         if cls is not DiffusionPipeline:
             return cls
