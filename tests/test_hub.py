@@ -169,7 +169,8 @@ def test_online_load_lists_the_repo_with_one_request_and_records_the_branch(mode
     source = hub.open_source(repo_id)
     assert source.commit == first
     assert [r for r in hub_requests if "/api/models/" in r] == [f"GET {_endpoint()}/api/models/{repo_id}/revision/main"]
-    recorded = HfApi().resolve_revision(repo_id, revision="main", cache_dir=constants.hub_cache_dir(), local_files_only=True)
+    cache = constants.hub_cache_dir()
+    recorded = HfApi().resolve_revision(repo_id, revision="main", cache_dir=cache, local_files_only=True)
     assert recorded.resolved == first  # an offline load of main finds this commit
 
 

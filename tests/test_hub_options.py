@@ -234,9 +234,10 @@ def test_model_revision_does_not_apply_to_a_hub_custom_pipeline(olah_hub, tmp_pa
 def test_embedded_module_comes_from_the_model_revision(olah_hub, pipeline_text):
     repo_id, git = olah_hub.new_repo()
     index = json.dumps({"_class_name": ["my_pipe", "EmbeddedPipe"]})
-    git.commit({"model_index.json": index, "my_pipe.py": pipeline_text("EmbeddedPipe", body=NO_COMPONENTS + "    VERSION = 1\n")},
+    version = NO_COMPONENTS + "    VERSION = {}\n"
+    git.commit({"model_index.json": index, "my_pipe.py": pipeline_text("EmbeddedPipe", body=version.format(1))},
                tag="v1")
-    git.commit({"my_pipe.py": pipeline_text("EmbeddedPipe", body=NO_COMPONENTS + "    VERSION = 2\n")})
+    git.commit({"my_pipe.py": pipeline_text("EmbeddedPipe", body=version.format(2))})
     assert DiffusionPipeline.from_pretrained(repo_id, revision="v1", trust_remote_code=True).VERSION == 1
     assert DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True).VERSION == 2
 

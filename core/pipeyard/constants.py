@@ -19,6 +19,8 @@ variable                               meaning
 ``HF_ENDPOINT``                        the Hub's base URL (a mirror, or a test server)
 ``HF_HOME`` / ``HF_HUB_CACHE``         where Hub downloads are cached
 ``HF_TOKEN``                           the Hub token used when none is passed
+``HTTP_PROXY`` / ``HTTPS_PROXY`` /     proxies of Hub requests made without ``proxies=``,
+``ALL_PROXY`` / ``NO_PROXY``           and the hosts reached directly (any case)
 =====================================  ==================================================
 """
 
@@ -114,3 +116,14 @@ def hub_cache_dir() -> Path:
 def hub_token() -> str | None:
     """The Hub token from ``HF_TOKEN`` when the caller passes none."""
     return os.environ.get("HF_TOKEN") or None
+
+
+def environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy URL for ``scheme://host`` from ``<SCHEME>_PROXY`` / ``ALL_PROXY``, None for
+    none or when ``NO_PROXY`` lists the host."""
+    import urllib.request  # not at import: it pulls in http.client and ssl
+
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    found = urllib.request.getproxies_environment()
+    return found.get(scheme) or found.get("all")
