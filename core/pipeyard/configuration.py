@@ -244,11 +244,14 @@ class ConfigMixin:
     ) -> dict[str, Any]:
         """Read ``cls.config_name`` from a local folder or a Hub repo (optionally a subfolder).
 
-        Returns the raw mapping, metadata keys included.
+        Returns the raw mapping, metadata keys included. ``revision``, ``token``, ``cache_dir``,
+        ``local_files_only``, ``proxies`` and ``endpoint`` say how the Hub is reached
+        (:class:`~pipeyard.hub.HubOptions`).
 
         Raises:
             EntryNotFoundError: the folder or repo has no such file.
             ConfigFileError: the file is not a JSON object (names file, line and column).
+            InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
         """
         from . import hub
 

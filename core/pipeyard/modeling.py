@@ -306,7 +306,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         """Load a model from a local folder or a Hub repo in diffusers' layout.
 
         Only the config and the chosen weight files are downloaded. Extra keywords override
-        config values.
+        config values. ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``proxies``
+        and ``endpoint`` say how the Hub is reached (:class:`~pipeyard.hub.HubOptions`).
 
         Example::
 
@@ -316,6 +317,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             WeightsNotFoundError, VariantNotFoundError: no suitable weight files.
             StateDictMismatchError: missing or unexpected keys (first 20 of each, and counts).
             ShapeMismatchError: keys whose shapes differ, with both shapes.
+            InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
         """
         from . import hub
 
