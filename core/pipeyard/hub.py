@@ -284,6 +284,11 @@ def _listing_api(options: HubOptions) -> Any:
     ``resolve_revision`` asks ``repo_info`` for the commit and drops the rest; keeping the
     answer saves a second request for the file list, at the very same commit.
     """
+    return _listing_api_class()(endpoint=options.hub_endpoint(), token=options.token)
+
+
+@functools.lru_cache(maxsize=1)
+def _listing_api_class() -> type:
     from huggingface_hub import HfApi
 
     class ListingApi(HfApi):
@@ -299,7 +304,7 @@ def _listing_api(options: HubOptions) -> Any:
                 raise
             return self.answer
 
-    return ListingApi(endpoint=options.hub_endpoint(), token=options.token)
+    return ListingApi
 
 
 def _download_files(repo_id: str, names: list[str], options: HubOptions) -> Path:
