@@ -238,27 +238,33 @@ class ConfigMixin:
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
-        token: str | None = None,
+        token: str | bool | None = None,
+        proxies: str | Mapping[str, str] | None = None,
+        endpoint: str | None = None,
     ) -> dict[str, Any]:
         """Read ``cls.config_name`` from a local folder or a Hub repo (optionally a subfolder).
 
-        Returns the raw mapping, metadata keys included.
+        Returns the raw mapping, metadata keys included. ``revision``, ``token``, ``cache_dir``,
+        ``local_files_only``, ``proxies`` and ``endpoint`` say how the Hub is reached
+        (:class:`~pipeyard.hub.HubOptions`).
 
         Raises:
             EntryNotFoundError: the folder or repo has no such file.
             ConfigFileError: the file is not a JSON object (names file, line and column).
+            InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
         """
         from . import hub
 
-        path = hub.resolve_file(
-            pretrained_model_name_or_path,
-            cls.config_name,
-            subfolder=subfolder,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-        )
+        options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
+        return cls._read_config_file(pretrained_model_name_or_path, subfolder, options)
+
+    @classmethod
+    def _read_config_file(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], subfolder: str | None, options: Any
+    ) -> dict[str, Any]:
+        from . import hub
+
+        path = hub.resolve_file(pretrained_model_name_or_path, cls.config_name, subfolder=subfolder, options=options)
         return read_json_file(path)
 
     def save_config(self, save_directory: str | os.PathLike[str]) -> Path:
@@ -289,18 +295,20 @@ class ConfigMixin:
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
-        token: str | None = None,
+        token: str | bool | None = None,
+        proxies: str | Mapping[str, str] | None = None,
+        endpoint: str | None = None,
         **overrides: Any,
     ) -> T:
-        """Build an object from a saved config (e.g. a scheduler's ``scheduler_config.json``)."""
-        config = cls.load_config(
-            pretrained_model_name_or_path,
-            subfolder=subfolder,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-        )
+        """Build an object from a saved config (e.g. a scheduler's ``scheduler_config.json``).
+
+        ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``proxies`` and
+        ``endpoint`` say how the Hub is reached (:class:`~pipeyard.hub.HubOptions`).
+        """
+        from . import hub
+
+        options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
+        config = cls._read_config_file(pretrained_model_name_or_path, subfolder, options)
         return cls.from_config(config, **overrides)
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **_: Any) -> None:

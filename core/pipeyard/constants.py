@@ -20,6 +20,8 @@ variable                               meaning
 ``HF_HOME`` / ``HF_HUB_CACHE``         where Hub downloads are cached
 ``HF_TOKEN``                           the Hub token used when none is passed (read by
                                        huggingface_hub itself)
+``HTTP_PROXY`` / ``HTTPS_PROXY`` /     proxies of Hub requests made without ``proxies=``,
+``ALL_PROXY`` / ``NO_PROXY``           and the hosts reached directly (any case)
 =====================================  ==================================================
 
 Boolean flags are parsed strictly by :func:`flag`: unset or empty is off, ``1 true yes on``
@@ -138,3 +140,14 @@ def hub_cache_dir() -> Path:
     base = Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface"
     return base / "hub"
 
+
+
+def environment_proxy(scheme: str, host: str) -> str | None:
+    """The proxy URL for ``scheme://host`` from ``<SCHEME>_PROXY`` / ``ALL_PROXY``, None for
+    none or when ``NO_PROXY`` lists the host."""
+    import urllib.request  # not at import: it pulls in http.client and ssl
+
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    found = urllib.request.getproxies_environment()
+    return found.get(scheme) or found.get("all")

@@ -21,7 +21,10 @@ change.
     │   ├── RepositoryNotFoundError (FileNotFoundError)
     │   ├── RevisionNotFoundError (FileNotFoundError)
     │   ├── GatedRepoError (PermissionError)
-    │   └── OfflineError (ConnectionError)          offline and the file is not cached
+    │   ├── OfflineError (ConnectionError)          offline and the file is not cached
+    │   ├── InvalidRepoIdError (ValueError)         a repo id the Hub's naming rules refuse
+    │   ├── InvalidSubfolderError (ValueError)      a subfolder that leaves its folder or repo
+    │   └── HubOptionError (ValueError)             a malformed revision, token, proxies, endpoint...
     ├── WeightsError
     │   ├── WeightsNotFoundError (FileNotFoundError)
     │   ├── VariantNotFoundError (FileNotFoundError)
@@ -249,6 +252,45 @@ class OfflineError(HubError, ConnectionError):
             f"cannot fetch {what}: {reason} and it is not in the local cache. Run once online "
             f"(unset PIPEYARD_OFFLINE / HF_HUB_OFFLINE) or pass a local folder"
         )
+
+
+class InvalidRepoIdError(HubError, ValueError):
+    """A value that would be sent to the Hub as a repo id but breaks its naming rules.
+
+    Raised before any request, instead of huggingface_hub's validation traceback.
+    """
+
+    def __init__(self, value: str, argument: str, reason: str) -> None:
+        self.value = value
+        self.argument = argument
+        self.reason = reason
+        super().__init__(
+            f"{argument}={value!r} is not a Hub repo id: {reason}. A repo id is 'name' or "
+            f"'owner/name' (letters, digits, '-', '_', '.'; at most 96 characters each; not starting "
+            f"or ending with '-' or '.'); to load a local folder, pass a path that exists"
+        )
+
+
+class InvalidSubfolderError(HubError, ValueError):
+    """A ``subfolder`` that is not a plain relative path inside the folder or repo."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(
+            f"subfolder={value!r} is not valid: {reason}. Pass the name of a folder inside the "
+            f"repository, e.g. subfolder='unet' or subfolder='models/unet'"
+        )
+
+
+class HubOptionError(HubError, ValueError):
+    """A Hub loading option (``revision``, ``token``, ``proxies``, ``endpoint``...) that is malformed."""
+
+    def __init__(self, option: str, value: Any, expected: str) -> None:
+        self.option = option
+        self.value = value
+        shown = "<hidden>" if option == "token" else repr(value)
+        super().__init__(f"{option}={shown} is not valid: expected {expected}")
 
 
 # --------------------------------------------------------------------------- weights

@@ -5,27 +5,47 @@ repository pinned to one commit, with the list of files it holds. Callers pick t
 need from ``source.files`` and ask ``source.fetch(names)`` for a local folder holding them, so
 only those files are downloaded and a local folder is used in place.
 
+How the Hub is reached is one frozen value, :class:`HubOptions` (revision, token, cache folder,
+``local_files_only``, proxies, endpoint), made once from ``from_pretrained``'s keywords and
+carried by the source to every request of the load: model weights, configs, custom pipelines.
+
 Offline mode (``PIPEYARD_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``, read at call time) and
 ``local_files_only=True`` answer from the local Hub cache alone. Every request carries the
 timeout from ``PIPEYARD_TIMEOUT``. huggingface_hub's errors are translated into pipeyard's
-(:mod:`pipeyard.errors`), which name the repo, the revision and the fix.
+(:mod:`pipeyard.errors`), which name the repo, the revision and the fix. Repo ids and
+subfolders are checked before any request.
+
+The Hub cache is huggingface_hub's own, read and written only through its public API: a branch
+or tag is resolved to a commit once per load (``HfApi.resolve_revision``, which also records
+the branch in the cache so a later offline load finds it), and every file of that load is
+downloaded by that commit, so one load never mixes two commits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from . import constants, errors
+from .hub_options import HubOptions, PathLike, ProxiesArg, as_options, check_repo_id, check_subfolder
+
+__all__ = [
+    "FileSource", "HubOptions", "ProxiesArg", "RepoListing", "check_repo_id", "check_subfolder",
+    "download_file", "looks_like_local_path", "open_source", "proxy_for", "repo_listing", "resolve_file",
+]
 
 logger = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike[str]
+
+# ---------------------------------------------------------------------- names
 
 
 def looks_like_local_path(value: PathLike) -> bool:
@@ -33,7 +53,10 @@ def looks_like_local_path(value: PathLike) -> bool:
     text = os.fspath(value)
     if isinstance(value, os.PathLike) or os.path.exists(text):
         return True
-    return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text or text.count("/") > 1
+    return text.startswith(("/", "./", "../", "~", ".\\")) or "\\" in text
+
+
+# ---------------------------------------------------------------------- sources
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,9 @@ class FileSource:
         root: the local folder, or the Hub cache snapshot folder when offline.
         complete: False when ``files`` lists only what an offline cache holds, so a file
             missing from it may still exist in the repository.
+        options: how the load reaches the Hub (its revision is the one asked for; files are
+            fetched at ``commit``). Also carried for a local folder: a custom pipeline from
+            the Hub uses it.
     """
 
     location: str
@@ -54,15 +80,14 @@ class FileSource:
     files: tuple[str, ...]
     root: Path | None = None
     complete: bool = True
-    _options: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    options: HubOptions = field(default_factory=HubOptions, repr=False, compare=False)
 
     def missing(self, what: str, error: Exception) -> Exception:
         """The error to raise when ``what`` is not in ``files``: ``error``, or OfflineError
         when the listing is only an offline cache's."""
         if self.complete:
             return error
-        reason = "offline mode is on" if constants.is_offline() else "local_files_only=True"
-        return errors.OfflineError(f"{what} of {self.location!r}", reason)
+        return errors.OfflineError(f"{what} of {self.location!r}", self.options.offline_reason)
 
     @property
     def is_local(self) -> bool:
@@ -77,7 +102,8 @@ class FileSource:
 
     def under(self, subfolder: str | None) -> list[str]:
         """Names of the files directly inside ``subfolder`` (relative to it)."""
-        prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+        subfolder = check_subfolder(subfolder)
+        prefix = f"{subfolder}/" if subfolder else ""
         return [f[len(prefix):] for f in self.files if f.startswith(prefix) and "/" not in f[len(prefix):]]
 
     def fetch(self, names: Iterable[str]) -> Path:
@@ -93,38 +119,40 @@ class FileSource:
         if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
             return self.root
         assert self.commit is not None
-        return _download_files(self.location, names, self.commit, **self._options)  # type: ignore[arg-type]
+        return _download_files(self.location, names, self.options.at(self.commit))
 
 
 def open_source(
     path_or_repo_id: PathLike,
+    options: HubOptions | None = None,
     *,
-    revision: str | None = None,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | None = None,
+    argument: str = "pretrained_model_name_or_path",
+    **option_fields: Any,
 ) -> FileSource:
     """A :class:`FileSource` for a local folder or a Hub repo id (listing made once, here).
 
+    Args:
+        options: how to reach the Hub; or give its fields as keywords
+            (``open_source("owner/name", revision="v1")``).
+        argument: the caller's name for ``path_or_repo_id``, for messages.
+
     Raises:
         LocalPathError: a value that looks like a path but names no folder.
+        InvalidRepoIdError: neither a folder nor a valid repo id (before any request).
         RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError, OfflineError: Hub failures.
     """
+    options = as_options(options, option_fields)
     text = os.fspath(path_or_repo_id)
     if os.path.isdir(text):
-        root = Path(text)
-        files = tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
-        return FileSource(text, None, files, root)
+        return FileSource(text, None, _walk(Path(text)), Path(text), options=options)
     if looks_like_local_path(path_or_repo_id):
         raise errors.LocalPathError(text)
-    options = {"cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
-    if local_files_only or constants.is_offline():
-        root = _cached_snapshot(text, revision or "main", cache_dir)
-        files = tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
-        return FileSource(text, root.name, files, root, complete=False, _options=options)
-    commit, files = _remote_listing(text, revision, token)
-    _remember_ref(text, revision or "main", commit, cache_dir)
-    return FileSource(text, commit, files, None, _options=options)
+    check_repo_id(text, argument)
+    if options.offline:
+        commit, root = _cached_snapshot(text, options)
+        return FileSource(text, commit, _walk(root), root, complete=False, options=options)
+    commit, files = _remote_listing(text, options)
+    return FileSource(text, commit, files, None, options=options)
 
 
 def resolve_file(
@@ -132,17 +160,18 @@ def resolve_file(
     filename: str,
     *,
     subfolder: str | None = None,
-    revision: str | None = None,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | None = None,
+    options: HubOptions | None = None,
+    argument: str = "pretrained_model_name_or_path",
 ) -> Path:
     """The local path of one file in a folder or Hub repo, downloading it if needed.
 
     Raises:
         EntryNotFoundError: the folder or repo has no such file.
         LocalPathError: a path-like value naming no folder.
+        InvalidRepoIdError, InvalidSubfolderError: before any request.
     """
+    options = options or HubOptions()
+    subfolder = check_subfolder(subfolder)
     relative = str(PurePosixPath(subfolder, filename)) if subfolder else filename
     text = os.fspath(path_or_repo_id)
     if os.path.isdir(text):
@@ -152,9 +181,8 @@ def resolve_file(
         return path
     if looks_like_local_path(path_or_repo_id):
         raise errors.LocalPathError(text)
-    return download_file(
-        text, relative, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
-    )
+    check_repo_id(text, argument)
+    return download_file(text, relative, options)
 
 
 # ---- used by the host ----
@@ -169,45 +197,29 @@ class RepoListing:
     files: tuple[str, ...]
 
 
-def repo_listing(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool = False,
-) -> RepoListing:
-    """Resolve ``revision`` (default ``main``) of ``repo_id`` to a commit and list its files.
+def repo_listing(repo_id: str, options: HubOptions, *, argument: str = "custom_pipeline") -> RepoListing:
+    """Resolve ``options.revision`` (default ``main``) of ``repo_id`` to a commit and list its files.
 
     Offline (or ``local_files_only``) the answer comes from the local Hub cache.
     """
-    source = open_source(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    source = open_source(repo_id, options, argument=argument)
     assert source.commit is not None
     return RepoListing(repo_id, source.commit, source.files)
 
 
-def download_file(
-    repo_id: str,
-    filename: str,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """Download one file of a Hub repo (or find it in the cache) and return its local path."""
+def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
+    """Download one file of a Hub repo at ``options.revision`` (or find it in the cache); its local path."""
     from huggingface_hub import hf_hub_download
 
-    offline = local_files_only or constants.is_offline()
-    with _translated_hub_errors(repo_id, revision, filename):
+    with _hub_call(repo_id, options, filename):
         path = hf_hub_download(
             repo_id,
             filename,
-            revision=revision,
-            cache_dir=_cache_dir(cache_dir),
-            local_files_only=offline,
-            token=token,
-            endpoint=constants.hub_endpoint(),
+            revision=options.revision,
+            cache_dir=options.hub_cache_dir(),
+            local_files_only=options.offline,
+            token=options.token,
+            endpoint=options.hub_endpoint(),
             etag_timeout=constants.network_timeout(),
         )
     return Path(path)
@@ -216,95 +228,116 @@ def download_file(
 # ---------------------------------------------------------------------- internals
 
 
-def _remember_ref(repo_id: str, revision: str, commit: str, cache_dir: PathLike | None) -> None:
-    """Record ``revision -> commit`` in the Hub cache (``refs/<revision>``), as huggingface_hub does.
-
-    Files are downloaded by commit sha so that one load never mixes two commits; the Hub
-    cache only records a branch's commit when it resolves the branch itself. Writing the ref
-    here lets a later offline load of ``revision`` find the snapshot (diffusers #7946, #5300).
-    """
-    if revision == commit or "/" in revision and not revision.startswith("refs/pr/"):
-        return
-    from .configuration import write_bytes_atomic
-
-    ref = Path(_cache_dir(cache_dir), f"models--{repo_id.replace('/', '--')}", "refs", revision)
-    try:
-        if ref.is_file() and ref.read_text().strip() == commit:
-            return
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(ref, commit.encode())
-    except OSError as exc:  # a read-only cache still works online
-        logger.debug("could not record %s@%s -> %s: %s", repo_id, revision, commit, exc)
+def _walk(root: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()))
 
 
-def _cached_snapshot(repo_id: str, revision: str, cache_dir: PathLike | None) -> Path:
-    """The Hub cache's snapshot folder of ``repo_id`` at ``revision``, without any request.
+def _cached_snapshot(repo_id: str, options: HubOptions) -> tuple[str, Path]:
+    """The commit and snapshot folder the Hub cache holds for ``options.revision``, without any request.
 
     Raises:
         OfflineError: the revision was never downloaded into this cache.
     """
-    repo_folder = Path(_cache_dir(cache_dir), f"models--{repo_id.replace('/', '--')}")
-    commit = revision
-    ref = repo_folder / "refs" / revision
-    if ref.is_file():
-        commit = ref.read_text().strip()
-    snapshot = repo_folder / "snapshots" / commit
-    if not snapshot.is_dir():
-        reason = "offline mode is on" if constants.is_offline() else "local_files_only=True"
-        raise errors.OfflineError(f"{repo_id!r} at revision {revision!r}", reason)
-    return snapshot
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import IncompleteSnapshotError
+
+    api = HfApi(endpoint=options.hub_endpoint(), token=options.token)
+    with _hub_call(repo_id, options):
+        commit = api.resolve_revision(
+            repo_id, revision=options.revision, cache_dir=options.hub_cache_dir(), local_files_only=True
+        ).resolved
+        try:
+            folder = snapshot_download(
+                repo_id, revision=commit, cache_dir=options.hub_cache_dir(), local_files_only=True
+            )
+        except IncompleteSnapshotError as exc:  # a load fetches only the files it needs: partial is normal
+            folder = exc.snapshot_path
+    return commit, Path(folder)
 
 
-def _cache_dir(cache_dir: PathLike | None) -> str:
-    return os.fspath(cache_dir) if cache_dir is not None else os.fspath(constants.hub_cache_dir())
+def _remote_listing(repo_id: str, options: HubOptions) -> tuple[str, tuple[str, ...]]:
+    """Resolve the revision to its commit (recorded in the Hub cache) and list the files there."""
+    api = _listing_api(options)
+    with _hub_call(repo_id, options):
+        try:
+            # Always name the revision: the Hub API pins it into the URL, and mirrors only serve that form.
+            commit = api.resolve_revision(
+                repo_id, revision=options.revision or "main", cache_dir=options.hub_cache_dir(), token=options.token
+            ).resolved
+        except Exception:
+            if api.failure is None:
+                raise
+        # resolve_revision falls back on the cache when the Hub fails; online, that is an error.
+        if api.failure is not None:
+            raise api.failure
+        info = api.answer
+        if info is None or info.sha != commit:  # a commit sha resolves without a request
+            info = api.model_info(repo_id, revision=commit, timeout=constants.network_timeout())
+    if not info.sha:
+        raise errors.HubError(f"the Hub did not say which commit {repo_id!r}@{options.revision or 'main'} is")
+    return info.sha, tuple(sorted(s.rfilename for s in (info.siblings or ())))
 
 
-def _remote_listing(repo_id: str, revision: str | None, token: str | None) -> tuple[str, tuple[str, ...]]:
+def _listing_api(options: HubOptions) -> Any:
+    """An ``HfApi`` whose ``repo_info`` carries pipeyard's timeout and keeps its answer.
+
+    ``resolve_revision`` asks ``repo_info`` for the commit and drops the rest; keeping the
+    answer saves a second request for the file list, at the very same commit.
+    """
+    return _listing_api_class()(endpoint=options.hub_endpoint(), token=options.token)
+
+
+@functools.lru_cache(maxsize=1)
+def _listing_api_class() -> type:
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=constants.hub_endpoint(), token=token)
-    with _translated_hub_errors(repo_id, revision):
-        # Always name the revision: the Hub API pins it into the URL, and mirrors only serve that form.
-        info = api.model_info(repo_id, revision=revision or "main", timeout=constants.network_timeout())
-    files = tuple(sorted(s.rfilename for s in (info.siblings or ())))
-    if not info.sha:
-        raise errors.HubError(f"the Hub did not say which commit {repo_id!r}@{revision or 'main'} is")
-    return info.sha, files
+    class ListingApi(HfApi):
+        answer: Any = None
+        failure: BaseException | None = None
+
+        def repo_info(self, repo_id: str, *args: Any, **kwargs: Any) -> Any:
+            kwargs["timeout"] = constants.network_timeout()
+            try:
+                self.answer = super().repo_info(repo_id, *args, **kwargs)
+            except Exception as exc:
+                self.failure = exc
+                raise
+            return self.answer
+
+    return ListingApi
 
 
-def _download_files(
-    repo_id: str,
-    names: list[str],
-    commit: str,
-    *,
-    cache_dir: PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | None = None,
-) -> Path:
-    """Download ``names`` of ``repo_id`` at ``commit`` into the Hub cache; return the snapshot root.
+def _download_files(repo_id: str, names: list[str], options: HubOptions) -> Path:
+    """Download ``names`` of ``repo_id`` at ``options.revision`` (a commit) into the Hub cache;
+    return the snapshot root.
 
     The file list is already known (from the listing), so each file is fetched directly by
     commit — no second listing request — a few at a time.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(name: str) -> Path:
-        return download_file(repo_id, name, revision=commit, token=token, cache_dir=cache_dir,
-                             local_files_only=local_files_only)
-
     if not names:
         raise ValueError("nothing to download")
     with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-        paths = list(pool.map(one, names))
+        paths = list(pool.map(lambda name: download_file(repo_id, name, options), names))
     first, name = paths[0], names[0]
     return first.parents[len(PurePosixPath(name).parts) - 1]
 
 
 @contextlib.contextmanager
-def _translated_hub_errors(repo_id: str, revision: str | None, filename: str | None = None) -> Iterator[None]:
+def _hub_call(repo_id: str, options: HubOptions, filename: str | None = None) -> Iterator[None]:
+    """Requests made inside go through ``options.proxies``; errors come out as pipeyard's."""
+    with _translated_hub_errors(repo_id, options, filename), _proxied(options.proxies):
+        yield
+
+
+@contextlib.contextmanager
+def _translated_hub_errors(repo_id: str, options: HubOptions, filename: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub's exceptions into pipeyard's, which say what to change."""
     from huggingface_hub import errors as hf
 
+    revision = options.revision
+    what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r} at revision {revision or 'main'!r}"
     try:
         yield
     except hf.GatedRepoError:
@@ -313,29 +346,116 @@ def _translated_hub_errors(repo_id: str, revision: str | None, filename: str | N
         raise errors.RepositoryNotFoundError(repo_id, _first_line(exc)) from None
     except hf.RevisionNotFoundError:
         raise errors.RevisionNotFoundError(repo_id, revision or "main") from None
-    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) as exc:
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled, hf.RevisionResolutionError) as exc:
         # LocalEntryNotFoundError derives from EntryNotFoundError: it must be caught first.
-        what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r}"
-        reason = "offline mode is on" if constants.is_offline() else f"the Hub was not reached ({_first_line(exc)})"
+        reason = options.offline_reason if options.offline else f"the Hub was not reached ({_first_line(exc)})"
         raise errors.OfflineError(what, reason) from exc
     except hf.EntryNotFoundError:
         raise errors.EntryNotFoundError(repo_id, filename or "?", revision) from None
     except hf.HfHubHTTPError as exc:
         raise errors.HubError(f"Hub request for {repo_id!r} failed: {_first_line(exc)}") from exc
-    except Exception as exc:
-        # Transport failures (timeouts after PIPEYARD_TIMEOUT, refused connections) come from
-        # the HTTP client huggingface_hub uses, whose classes we do not import by name.
-        if not _is_transport_error(exc):
-            raise
-        what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r}"
-        raise errors.OfflineError(what, f"the Hub was not reached ({type(exc).__name__}: {exc})") from exc
+    except hf.HFValidationError as exc:  # checked before any request; kept as a safety net
+        raise errors.InvalidRepoIdError(repo_id, "repo id", _first_line(exc)) from None
+    except _transport_errors() as exc:
+        # Timeouts after PIPEYARD_TIMEOUT, refused connections, a proxy that fails.
+        via = "the proxy failed" if type(exc).__name__ == "ProxyError" else "the Hub was not reached"
+        raise errors.OfflineError(what, f"{via} ({type(exc).__name__}: {exc})") from exc
 
 
-def _is_transport_error(exc: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return "TransportError" in names or isinstance(exc, (ConnectionError, TimeoutError))
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a request that got no HTTP answer (imported only when one is raised)."""
+    import httpx2  # huggingface_hub's HTTP client
+
+    return (httpx2.TransportError, ConnectionError, TimeoutError)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------- proxies
+# huggingface_hub sends every request through one shared HTTP client, configured only by a
+# client factory (``set_client_factory``). So that ``proxies`` applies to one load and not
+# to the whole process, the first load given proxies installs a client whose transport picks
+# the proxy per request from a context variable set around that load's Hub calls; requests
+# made outside such a call use the environment's proxies (HTTP_PROXY, NO_PROXY...) as before.
+
+_ACTIVE_PROXIES: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "pipeyard_hub_proxies", default=()
+)
+_ROUTING_LOCK = threading.Lock()
+_ROUTING_INSTALLED = False
+
+
+@contextlib.contextmanager
+def _proxied(proxies: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    if not proxies:
+        yield
+        return
+    _install_proxy_routing()
+    token = _ACTIVE_PROXIES.set(proxies)
+    try:
+        yield
+    finally:
+        _ACTIVE_PROXIES.reset(token)
+
+
+def proxy_for(scheme: str, host: str, proxies: tuple[tuple[str, str], ...]) -> str | None:
+    """The proxy URL for a request, from ``proxies`` or else from the environment (None: direct)."""
+    if not proxies:
+        return constants.environment_proxy(scheme, host)
+    table = dict(proxies)
+    for key in (f"{scheme}://{host}", scheme, f"all://{host}", "all"):
+        if key in table:
+            return table[key]
+    return None
+
+
+def _install_proxy_routing() -> None:
+    global _ROUTING_INSTALLED
+    with _ROUTING_LOCK:
+        if _ROUTING_INSTALLED:
+            return
+        import httpx2
+        from huggingface_hub import get_session, set_client_factory
+
+        hooks = get_session().event_hooks  # huggingface_hub's own: offline mode, request ids
+
+        def client() -> Any:
+            return httpx2.Client(
+                transport=_router_class()(), event_hooks=hooks, follow_redirects=True, timeout=None, trust_env=False
+            )
+
+        set_client_factory(client)
+        _ROUTING_INSTALLED = True
+
+
+@functools.lru_cache(maxsize=1)
+def _router_class() -> type:
+    import httpx2
+
+    class ProxyRouter(httpx2.BaseTransport):
+        """Sends each request straight, or through the proxy the current load asked for."""
+
+        def __init__(self) -> None:
+            self._transports: dict[str | None, httpx2.HTTPTransport] = {}
+            self._lock = threading.Lock()
+
+        def _transport(self, proxy: str | None) -> httpx2.HTTPTransport:
+            with self._lock:
+                if proxy not in self._transports:
+                    self._transports[proxy] = httpx2.HTTPTransport(proxy=proxy)
+                return self._transports[proxy]
+
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            url = request.url
+            return self._transport(proxy_for(url.scheme, url.host, _ACTIVE_PROXIES.get())).handle_request(request)
+
+        def close(self) -> None:
+            with self._lock:
+                for transport in self._transports.values():
+                    transport.close()
+                self._transports.clear()
+
+    return ProxyRouter

@@ -298,13 +298,16 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         revision: str | None = None,
         cache_dir: PathLike | None = None,
         local_files_only: bool = False,
-        token: str | None = None,
+        token: str | bool | None = None,
+        proxies: str | Mapping[str, str] | None = None,
+        endpoint: str | None = None,
         **overrides: Any,
     ) -> M:
         """Load a model from a local folder or a Hub repo in diffusers' layout.
 
         Only the config and the chosen weight files are downloaded. Extra keywords override
-        config values.
+        config values. ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``proxies``
+        and ``endpoint`` say how the Hub is reached (:class:`~pipeyard.hub.HubOptions`).
 
         Example::
 
@@ -314,16 +317,13 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             WeightsNotFoundError, VariantNotFoundError: no suitable weight files.
             StateDictMismatchError: missing or unexpected keys (first 20 of each, and counts).
             ShapeMismatchError: keys whose shapes differ, with both shapes.
+            InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
         """
         from . import hub
 
-        source = hub.open_source(
-            pretrained_model_name_or_path,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
-        )
+        hub.check_subfolder(subfolder)
+        options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
+        source = hub.open_source(pretrained_model_name_or_path, options)
         return cls._from_source(
             source, subfolder, torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors,
             device=device, low_cpu_mem_usage=low_cpu_mem_usage, overrides=overrides,

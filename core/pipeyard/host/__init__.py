@@ -23,7 +23,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .. import constants, errors
+from .. import errors
+from ..hub import HubOptions
 from . import cache, fetch, gate, importer, provenance, resolve, verify
 from .resolve import Source, SourceKind
 
@@ -40,9 +41,7 @@ def load_pipeline_class(
     *,
     custom_revision: str | None = None,
     trust_remote_code: bool = False,
-    token: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
+    hub_options: HubOptions | None = None,
     refresh: bool = False,
 ) -> type:
     """Resolve, fetch, verify, trust-check and import the custom pipeline the caller named.
@@ -56,7 +55,9 @@ def load_pipeline_class(
             bundled copy, no network).
         trust_remote_code: allow code that is neither bundled, local, installed nor in the
             trust store (see :mod:`pipeyard.host.gate`).
-        token, cache_dir, local_files_only: passed to the Hub for Hub sources.
+        hub_options: how Hub sources are reached (token, cache_dir, local_files_only,
+            proxies, endpoint); its ``revision`` is not used: ``custom_revision`` says which
+            revision of a Hub pipeline.
         refresh: ignore the resolution record and ask the Hub / GitHub again.
 
     Returns:
@@ -73,7 +74,7 @@ def load_pipeline_class(
         'UnetSchedulerOneForwardPipeline'
     """
     source = resolve.resolve_source(custom_pipeline, custom_revision=custom_revision)
-    options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    options = hub_options or HubOptions()
     return _load(source, None, options, trust_remote_code=trust_remote_code, refresh=refresh)
 
 
@@ -82,9 +83,7 @@ def load_repository_pipeline_class(
     repository: Any,
     *,
     trust_remote_code: bool = False,
-    token: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
+    hub_options: HubOptions | None = None,
     refresh: bool = False,
 ) -> type | None:
     """The class a repository's model_index.json names as code, or None for a built-in name.
@@ -97,8 +96,9 @@ def load_repository_pipeline_class(
         model_index: the repository's parsed model_index.json.
         repository: the :class:`pipeyard.hub.FileSource` it was opened as (preferred: modules
             then come from the same commit as the weights), a local folder, or a Hub repo id.
-        trust_remote_code, token, cache_dir, local_files_only, refresh: as for
-            :func:`load_pipeline_class`.
+        trust_remote_code, refresh: as for :func:`load_pipeline_class`.
+        hub_options: how the Hub is reached; default: the options ``repository`` was opened
+            with (a module embedded in it comes from its commit, whatever the revision says).
 
     Raises:
         What :func:`load_pipeline_class` raises.
@@ -107,11 +107,11 @@ def load_repository_pipeline_class(
     source = resolve.repository_source(model_index, location, getattr(repository, "commit", None))
     if source is None:
         return None
-    options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    options = hub_options or getattr(repository, "options", None) or HubOptions()
     return _load(source, repository, options, trust_remote_code=trust_remote_code, refresh=refresh)
 
 
-def _load(source: Source, repository: Any, options: dict[str, Any], *, trust_remote_code: bool, refresh: bool) -> type:
+def _load(source: Source, repository: Any, options: HubOptions, *, trust_remote_code: bool, refresh: bool) -> type:
     """The steps both entries share: fetch, verify, trust, store, import."""
     gate.refuse_before_fetch(source)
     if source.kind is SourceKind.ENTRY_POINT:
@@ -131,7 +131,7 @@ def _load(source: Source, repository: Any, options: dict[str, Any], *, trust_rem
 
 
 def _candidate(
-    source: Source, repository: Any, options: dict[str, Any], refresh: bool
+    source: Source, repository: Any, options: HubOptions, refresh: bool
 ) -> tuple[cache.StoredPackage, str | None, str | None]:
     """The source's package: stored (a warm load) or in memory, its commit and record key.
 
@@ -144,12 +144,12 @@ def _candidate(
         stored = cache.load_package(record.digest) if record is not None else None
         if stored is not None:
             return stored, record.commit, record_key  # type: ignore[union-attr]
-    if record_key is not None and (constants.is_offline() or options.get("local_files_only")):
-        raise errors.OfflineError(source.describe(), "offline mode is on and it was never loaded before")
+    if record_key is not None and options.offline:
+        raise errors.OfflineError(source.describe(), f"{options.offline_reason}, it was never loaded before,")
     if source.kind is SourceKind.EMBEDDED and hasattr(repository, "fetch"):
         fetched = fetch.fetch_from_file_source(repository, source.filename)
     else:
-        fetched = fetch.fetch_package(source, **options)
+        fetched = fetch.fetch_package(source, options)
     root = fetched.origin or source.location
     return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key
 

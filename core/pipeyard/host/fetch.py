@@ -21,16 +21,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import constants, errors
+from ..hub import FileSource, HubOptions
 from . import boundary
 from .boundary import Reader, candidate_files, check_size, folder_reader, import_above_root, import_folder
 from .parse import parse_module, relative_import_line, source_path
 from .resolve import Source, SourceKind
-
-if TYPE_CHECKING:
-    from ..hub import FileSource
 
 __all__ = ["FetchedPackage", "Reader", "collect_package", "fetch_from_file_source", "fetch_package", "folder_reader"]
 
@@ -162,8 +159,8 @@ def github_reader(revision: str) -> Reader:
     return lambda name: http_get(community_url(revision, name), boundary.MAX_PACKAGE_FILE_BYTES + 1)
 
 
-def hub_reader(repo_id: str, commit: str, files: tuple[str, ...], **options: object) -> Reader:
-    """Read files of a Hub repo at one commit (only those its listing holds)."""
+def hub_reader(repo_id: str, files: tuple[str, ...], options: HubOptions) -> Reader:
+    """Read files of a Hub repo at ``options.revision``, a commit (only those its listing holds)."""
     from .. import hub
 
     listed = frozenset(files)
@@ -171,7 +168,7 @@ def hub_reader(repo_id: str, commit: str, files: tuple[str, ...], **options: obj
     def read(name: str) -> bytes | None:
         if name not in listed:
             return None
-        return hub.download_file(repo_id, name, revision=commit, **options).read_bytes()  # type: ignore[arg-type]
+        return hub.download_file(repo_id, name, options).read_bytes()
 
     return read
 
@@ -195,14 +192,15 @@ def locate_module_file(module: str) -> Path:
     return Path(spec.origin)
 
 
-def _fetch_hub(source: Source, options: dict[str, object]) -> FetchedPackage:
+def _fetch_hub(source: Source, options: HubOptions) -> FetchedPackage:
+    """A Hub pipeline at the source's revision (``custom_revision``, not the model's)."""
     from .. import hub
 
-    revision = source.revision or "main"
-    listing = hub.repo_listing(source.location, revision=revision, **options)  # type: ignore[arg-type]
+    argument = "custom_pipeline" if source.kind is SourceKind.HUB else "pretrained_model_name_or_path"
+    listing = hub.repo_listing(source.location, options.at(source.revision or "main"), argument=argument)
     if source.filename not in listing.files:
         raise errors.EntryNotFoundError(source.location, source.filename, source.revision)
-    read = hub_reader(source.location, listing.commit, listing.files, **options)
+    read = hub_reader(source.location, listing.files, options.at(listing.commit))
     origin = f"{source.location}@{listing.commit}"
     files = collect_package(source.filename, read, origin=origin)
     return FetchedPackage(files, source.filename, listing.commit, origin)
@@ -232,11 +230,11 @@ def _fetch_entry_point(source: Source) -> FetchedPackage:
     return FetchedPackage({path.name: path.read_bytes()}, path.name, None, str(path.parent))
 
 
-def fetch_package(source: Source, **options: object) -> FetchedPackage:
+def fetch_package(source: Source, options: HubOptions | None = None) -> FetchedPackage:
     """Read a source's pipeline file and siblings (network only for Hub and GitHub sources).
 
     Args:
-        options: ``token``, ``cache_dir``, ``local_files_only`` for Hub sources.
+        options: how Hub sources are reached; its revision is replaced by the source's.
 
     Raises:
         EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError,
@@ -254,7 +252,7 @@ def fetch_package(source: Source, **options: object) -> FetchedPackage:
         return _fetch_github(source)
     if source.kind is SourceKind.EMBEDDED and os.path.isdir(source.location):
         return _fetch_local(source, source.location)
-    return _fetch_hub(source, options)
+    return _fetch_hub(source, options or HubOptions())
 
 
 def fetch_from_file_source(file_source: FileSource, filename: str) -> FetchedPackage:

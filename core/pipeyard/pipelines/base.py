@@ -256,7 +256,9 @@ class DiffusionPipeline(ConfigMixin):
         revision: str | None = None,
         cache_dir: PathLike | None = None,
         local_files_only: bool = False,
-        token: str | None = None,
+        token: str | bool | None = None,
+        proxies: hub.ProxiesArg = None,
+        endpoint: str | None = None,
         **components: Any,
     ) -> P:
         """Load a pipeline from a local folder or a Hub repo in diffusers' layout.
@@ -268,22 +270,21 @@ class DiffusionPipeline(ConfigMixin):
             custom_revision: revision of a remote ``custom_pipeline``.
             trust_remote_code: allow running remote code that is not otherwise trusted.
             torch_dtype: one dtype, or a dict per component with a ``"default"`` key.
+            revision, token, cache_dir, local_files_only, proxies, endpoint: how the Hub is
+                reached, for every file of the load (see :class:`~pipeyard.hub.HubOptions`);
+                all but ``revision`` apply to a Hub ``custom_pipeline`` too.
             **components: objects to use instead of loading (``scheduler=...``), or ``None``
                 to skip an optional component.
 
         Raises:
             UnexpectedArgumentError, MissingComponentError, ComponentTypeError,
             UnknownComponentClassError: before anything is loaded.
+            InvalidRepoIdError, HubOptionError: before any request.
         """
-        source = hub.open_source(
-            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
-        )
+        options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
+        source = hub.open_source(pretrained_model_name_or_path, options)
         model_index = _read_model_index(source)
-        hub_options = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
-        pipeline_cls = cls._choose_class(
-            model_index, source, custom_pipeline, custom_revision, trust_remote_code, hub_options
-        )
+        pipeline_cls = cls._choose_class(model_index, source, custom_pipeline, custom_revision, trust_remote_code)
         plan = comp.plan_components(pipeline_cls, model_index, components)
         classes = {
             name: comp.resolve_component_class(library, class_name, name)
@@ -308,7 +309,6 @@ class DiffusionPipeline(ConfigMixin):
         custom_pipeline: str | None,
         custom_revision: str | None,
         trust_remote_code: bool,
-        hub_options: dict[str, Any],
     ) -> type:
         """The class to build: the caller's ``custom_pipeline``, the class called, or what the
         repository's model_index.json names (through the host, which knows it is repository data)."""
@@ -316,14 +316,13 @@ class DiffusionPipeline(ConfigMixin):
 
         if custom_pipeline is not None:
             found = host.load_pipeline_class(
-                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code, **hub_options
+                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code,
+                hub_options=source.options,
             )
         elif cls is not DiffusionPipeline:
             return cls
         else:
-            found = host.load_repository_pipeline_class(
-                model_index, source, trust_remote_code=trust_remote_code, **hub_options
-            )
+            found = host.load_repository_pipeline_class(model_index, source, trust_remote_code=trust_remote_code)
             if found is None:
                 return _builtin_pipeline_class(model_index.get("_class_name"), source.location)
         return _checked_pipeline_class(found)
