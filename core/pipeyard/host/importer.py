@@ -93,7 +93,9 @@ def _spec(
 def _package_module(stored: StoredPackage) -> types.ModuleType:
     """The package object of a stored package, created once per process."""
     name = package_name(stored.digest)
-    StoreFinder._packages.setdefault(name, stored)
+    # The latest wins: one digest is one content, but a single file's digest does not cover its
+    # name, so the same bytes stored as pipeline.py and as x.py share a package name.
+    StoreFinder._packages[name] = stored
     if StoreFinder not in sys.meta_path:
         sys.meta_path.insert(0, StoreFinder)  # type: ignore[arg-type]
     module = sys.modules.get(name)
