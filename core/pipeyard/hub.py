@@ -225,7 +225,7 @@ def _remember_ref(repo_id: str, revision: str, commit: str, cache_dir: PathLike 
     """
     if revision == commit or "/" in revision and not revision.startswith("refs/pr/"):
         return
-    from .configuration import write_bytes_atomic
+    from .fileio import write_bytes_atomic
 
     ref = Path(_cache_dir(cache_dir), f"models--{repo_id.replace('/', '--')}", "refs", revision)
     try:

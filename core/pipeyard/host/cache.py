@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants, errors
+from ..fileio import write_bytes_atomic
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -99,14 +100,6 @@ def modules_dir() -> Path:
     return constants.pipeyard_home() / "modules"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Create the folder, then write through a unique temp file and ``os.replace``."""
-    from ..configuration import write_bytes_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, data)
-
-
 def _lock_timeout() -> float:
     return max(60.0, constants.network_timeout())
 
@@ -131,9 +124,9 @@ def store_package(files: Mapping[str, bytes], main: str) -> StoredPackage:
     with _package_lock(digest):
         if not (root / MANIFEST_NAME).is_file():  # else another process finished while we waited
             for name, data in files.items():
-                atomic_write(root.joinpath(*name.split("/")), data)
+                write_bytes_atomic(root.joinpath(*name.split("/")), data)
             manifest = {"main": main, "files": dict(sorted(hashes.items()))}
-            atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+            write_bytes_atomic(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
     return StoredPackage(digest, root, main, hashes, dict(files))
 
 
@@ -202,4 +195,4 @@ def read_record(key: str) -> ResolutionRecord | None:
 def write_record(key: str, record: ResolutionRecord) -> None:
     """Store the resolution of ``key`` (atomic; the last writer wins, all write the same)."""
     data = {"key": key, "commit": record.commit, "digest": record.digest, "origin": record.origin}
-    atomic_write(_record_path(key), json.dumps(data, indent=1).encode())
+    write_bytes_atomic(_record_path(key), json.dumps(data, indent=1).encode())

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import constants, errors
+from ..fileio import write_bytes_atomic
 from .resolve import Source, SourceKind
 
 TRUST_FILE_NAME = "trust.json"
@@ -63,10 +64,8 @@ def _read() -> dict[str, dict[str, str]]:
 
 
 def _write(entries: dict[str, dict[str, str]]) -> None:
-    from .cache import atomic_write
-
     payload = {"version": 1, "trusted": dict(sorted(entries.items()))}
-    atomic_write(trust_file(), json.dumps(payload, indent=1).encode())
+    write_bytes_atomic(trust_file(), json.dumps(payload, indent=1).encode())
 
 
 def _locked():
