@@ -167,7 +167,8 @@ def _torch_load(path: Path, device: torch.device | str) -> dict[str, torch.Tenso
         raise  # the file cannot be opened, or the machine is out of memory: not the file's fault
     except Exception as exc:  # on arbitrary bytes the unpickler fails in many ways (KeyError, EOFError, ...)
         raise _corrupt(path, f"torch.load cannot read it ({_torch_reason(exc)})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    flat = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    if not flat:
         raise _corrupt(path, f"it holds a {type(state).__name__}, not a flat mapping of tensor names to tensors")
     return state
 

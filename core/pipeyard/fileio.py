@@ -17,6 +17,7 @@ otherwise each take a different value). Every refusal is a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -36,10 +37,10 @@ MAX_JSON_BYTES = 4 * 2**20
 #: The deepest nesting of arrays and objects accepted; diffusers' files nest 3 or 4 levels.
 MAX_JSON_DEPTH = 64
 
-# The characters that matter to nesting: brackets outside strings, and quotes that open strings.
-_STRUCTURE = re.compile(r'[\[\]{}"]')
-# Inside a string: its closing quote, or a backslash that escapes the next character.
-_STRING_STOP = re.compile(r'["\\]')
+# For the nesting check: a string once escapes are gone, anything but a bracket, a bracket's step.
+_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 # --------------------------------------------------------------------------- writing
@@ -128,7 +129,8 @@ def parse_json_object(data: bytes, origin: PathLike) -> dict[str, Any]:
             origin, f"key {errors.clip(exc.key)!r} appears twice in one object, so readers may disagree on its value"
         ) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more digits than Python converts
-        raise errors.ConfigFileError(origin, errors.clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise errors.ConfigFileError(origin, errors.clip(first_line)) from None
     if not isinstance(value, dict):
         raise errors.ConfigFileError(origin, f"expected a JSON object, found a {type(value).__name__}")
     return value
@@ -144,27 +146,15 @@ def _too_large(size: int, limit: int) -> str:
 def _nesting_exceeds(text: str, limit: int) -> bool:
     """True when arrays and objects in ``text`` nest deeper than ``limit`` (strings skipped).
 
-    One pass; regular expressions jump between the characters that matter, so the work is
-    linear in the length of the text whatever it holds.
+    Linear whatever the text holds, and mostly in C: escaped backslashes and quotes are dropped
+    (so a string holds no quote), then strings, then everything but brackets; the depth is the
+    largest running sum of +1 per opening and -1 per closing bracket.
     """
-    depth, position = 0, 0
-    find_structure, find_string_stop = _STRUCTURE.search, _STRING_STOP.search
-    while (found := find_structure(text, position)) is not None:
-        char, position = found.group(), found.end()
-        if char == '"':
-            while (stop := find_string_stop(text, position)) is not None:
-                position = stop.end() + (stop.group() == "\\")  # skip the escaped character
-                if stop.group() == '"':
-                    break
-            else:
-                return False  # an unterminated string: json reports it
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", unescaped))
+    if len(brackets) <= limit:
+        return False
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > limit
 
 
 class _RepeatedKeyError(ValueError):

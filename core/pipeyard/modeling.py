@@ -311,10 +311,10 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             chosen = select_weight_files(names, location, variant, use_safetensors)
         except errors.WeightsError as exc:
             raise source.missing(f"the weights in {prefix or './'} (variant {variant!r})", exc) from exc
+        weight_files = [prefix + f for f in (chosen.index or "", *chosen.files) if f]
         if chosen.fmt == "bin" and not allow_pickle:  # refused before anything is downloaded
-            raise errors.PickleWeightsError(location, [prefix + f for f in (chosen.index,) if f] + [prefix + f for f in chosen.files])
-        root = source.fetch([prefix + cls.config_name, *(prefix + f for f in chosen.files)]
-                            + ([prefix + chosen.index] if chosen.index else []))
+            raise errors.PickleWeightsError(location, weight_files)
+        root = source.fetch([prefix + cls.config_name, *weight_files])
         folder = root / prefix if prefix else root
         if chosen.index:
             shards = shards_from_index(folder / chosen.index, chosen.fmt)
