@@ -73,6 +73,9 @@ def _damage(kind, path):
         _write(path, _move(header, first, [end, begin]), data)
     elif kind == "metadata not strings":
         _write(path, {**header, "__metadata__": {"format": 1}}, data)
+    elif kind == "tensor named twice":
+        text = json.dumps(header)
+        _write(path, None, data, header_bytes=(text[:-1] + f', "{first}": ' + json.dumps(header[first]) + "}").encode())
     elif kind == "trailing bytes":  # passes the header checks; safetensors' own refusal is translated
         path.write_bytes(path.read_bytes() + b"\0" * 64)
 
@@ -85,7 +88,7 @@ def _damage(kind, path):
         ("truncated", "lies at bytes"),
         ("header length 2**62", "its header claims 4,611,686,018,427,387,904 bytes"),
         ("offsets past the end", "(it is truncated)"),
-        ("header not JSON", "its header is not a JSON object: Expecting value"),
+        ("header not JSON", "its JSON header is not valid: Expecting value"),
         ("header not a mapping", "expected a JSON object, found a list"),
         ("header nested 100,000 deep", "nest deeper than 64 levels"),
         ("dtype x shape not the byte span", "is F64 of shape (4,), which takes 32 bytes, but its data span is 16 bytes"),
@@ -93,6 +96,7 @@ def _damage(kind, path):
         ("shape not integers", "not a list of non-negative integers"),
         ("offsets reversed", "not [begin, end] byte positions"),
         ("metadata not strings", "__metadata__ is not a mapping of strings"),
+        ("tensor named twice", "appears twice in one object"),
         ("trailing bytes", "safetensors cannot read it"),
     ],
 )

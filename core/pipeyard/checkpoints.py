@@ -81,7 +81,7 @@ def check_safetensors_file(path: Path) -> None:
     try:
         header = fileio.parse_json_object(raw, path)
     except errors.ConfigFileError as exc:
-        raise _corrupt(path, f"its header is not a JSON object: {exc.reason}") from None
+        raise _corrupt(path, f"its JSON header is not valid: {exc.reason}") from None
     data_size = size - 8 - header_length
     for name, entry in header.items():
         if name == "__metadata__":
