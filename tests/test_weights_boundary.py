@@ -302,3 +302,47 @@ def test_shard_index_nested_too_deep_is_a_config_file_error(sharded):
     with pytest.raises(ConfigFileError, match="nest deeper than 64 levels"):
         model_class.from_pretrained(folder)
 
+
+
+class ForeignEncoder(torch.nn.Module):
+    """A component of another library: a torch module with its own from_pretrained."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(2, 2)
+
+    @classmethod
+    def from_pretrained(cls, folder, **_):
+        module = cls()
+        module.load_state_dict(torch.load(folder / "pytorch_model.bin", weights_only=True))
+        return module
+
+
+class ForeignPipeline(DiffusionPipeline):
+    def __init__(self, encoder, scheduler):
+        super().__init__()
+        self.register_modules(encoder=encoder, scheduler=scheduler)
+
+
+def test_pipeline_refuses_pickle_weights_of_another_library_unless_allow_pickle(tmp_path):
+    class Resolver:
+        @plugins.hookimpl
+        def pipeyard_resolve_component_class(self, library, class_name):
+            return {"ForeignEncoder": ForeignEncoder, "PickleSchedule": PickleSchedule}.get(class_name)
+
+    plugins.register(Resolver(), name="foreign-pickle-resolver")
+    folder = tmp_path / "pipe"
+    PickleSchedule(2).save_pretrained(folder / "scheduler")
+    (folder / "encoder").mkdir()
+    (folder / "encoder" / "config.json").write_text("{}")
+    encoder = ForeignEncoder()
+    torch.save(encoder.state_dict(), folder / "encoder" / "pytorch_model.bin")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "ForeignPipeline", "encoder": ["foreign", "ForeignEncoder"],
+        "scheduler": ["foreign", "PickleSchedule"],
+    }))
+    with pytest.raises(PickleWeightsError, match="encoder/pytorch_model.bin") as info:
+        ForeignPipeline.from_pretrained(folder)
+    assert info.value.location == f"{folder}/encoder"
+    pipe = ForeignPipeline.from_pretrained(folder, allow_pickle=True)
+    assert torch.equal(pipe.encoder.proj.weight, encoder.proj.weight)
