@@ -145,3 +145,64 @@ def test_register_to_config_needs_a_config_mixin():
 
     with pytest.raises(TypeError, match="needs a ConfigMixin"):
         NotConfigurable()
+
+
+# --------------------------------------------------------------------------- JSON from a stranger
+
+
+def test_config_nested_deeper_than_the_limit_is_refused_before_json_recurses(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text("[" * 100_000)
+    with pytest.raises(ConfigFileError, match="nest deeper than 64 levels") as info:
+        Ramp.load_config(tmp_path)
+    assert info.value.path == str(tmp_path / "scheduler_config.json") and len(str(info.value)) < 300
+    # 64 levels are fine, and brackets inside strings do not count
+    deep = {"steps": 1, "nested": json.loads("[" * 63 + "]" * 63), "text": "[{" * 1000 + '\\"'}
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(deep))
+    assert Ramp.load_config(tmp_path)["text"].startswith("[{[{")
+
+
+def test_config_larger_than_the_limit_is_refused_unread(tmp_path):
+    from pipeyard import fileio
+
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({"steps": 1, "pad": "x" * fileio.MAX_JSON_BYTES}))
+    with pytest.raises(ConfigFileError, match=r"more than the 4,194,304 bytes pipeyard reads") as info:
+        Ramp.load_config(tmp_path)
+    assert "xxxx" not in str(info.value)
+
+
+def test_config_giving_a_key_twice_is_refused_with_the_key_clipped(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text('{"steps": 1, "_class_name": "A", "_class_name": "B"}')
+    with pytest.raises(ConfigFileError, match="key '_class_name' appears twice"):
+        Ramp.load_config(tmp_path)
+    long_key = "k" * 10_000
+    (tmp_path / "scheduler_config.json").write_text(f'{{"a": {{"{long_key}": 1, "{long_key}": 2}}}}')
+    with pytest.raises(ConfigFileError, match=r"\(\+9900 characters\)") as info:
+        Ramp.load_config(tmp_path)
+    assert len(str(info.value)) < 400
+
+
+def test_config_number_python_cannot_convert_is_a_config_file_error(tmp_path):
+    (tmp_path / "scheduler_config.json").write_text('{"steps": ' + "9" * 5000 + "}")
+    with pytest.raises(ConfigFileError, match="scheduler_config.json is not valid") as info:
+        Ramp.load_config(tmp_path)
+    assert len(str(info.value)) < 400
+
+
+def test_model_index_nested_too_deep_is_a_config_file_error(tmp_path):
+    from pipeyard import DiffusionPipeline
+
+    (tmp_path / "model_index.json").write_text('{"a": ' + "[" * 100_000)
+    with pytest.raises(ConfigFileError, match="model_index.json is not valid: arrays and objects nest deeper"):
+        DiffusionPipeline.from_pretrained(tmp_path)
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    from pipeyard import fileio
+
+    target = tmp_path / "sub" / "config.json"
+    fileio.write_json_atomic(target, {"v": 1})  # creates the folder
+    with pytest.raises(TypeError), fileio.atomic_replace(target) as tmp:
+        tmp.write_text("half")
+        raise TypeError("the writer failed")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]

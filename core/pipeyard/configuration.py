@@ -27,18 +27,16 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from . import errors
+from .fileio import read_json_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +248,8 @@ class ConfigMixin:
 
         Raises:
             EntryNotFoundError: the folder or repo has no such file.
-            ConfigFileError: the file is not a JSON object (names file, line and column).
+            ConfigFileError: the file is not a JSON object (names file, line and column), or
+                exceeds the size and nesting limits of :mod:`pipeyard.fileio`.
             InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
         """
         from . import hub
@@ -314,41 +313,3 @@ class ConfigMixin:
     def save_pretrained(self, save_directory: str | os.PathLike[str], **_: Any) -> None:
         """Save what rebuilds this object (for a config-only object: its config)."""
         self.save_config(save_directory)
-
-
-# ---------------------------------------------------------------------- JSON helpers
-
-
-def read_json_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON object from ``path``; errors name the file, line and column."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise errors.ConfigFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise errors.ConfigFileError(path, exc.msg, exc.lineno, exc.colno) from None
-    if not isinstance(data, dict):
-        raise errors.ConfigFileError(path, f"expected a JSON object, found a {type(data).__name__}")
-    return data
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temp file and ``os.replace``."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -11,7 +11,8 @@ change.
     ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
     ├── PipeyardHomeError (OSError)                 PIPEYARD_HOME cannot be read or written
     ├── ConfigError (ValueError)
-    │   ├── ConfigFileError                         a config file is not valid JSON / not a mapping
+    │   ├── ConfigFileError                         a config / index JSON file that is not valid JSON, not
+    │   │                                           an object, too large, too deep or repeats a key
     │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
     │   ├── UnexpectedConfigKeyError (TypeError)    an override the class does not take
     │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
@@ -29,7 +30,10 @@ change.
     │   ├── WeightsNotFoundError (FileNotFoundError)
     │   ├── VariantNotFoundError (FileNotFoundError)
     │   ├── StateDictMismatchError (KeyError)       missing / unexpected keys
-    │   └── ShapeMismatchError (ValueError)
+    │   ├── ShapeMismatchError (ValueError)
+    │   ├── CorruptWeightsError (ValueError)        a weights file or shard index that is damaged or
+    │   │                                           malformed (checked before it is read)
+    │   └── PickleWeightsError (PermissionError)    pickle (.bin) weights without allow_pickle=True
     ├── ComponentError
     │   ├── UnknownComponentClassError (LookupError)  a [library, Class] pair nothing can load
     │   ├── MissingComponentError (TypeError)       required components nobody supplied
@@ -135,11 +139,24 @@ class ConfigError(PipeyardError, ValueError):
     """A configuration could not be read, built or changed."""
 
 
+def clip(value: Any, limit: int = 100) -> str:
+    """``str(value)`` cut to ``limit`` characters: messages never echo a stranger's huge value."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...(+{len(text) - limit} characters)"
+
+
 class ConfigFileError(ConfigError):
-    """A config file exists but is not a JSON object."""
+    """A config or index JSON file that pipeyard refuses to use.
+
+    It is not UTF-8 JSON, not an object at the top, larger or deeper than the limits of
+    :mod:`pipeyard.fileio`, or gives one key twice. ``reason`` says which.
+    """
 
     def __init__(self, path: Any, reason: str, line: int | None = None, column: int | None = None):
         self.path = str(path)
+        self.reason = reason
         self.line = line
         self.column = column
         where = f"{self.path}:{line}:{column}" if line is not None else self.path
@@ -335,11 +352,11 @@ class StateDictMismatchError(WeightsError, KeyError):
         self.unexpected = list(unexpected)
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} missing key(s): {_preview(self.missing)}")
+            parts.append(f"{len(self.missing)} missing key(s): {_preview([clip(k) for k in self.missing])}")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected key(s): {_preview(self.unexpected)}")
+            parts.append(f"{len(self.unexpected)} unexpected key(s): {_preview([clip(k) for k in self.unexpected])}")
         super().__init__(
-            f"checkpoint {checkpoint} does not fit {class_name}: " + "; ".join(parts)
+            f"checkpoint {clip(checkpoint, 400)} does not fit {class_name}: " + "; ".join(parts)
             + ". Is it a checkpoint of another architecture, or does config.json not match it?"
         )
 
@@ -350,13 +367,50 @@ class ShapeMismatchError(WeightsError, ValueError):
         self.checkpoint = checkpoint
         self.mismatches = list(mismatches)
         shown = "; ".join(
-            f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(model)}"
+            f"{key}: checkpoint {clip(tuple(ckpt))} vs model {tuple(model)}"
             for key, ckpt, model in self.mismatches[:20]
         )
         more = f" (+{len(self.mismatches) - 20} more)" if len(self.mismatches) > 20 else ""
         super().__init__(
-            f"checkpoint {checkpoint} has tensors of the wrong shape for {class_name}: "
+            f"checkpoint {clip(checkpoint, 400)} has tensors of the wrong shape for {class_name}: "
             f"{shown}{more}. Does config.json match the checkpoint?"
+        )
+
+
+class CorruptWeightsError(WeightsError, ValueError):
+    """A weights file (or shard index) that is damaged, malformed or names files it must not.
+
+    Found by checking the file against its own header before any tensor is read: a truncated
+    or empty file, a header that is not a JSON object or claims more bytes than the file has,
+    tensor data outside the file or not the size of its dtype and shape, a shard outside the
+    index's folder. ``reason`` says which; ``fix`` what to do (for a file in the Hub cache, which
+    folder to delete so that it is downloaded again).
+    """
+
+    def __init__(self, path: Any, reason: str, fix: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"weights file {self.path} cannot be used: {reason}. {fix}")
+
+
+class PickleWeightsError(WeightsError, PermissionError):
+    """Only pickle (``.bin``) weights were found, and the caller did not pass ``allow_pickle=True``.
+
+    Unpickling can run any code the file names, so pipeyard reads pickle weights only when the
+    caller opts in; even then only with ``torch.load(weights_only=True)``, which accepts tensors
+    and plain containers and refuses everything else.
+    """
+
+    def __init__(self, location: str, files: Sequence[str]) -> None:
+        self.location = location
+        self.files = list(files)
+        super().__init__(
+            f"refusing to load {_preview(self.files, 3)} from {location}: .bin weights are Python "
+            f"pickles, and unpickling a file can run code it names. Use safetensors weights (ask the "
+            f"repository for them, or convert these where you trust them), or, if you trust this "
+            f"repository, pass allow_pickle=True to from_pretrained (pipeyard then reads tensors "
+            f"only, with torch.load(weights_only=True))"
         )
 
 

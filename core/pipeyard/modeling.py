@@ -7,6 +7,10 @@ A saved model is a folder in diffusers' layout::
     diffusion_pytorch_model[.<variant>]-00001-of-00003.safetensors   ... when sharded, with
     diffusion_pytorch_model.safetensors.index[.<variant>].json      the key -> shard map
 
+Weight files are data from a stranger: :mod:`pipeyard.checkpoints` checks each safetensors file
+against its own header before it is read, refuses pickle (``.bin``) weights unless the caller
+passes ``allow_pickle=True``, and keeps shards beside their index.
+
 Loading checks the checkpoint against the model *before* reading tensor data (names and shapes
 come from the safetensors headers), so a wrong checkpoint fails fast with every missing,
 unexpected and mis-shaped key named. With ``low_cpu_mem_usage=True`` (the default) parameters
@@ -20,7 +24,6 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,9 @@ from typing import Any, TypeVar
 import torch
 
 from . import constants, errors
-from .configuration import ConfigMixin, read_json_file, write_json_atomic
+from .checkpoints import load_checkpoint_file, read_checkpoint_shapes, shards_from_index
+from .configuration import ConfigMixin
+from .fileio import atomic_replace, read_json_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +67,6 @@ def index_name(fmt: str, variant: str | None = None) -> str:
     return add_variant(f"{_WEIGHTS_STEM}.{fmt}.index.json", variant)
 
 
-def parse_size(size: int | str) -> int:
-    """``"5GB"`` -> 5_000_000_000 bytes; ints pass through. Units: B, KB, MB, GB, KiB, MiB, GiB."""
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*", size.upper().replace("IB", "iB"))
-    if not match:
-        raise ValueError(f"max_shard_size={size!r} is not a size: use bytes (int) or e.g. '5GB', '500MB'")
-    number, unit = float(match.group(1)), match.group(2)
-    base = 1024 if "i" in unit else 1000
-    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
-    return int(number * base**power)
-
-
 # ---------------------------------------------------------------------- choosing files
 
 
@@ -101,8 +93,9 @@ def select_weight_files(
 ) -> WeightFiles:
     """Pick the checkpoint among ``names`` (files of one folder) for a variant and format.
 
-    safetensors is preferred; ``.bin`` is used when no safetensors file exists and
-    ``use_safetensors`` is not True. ``use_safetensors=False`` asks for ``.bin`` only.
+    safetensors is preferred; ``.bin`` is chosen when no safetensors file exists and
+    ``use_safetensors`` is not True. ``use_safetensors=False`` asks for ``.bin`` only. (Loading
+    a ``.bin`` file then needs ``allow_pickle=True``; the caller checks that.)
 
     Raises:
         VariantNotFoundError: no weights for this variant, while other variants exist.
@@ -121,54 +114,14 @@ def select_weight_files(
     looked_for = [name for fmt in formats for name in (weights_name(fmt, variant), index_name(fmt, variant))]
     hint = ""
     if use_safetensors and any(n.endswith(".bin") for n in names):
-        hint = "Only .bin weights exist: pass use_safetensors=None (or False) to load them"
+        hint = (
+            "Only .bin (pickle) weights exist: pass use_safetensors=None (or False) and, if you trust "
+            "them, allow_pickle=True to load them"
+        )
     raise errors.WeightsNotFoundError(location, looked_for, hint)
 
 
-# ---------------------------------------------------------------------- reading tensors
-
-
-def read_checkpoint_shapes(path: Path, fmt: str) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of one checkpoint file, without reading safetensors data."""
-    if fmt == "safetensors":
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-    return {key: tuple(t.shape) for key, t in _torch_load(path, "cpu").items()}
-
-
-def load_checkpoint_file(
-    path: Path,
-    fmt: str,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    rename: Mapping[str, str],
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(model key, tensor)`` one tensor at a time, already on ``device`` and in ``dtype``.
-
-    Tensors are converted one by one so that peak memory stays near one copy of the weights.
-    """
-    if fmt == "safetensors":
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="pt", device=str(device)) as handle:
-            for key in handle.keys():
-                yield rename.get(key, key), _cast(handle.get_tensor(key), dtype)
-        return
-    for key, tensor in _torch_load(path, device).items():
-        yield rename.get(key, key), _cast(tensor, dtype)
-
-
-def _torch_load(path: Path, device: torch.device | str) -> dict[str, torch.Tensor]:
-    # weights_only=True: a .bin checkpoint is pickled data and must not run code.
-    return torch.load(path, map_location=device, weights_only=True, mmap=True)
-
-
-def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-        return tensor.to(dtype)
-    return tensor
+# ---------------------------------------------------------------------- building
 
 
 @contextlib.contextmanager
@@ -257,22 +210,22 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     ) -> None:
         """Write ``config.json`` and the weights (sharded above ``max_shard_size``) to a folder.
 
-        Every file is written to a temp name and moved into place; weight files of an earlier
-        save with the same format and variant that the new save does not use are removed.
+        ``max_shard_size`` is a number of bytes or a string such as ``"5GB"`` or ``"500MB"``
+        (huggingface_hub's units: KB, MB, GB, TB). Every file is written to a temp name and moved
+        into place; weight files of an earlier save with the same format and variant that the new
+        save does not use are removed. A bad argument is refused before anything is written.
         """
         from huggingface_hub import split_torch_state_dict_into_shards
 
         directory = Path(save_directory)
         if directory.is_file():
             raise errors.WeightsError(f"cannot save {type(self).__name__} into {directory}: it is a file")
-        directory.mkdir(parents=True, exist_ok=True)
-        self.save_config(directory)
         fmt = "safetensors" if safe_serialization else "bin"
         state_dict = {k: v.detach() for k, v in self.state_dict().items()}
         pattern = weights_name(fmt, variant).replace(f".{fmt}", f"{{suffix}}.{fmt}")
-        split = split_torch_state_dict_into_shards(
-            state_dict, filename_pattern=pattern, max_shard_size=parse_size(max_shard_size)
-        )
+        split = split_torch_state_dict_into_shards(state_dict, filename_pattern=pattern, max_shard_size=max_shard_size)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_config(directory)
         for filename, keys in split.filename_to_tensors.items():
             shard = {key: state_dict[key].contiguous() for key in keys}
             _save_shard_atomic(directory / filename, shard, fmt)
@@ -295,6 +248,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         use_safetensors: bool | None = None,
         device: torch.device | str | None = None,
         low_cpu_mem_usage: bool = True,
+        allow_pickle: bool = False,
         revision: str | None = None,
         cache_dir: PathLike | None = None,
         local_files_only: bool = False,
@@ -308,6 +262,10 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         Only the config and the chosen weight files are downloaded. Extra keywords override
         config values. ``revision``, ``token``, ``cache_dir``, ``local_files_only``, ``proxies``
         and ``endpoint`` say how the Hub is reached (:class:`~pipeyard.hub.HubOptions`).
+        safetensors weights are preferred, and checked against their own header
+        before they are read. Pickle weights (``.bin``), used when a repository has nothing else,
+        need ``allow_pickle=True`` (unpickling can run code); they are then read with
+        ``torch.load(weights_only=True)``, which accepts tensors only.
 
         Example::
 
@@ -315,6 +273,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
 
         Raises:
             WeightsNotFoundError, VariantNotFoundError: no suitable weight files.
+            PickleWeightsError: only pickle weights, and ``allow_pickle`` is False.
+            CorruptWeightsError: a weights file or shard index is damaged or malformed.
             StateDictMismatchError: missing or unexpected keys (first 20 of each, and counts).
             ShapeMismatchError: keys whose shapes differ, with both shapes.
             InvalidRepoIdError, InvalidSubfolderError, HubOptionError: before any request.
@@ -326,7 +286,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         source = hub.open_source(pretrained_model_name_or_path, options)
         return cls._from_source(
             source, subfolder, torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors,
-            device=device, low_cpu_mem_usage=low_cpu_mem_usage, overrides=overrides,
+            device=device, low_cpu_mem_usage=low_cpu_mem_usage, allow_pickle=allow_pickle, overrides=overrides,
         )
 
     @classmethod
@@ -341,6 +301,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         device: torch.device | str | None,
         low_cpu_mem_usage: bool,
         overrides: Mapping[str, Any],
+        allow_pickle: bool = False,
     ) -> M:
         prefix = f"{subfolder.strip('/')}/" if subfolder else ""
         location = f"{source.location}/{prefix}".rstrip("/")
@@ -351,11 +312,13 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             chosen = select_weight_files(names, location, variant, use_safetensors)
         except errors.WeightsError as exc:
             raise source.missing(f"the weights in {prefix or './'} (variant {variant!r})", exc) from exc
-        root = source.fetch([prefix + cls.config_name, *(prefix + f for f in chosen.files)]
-                            + ([prefix + chosen.index] if chosen.index else []))
+        weight_files = [prefix + f for f in (chosen.index or "", *chosen.files) if f]
+        if chosen.fmt == "bin" and not allow_pickle:  # refused before anything is downloaded
+            raise errors.PickleWeightsError(location, weight_files)
+        root = source.fetch([prefix + cls.config_name, *weight_files])
         folder = root / prefix if prefix else root
         if chosen.index:
-            shards = _shards_from_index(folder / chosen.index)
+            shards = shards_from_index(folder / chosen.index, chosen.fmt)
             root = source.fetch([prefix + s for s in shards])
             folder = root / prefix if prefix else root
             chosen = WeightFiles(chosen.fmt, tuple(shards), chosen.index)
@@ -410,29 +373,14 @@ def _check_keys_and_shapes(
         raise errors.ShapeMismatchError(class_name, where, mismatched)
 
 
-def _shards_from_index(index_path: Path) -> list[str]:
-    data = read_json_file(index_path)
-    weight_map = data.get("weight_map")
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise errors.ConfigFileError(index_path, "no 'weight_map' object mapping tensor names to shard files")
-    return sorted(set(weight_map.values()))
-
-
 def _save_shard_atomic(path: Path, tensors: dict[str, torch.Tensor], fmt: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_replace(path) as tmp:
         if fmt == "safetensors":
             from safetensors.torch import save_file
 
             save_file(tensors, tmp, metadata={"format": "pt"})
         else:
             torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _remove_stale_weights(directory: Path, fmt: str, variant: str | None, keep: set[str]) -> None:

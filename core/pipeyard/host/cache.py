@@ -134,7 +134,7 @@ def home_errors(path: Path, action: str) -> Iterator[None]:
 
 def atomic_write(path: Path, data: bytes, *, what: str = "write under PIPEYARD_HOME") -> None:
     """Create the folder, then write through a unique temp file and ``os.replace``."""
-    from ..configuration import write_bytes_atomic
+    from ..fileio import write_bytes_atomic
 
     with home_errors(path, what):
         path.parent.mkdir(parents=True, exist_ok=True)

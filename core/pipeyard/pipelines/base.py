@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import constants, errors, hub
-from ..configuration import ConfigMixin, read_json_file, write_json_atomic
+from ..configuration import ConfigMixin
+from ..fileio import read_json_file, write_json_atomic
 from . import components as comp
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ class DiffusionPipeline(ConfigMixin):
         use_safetensors: bool | None = None,
         device: Any = None,
         low_cpu_mem_usage: bool = True,
+        allow_pickle: bool = False,
         revision: str | None = None,
         cache_dir: PathLike | None = None,
         local_files_only: bool = False,
@@ -273,6 +275,8 @@ class DiffusionPipeline(ConfigMixin):
             revision, token, cache_dir, local_files_only, proxies, endpoint: how the Hub is
                 reached, for every file of the load (see :class:`~pipeyard.hub.HubOptions`);
                 all but ``revision`` apply to a Hub ``custom_pipeline`` too.
+            allow_pickle: load components whose only weights are pickle (``.bin``) files; off by
+                default, since unpickling can run code (read with ``torch.load(weights_only=True)``).
             **components: objects to use instead of loading (``scheduler=...``), or ``None``
                 to skip an optional component.
 
@@ -290,7 +294,7 @@ class DiffusionPipeline(ConfigMixin):
             name: comp.resolve_component_class(library, class_name, name)
             for name, (library, class_name) in plan.to_load.items()
         }
-        options = comp.LoadOptions(torch_dtype, variant, use_safetensors, device, low_cpu_mem_usage)
+        options = comp.LoadOptions(torch_dtype, variant, use_safetensors, device, low_cpu_mem_usage, allow_pickle)
         from .loading import load_component
 
         loaded = {name: load_component(name, classes[name], source, options) for name in plan.to_load}

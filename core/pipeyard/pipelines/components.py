@@ -167,6 +167,7 @@ class LoadOptions:
     use_safetensors: bool | None = None
     device: Any = None
     low_cpu_mem_usage: bool = True
+    allow_pickle: bool = False  # load pickle (.bin) weights, with torch.load(weights_only=True)
 
     def dtype_for(self, component: str) -> Any:
         """One dtype for all, or a per-component mapping with a ``"default"`` key."""

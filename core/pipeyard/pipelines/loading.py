@@ -7,6 +7,9 @@ Three kinds of component exist and each is read its own way:
 * everything else (transformers models, tokenizers, image processors, plugin classes): the
   class's own ``from_pretrained`` on the local subfolder, after fetching the subfolder's files
   (for weights, only the format and variant asked for).
+
+Pickle weights (``.bin``) are loaded for either kind of model only with
+``LoadOptions.allow_pickle``; without it they are refused before they are downloaded.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def load_component(name: str, cls: type, source: FileSource, options: LoadOption
 
     Raises:
         EntryNotFoundError: the repo has no ``<name>/`` subfolder.
+        PickleWeightsError: its weights are pickle files and ``options.allow_pickle`` is False.
     """
     names = source.under(name)
     if not names:
@@ -50,12 +54,16 @@ def load_component(name: str, cls: type, source: FileSource, options: LoadOption
         return cls._from_source(
             source, name, torch_dtype=options.dtype_for(name), variant=options.variant,
             use_safetensors=options.use_safetensors, device=options.device,
-            low_cpu_mem_usage=options.low_cpu_mem_usage, overrides={},
+            low_cpu_mem_usage=options.low_cpu_mem_usage, allow_pickle=options.allow_pickle, overrides={},
         )
     if issubclass(cls, ConfigMixin):
         root = source.fetch(f"{name}/{n}" for n in names)
         return cls.from_pretrained(root, subfolder=name)
-    root = source.fetch(f"{name}/{n}" for n in _files_for_foreign_class(names, options))
+    files = _files_for_foreign_class(names, options)
+    pickles = [n for n in files if (m := _HF_WEIGHTS.match(n)) and m.group("ext") == "bin"]
+    if pickles and not options.allow_pickle:
+        raise errors.PickleWeightsError(f"{source.location}/{name}", [f"{name}/{n}" for n in pickles])
+    root = source.fetch(f"{name}/{n}" for n in files)
     return _foreign_from_pretrained(cls, root / name, name, options)
 
 

@@ -251,20 +251,40 @@ def threshold_sample(x0: torch.Tensor, ratio: float, max_value: float) -> torch.
 
 
 def predict_x0(
-    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: Any, sigma_t: Any
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: float, sigma_t: float
 ) -> torch.Tensor:
-    """The clean-sample estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``."""
-    if prediction_type == "epsilon":
-        return (sample - sigma_t * model_output) / alpha_t
+    """The clean-sample estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``.
+
+    The one conversion every scheduler uses: DDPM, DDIM, PNDM and the solvers call it with the
+    variance-preserving pair (``alpha_t = sqrt(ab)``, ``sigma_t = sqrt(1 - ab)``), the
+    k-diffusion samplers through :meth:`SigmaSchedulerMixin._predict_x0` with ``alpha_t = 1``
+    (``x = x0 + sigma eps``). Per type of output:
+
+    * ``epsilon`` (the noise): ``x0 = (x - sigma_t eps) / alpha_t``;
+    * ``sample`` (x0 itself): returned as is;
+    * ``v_prediction`` (``v = alpha_t eps - sigma_t x0``, Salimans & Ho 2022): ``x0 = alpha_t x - sigma_t v``.
+
+    A factor ``alpha_t`` of exactly 1 is skipped rather than applied (the same numbers, one
+    tensor operation less).
+    """
     if prediction_type == "sample":
         return model_output
-    return alpha_t * sample - sigma_t * model_output  # v_prediction
+    if prediction_type == "epsilon":
+        x0 = sample - sigma_t * model_output
+        return x0 if alpha_t == 1 else x0 / alpha_t
+    signal = sample if alpha_t == 1 else alpha_t * sample
+    return signal - sigma_t * model_output  # v_prediction
 
 
 def predict_epsilon(
-    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: Any, sigma_t: Any
+    prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_t: float, sigma_t: float
 ) -> torch.Tensor:
-    """The noise estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``."""
+    """The noise estimate from the model's output, for ``x = alpha_t x0 + sigma_t eps``.
+
+    The counterpart of :func:`predict_x0` for the schedulers that integrate eps (PNDM, DDIM's
+    direction term, the ``dpmsolver`` algorithms, DEIS, UniPC with ``predict_x0=False``);
+    ``predict_epsilon("sample", x0, ...)`` turns a (thresholded) x0 back into eps.
+    """
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "sample":
@@ -567,6 +587,23 @@ class SigmaSchedulerMixin(SchedulerMixin):
 
     _sigmas_list: list[float]
     _vp: VPScalars
+
+    def _predict_x0(
+        self, model_output: torch.Tensor, sample: torch.Tensor, sigma: float, k: int, vp: VPScalars | None = None
+    ) -> torch.Tensor:
+        """x0 at noise level ``sigma`` of this view, ``x = x0 + sigma eps``, through :func:`predict_x0`.
+
+        eps and sample predictions convert with ``alpha_t = 1``, ``sigma_t = sigma``. A
+        v-prediction is defined on the variance-preserving pair ``(1, sigma) / sqrt(sigma^2 + 1)``,
+        which gives ``x0 = x / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) v``: the first term is
+        passed as the sample, with ``alpha_t = 1`` and ``-v_out[k]`` of ``vp`` (default
+        ``self._vp``) as ``sigma_t``, so the float32 operations stay diffusers' own.
+        """
+        kind = self.config.prediction_type
+        if kind != "v_prediction":
+            return predict_x0(kind, model_output, sample, 1.0, sigma)
+        vp = vp if vp is not None else self._vp
+        return predict_x0(kind, model_output, sample / vp.v_skip[k], 1.0, -vp.v_out[k])
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """``x0 + sigma * eps`` at each of ``timesteps`` (values from ``self.timesteps``)."""

@@ -18,6 +18,8 @@ from .common import (
     SchedulerMixin,
     SchedulerOutput,
     check_num_inference_steps,
+    predict_epsilon,
+    predict_x0,
     spaced_timesteps,
     threshold_sample,
 )
@@ -125,7 +127,7 @@ class DDIMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         # 1. x0 and eps from the model output ("predicted x0" of eq. 12)
         x0, eps = self._predict_x0_eps(model_output, sample, sqrt_alpha_bar, sqrt_beta_bar)
         if use_clipped_model_output:
-            eps = (sample - sqrt_alpha_bar * x0) / sqrt_beta_bar
+            eps = predict_epsilon("sample", x0, sample, sqrt_alpha_bar, sqrt_beta_bar)
 
         # 2. x_{t-1} = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma_t^2) eps + sigma_t z  (eq. 12)
         prev_sample = self._tables["sqrt_alpha_bar_prev"][i] * x0 + direction_coeff * eps
@@ -143,15 +145,8 @@ class DDIMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         self, model_output: torch.Tensor, sample: torch.Tensor, sqrt_alpha_bar: float, sqrt_beta_bar: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
-        if cfg.prediction_type == "epsilon":
-            x0 = (sample - sqrt_beta_bar * model_output) / sqrt_alpha_bar
-            eps = model_output
-        elif cfg.prediction_type == "sample":
-            x0 = model_output
-            eps = (sample - sqrt_alpha_bar * x0) / sqrt_beta_bar
-        else:
-            x0 = sqrt_alpha_bar * sample - sqrt_beta_bar * model_output
-            eps = sqrt_alpha_bar * model_output + sqrt_beta_bar * sample
+        x0 = predict_x0(cfg.prediction_type, model_output, sample, sqrt_alpha_bar, sqrt_beta_bar)
+        eps = predict_epsilon(cfg.prediction_type, model_output, sample, sqrt_alpha_bar, sqrt_beta_bar)
         if cfg.thresholding:
             x0 = threshold_sample(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
         elif cfg.clip_sample:

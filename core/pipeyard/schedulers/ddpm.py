@@ -18,6 +18,7 @@ from .common import (
     SchedulerOutput,
     check_choice,
     check_num_inference_steps,
+    predict_x0,
     spaced_timesteps,
     threshold_sample,
 )
@@ -162,12 +163,7 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
 
     def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, c: _DDPMStep) -> torch.Tensor:
         cfg = self.config
-        if cfg.prediction_type == "epsilon":
-            x0 = (sample - c.sqrt_beta_bar * model_output) / c.sqrt_alpha_bar
-        elif cfg.prediction_type == "sample":
-            x0 = model_output
-        else:
-            x0 = c.sqrt_alpha_bar * sample - c.sqrt_beta_bar * model_output
+        x0 = predict_x0(cfg.prediction_type, model_output, sample, c.sqrt_alpha_bar, c.sqrt_beta_bar)
         if cfg.thresholding:
             return threshold_sample(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
         if cfg.clip_sample:

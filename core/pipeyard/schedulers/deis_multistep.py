@@ -19,6 +19,7 @@ from .common import (
     SchedulerOutput,
     alpha_sigma,
     check_num_inference_steps,
+    predict_epsilon,
     predict_x0,
     solver_timesteps,
     threshold_sample,
@@ -109,7 +110,7 @@ class DEISMultistepScheduler(VPSolverMixin):
         x0 = predict_x0(cfg.prediction_type, model_output, sample, alpha_t, sigma_t)
         if cfg.thresholding:
             x0 = threshold_sample(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
-        return (sample - alpha_t * x0) / sigma_t
+        return predict_epsilon("sample", x0, sample, alpha_t, sigma_t)
 
     def step(
         self,

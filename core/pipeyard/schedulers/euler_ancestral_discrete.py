@@ -73,10 +73,7 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
         sample = sample.to(torch.float32)
 
         # 1. x0 from the model output
-        if self.config.prediction_type == "epsilon":
-            x0 = sample - sigma * model_output
-        else:
-            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
+        x0 = self._predict_x0(model_output, sample, sigma, i)
 
         # 2. sigma_up = sqrt(s_next^2 (s^2 - s_next^2) / s^2), sigma_down = sqrt(s_next^2 - sigma_up^2)
         # 3. Euler step to sigma_down: x + d (sigma_down - sigma), d = (x - x0) / sigma

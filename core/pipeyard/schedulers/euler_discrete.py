@@ -99,12 +99,7 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
             sigma_hat, dt, sample = self._churn(i, gamma, s_noise, sample, model_output, generator)
 
         # 2. x0 from the model output
-        if self.config.prediction_type == "sample":
-            x0 = model_output
-        elif self.config.prediction_type == "epsilon":
-            x0 = sample - sigma_hat * model_output
-        else:
-            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
+        x0 = self._predict_x0(model_output, sample, sigma_hat, i)  # v-prediction: at sigma, as diffusers
 
         # 3. d = (x - x0) / sigma_hat;  x_next = x + d * (sigma_next - sigma_hat)  (Alg. 2 lines 7-8)
         d = (sample - x0) / sigma_hat

@@ -24,6 +24,7 @@ from .common import (
     broadcast_to,
     check_one_sigma_ramp,
     exponential_sigmas,
+    half_log_snr,
     karras_sigmas,
     predict_epsilon,
     predict_x0,
@@ -129,7 +130,7 @@ class DPMCoefficients:
     @classmethod
     def of(cls, sigmas: torch.Tensor, algorithm: str = "dpmsolver++", solver_type: str = "midpoint") -> DPMCoefficients:
         alpha, sigma = alpha_sigma(sigmas)
-        return cls(alpha, sigma, torch.log(alpha) - torch.log(sigma), algorithm, solver_type)
+        return cls(alpha, sigma, half_log_snr(sigmas), algorithm, solver_type)
 
     def convert(self, cfg: Mapping[str, Any], model_output: torch.Tensor, sample: torch.Tensor, i: int) -> torch.Tensor:
         """The model output as x0 (``dpmsolver++`` family) or eps (``dpmsolver`` family) at index ``i``."""
@@ -144,8 +145,9 @@ class DPMCoefficients:
             return x0
         eps = predict_epsilon(kind, model_output, sample, alpha_t, sigma_t)
         if cfg["thresholding"]:
-            x0 = threshold_sample((sample - sigma_t * eps) / alpha_t, cfg["dynamic_thresholding_ratio"], cfg["sample_max_value"])
-            eps = (sample - alpha_t * x0) / sigma_t
+            x0 = predict_x0("epsilon", eps, sample, alpha_t, sigma_t)
+            x0 = threshold_sample(x0, cfg["dynamic_thresholding_ratio"], cfg["sample_max_value"])
+            eps = predict_epsilon("sample", x0, sample, alpha_t, sigma_t)
         return eps
 
     def table(self, mode: str, order: int) -> list[tuple[float, ...]]:

@@ -90,8 +90,10 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         # sigma of the model evaluation: sigma_i (predictor) or sigma_{i+1} (corrector); both sigmas[i]
         sigma_eval = self._sigmas_list[i]
 
-        # 1. x0 at the evaluation point
-        x0 = self._predict_x0(model_output, sample, i, sigma_eval)
+        # 1. x0 at the evaluation point, clipped if asked
+        x0 = self._predict_x0(model_output, sample, sigma_eval, i)
+        if self.config.clip_sample:
+            x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
 
         # 2. slope d = (x - x0) / sigma at the evaluation point
         d = (sample - x0) / sigma_eval
@@ -106,15 +108,3 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         if not return_dict:
             return (prev_sample, x0)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
-
-    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, i: int, sigma: float) -> torch.Tensor:
-        kind = self.config.prediction_type
-        if kind == "epsilon":
-            x0 = sample - sigma * model_output
-        elif kind == "v_prediction":
-            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
-        else:
-            x0 = model_output
-        if self.config.clip_sample:
-            x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
-        return x0

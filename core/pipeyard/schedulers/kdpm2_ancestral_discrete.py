@@ -84,10 +84,7 @@ class KDPM2AncestralDiscreteScheduler(_DPM2Base):
         vp = self._vp if first_order else self._vp_interpol
 
         # 1. x0 at the evaluation point
-        if self.config.prediction_type == "epsilon":
-            x0 = sample - sigma_eval * model_output
-        else:
-            x0 = model_output * vp.v_out[k] + sample / vp.v_skip[k]
+        x0 = self._predict_x0(model_output, sample, sigma_eval, k, vp)
 
         # 2. slope d = (x - x0) / sigma_eval
         d = (sample - x0) / sigma_eval

@@ -122,13 +122,7 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         sigma = self._sigmas_list[i]
 
         # 1. x0 from the model output
-        kind = self.config.prediction_type
-        if kind == "epsilon":
-            x0 = sample - sigma * model_output
-        elif kind == "v_prediction":
-            x0 = model_output * self._vp.v_out[i] + sample / self._vp.v_skip[i]
-        else:
-            x0 = model_output
+        x0 = self._predict_x0(model_output, sample, sigma, i)
 
         # 2. d_i = (x - x0) / sigma, keeping the last `order` derivatives
         self.derivatives.append((sample - x0) / sigma)

@@ -19,6 +19,7 @@ from .common import (
     SchedulerMixin,
     SchedulerOutput,
     check_num_inference_steps,
+    predict_epsilon,
     spaced_timesteps,
 )
 
@@ -155,8 +156,7 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     def _transfer(self, sample: torch.Tensor, t: int, prev_t: int, eps: torch.Tensor) -> torch.Tensor:
         """The transfer part phi(x_t, eps, t, t - delta) of PNDM (eq. 11)."""
         c = self._transfer_coefficients(t, prev_t)
-        if self.config.prediction_type == "v_prediction":
-            eps = c.sqrt_alpha_bar * eps + c.sqrt_beta_bar * sample
+        eps = predict_epsilon(self.config.prediction_type, eps, sample, c.sqrt_alpha_bar, c.sqrt_beta_bar)
         return c.sample_coeff * sample - c.alpha_bar_gap * eps / c.eps_denominator
 
     def _transfer_coefficients(self, t: int, prev_t: int) -> _Transfer:

@@ -19,6 +19,7 @@ from .common import (
     SchedulerOutput,
     alpha_sigma,
     check_num_inference_steps,
+    half_log_snr,
     predict_epsilon,
     predict_x0,
     solver_timesteps,
@@ -188,7 +189,7 @@ class UniPCMultistepScheduler(VPSolverMixin):
         return self._cache[key]
 
     def _compute_coefficients(self, kind: str, order: int, t: int, s0: int, history: list[int], dtype: torch.dtype) -> _UniCoefficients:
-        lam = lambda k: _half_log_snr(self.sigmas[k])  # noqa: E731
+        lam = lambda k: half_log_snr(self.sigmas[k])  # noqa: E731
         alpha_t, sigma_t = alpha_sigma(self.sigmas[t])
         alpha_s0, sigma_s0 = alpha_sigma(self.sigmas[s0])
         h = lam(t) - lam(s0)
@@ -202,11 +203,6 @@ class UniPCMultistepScheduler(VPSolverMixin):
         else:
             c_x, c_m0, c_res = alpha_t / alpha_s0, sigma_t * h_phi_1, sigma_t * b_h
         return _UniCoefficients(c_x.item(), c_m0.item(), c_res.item(), tuple(r.item() for r in rks[:-1]), rhos)
-
-
-def _half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
-    alpha_t, sigma_t = alpha_sigma(sigma)
-    return torch.log(alpha_t) - torch.log(sigma_t)
 
 
 def _solve_rhos(
