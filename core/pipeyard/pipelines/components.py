@@ -44,7 +44,8 @@ TRANSFORMERS_RENAMES = {"CLIPFeatureExtractor": "CLIPImageProcessor"}
 #: Keywords of ``from_pretrained`` that are loading options, not components.
 LOADING_OPTIONS = (
     "torch_dtype", "variant", "use_safetensors", "revision", "cache_dir", "local_files_only",
-    "token", "proxies", "endpoint", "device", "low_cpu_mem_usage", "custom_pipeline", "custom_revision", "trust_remote_code",
+    "token", "proxies", "endpoint", "device", "low_cpu_mem_usage", "allow_pickle", "custom_pipeline",
+    "custom_revision", "trust_remote_code",
 )
 
 
