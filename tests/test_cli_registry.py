@@ -194,7 +194,7 @@ def test_registry_check_fails_on_a_file_failing_verification(contributor_checkou
 
 
 def test_registry_check_checks_hub_entries_offline(contributor_checkout, community_text, tmp_path):
-    from pipeyard.host import cache
+    from pipeyard.host import cache, resolution_record_key
     from pipeyard.host.resolve import Source, SourceKind
 
     hub = _hub_toml(tmp_path, name="demo_pipe")
@@ -205,7 +205,7 @@ def test_registry_check_checks_hub_entries_offline(contributor_checkout, communi
     hub = _hub_toml(tmp_path)
     registry.write_index(contributor_checkout / "community", index, hub_file=hub)
     assert _check(contributor_checkout, index, hub) == []  # never fetched: nothing to compare offline
-    key = Source(SourceKind.HUB, "alice/fancy-pipe", "pipeline.py", COMMIT).record_key()
+    key = resolution_record_key(Source(SourceKind.HUB, "alice/fancy-pipe", "pipeline.py", COMMIT))
     cache.write_record(key, cache.ResolutionRecord(COMMIT, "cd" * 32, "hub"))
     [problem] = _check(contributor_checkout, index, hub)
     assert problem == f"hub entry 'fancy_pipe' (alice/fancy-pipe@{COMMIT[:12]}): the pinned sha256 {SHA} " \

@@ -165,3 +165,17 @@ def test_missing_file_answered_by_the_hub_with_its_error_code(fake_hub):
     _error(fake_hub, f"/alice/racy/resolve/{sha}/pipeline.py", 404, "EntryNotFound")
     with pytest.raises(errors.EntryNotFoundError, match="pipeline.py"):
         load_pipeline_class("alice/racy")
+
+
+def test_a_resolution_record_is_per_server(olah_hub, pipeline_text, hub_requests, monkeypatch):
+    """A name recorded from one Hub endpoint does not answer a load from another endpoint."""
+    repo_id, repo = olah_hub.new_repo()
+    repo.commit({"pipeline.py": pipeline_text("HubPipeline")})
+    load_pipeline_class(repo_id, trust_remote_code=True)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # another server, unreachable
+    with pytest.raises(errors.OfflineError):
+        load_pipeline_class(repo_id, trust_remote_code=True)
+    monkeypatch.setenv("HF_ENDPOINT", olah_hub.endpoint)
+    hub_requests.clear()
+    assert load_pipeline_class(repo_id, trust_remote_code=True).__name__ == "HubPipeline"
+    assert hub_requests == []  # the record of the first server still answers there

@@ -294,3 +294,47 @@ def test_no_key_of_a_repository_grants_trust(tmp_path):
     with pytest.raises(errors.UntrustedCodeError):
         DiffusionPipeline.from_pretrained(model)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- 6. a model folder is a closed set too
+
+
+@pytest.mark.parametrize("linked", ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"])
+def test_a_model_folder_file_linked_outside_is_refused_unread(tiny_ddpm_folder, tmp_path, linked):
+    import shutil
+
+    secret = f"secret-{uuid.uuid4().hex}"
+    outside = tmp_path / "outside.txt"
+    outside.write_text(secret)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ddpm_folder, model)
+    (model / linked).unlink()
+    (model / linked).symlink_to(outside)
+    with pytest.raises(errors.OutsideRepositoryError) as caught:
+        DiffusionPipeline.from_pretrained(model)
+    assert linked in str(caught.value) and secret not in str(caught.value)
+    assert isinstance(caught.value, PermissionError)
+
+
+def test_a_link_inside_a_model_folder_and_a_hub_snapshot_folder_load(tiny_ddpm_folder, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ddpm_folder, model)
+    (model / "kept.json").write_bytes((model / "model_index.json").read_bytes())
+    (model / "model_index.json").unlink()
+    (model / "model_index.json").symlink_to("kept.json")
+    assert type(DiffusionPipeline.from_pretrained(model)).__name__ == "DDPMPipeline"
+    # the Hub cache layout: snapshots/<commit>/<file> -> ../../blobs/<hash>
+    repo = tmp_path / "models--alice--ddpm"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    for path in sorted(p for p in model.rglob("*") if p.is_file() and not p.is_symlink()):
+        relative = path.relative_to(model)
+        blob = repo / "blobs" / f"{abs(hash(str(relative)))}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(path.read_bytes())
+        target = snapshot / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(os.path.relpath(blob, target.parent))
+    (snapshot / "model_index.json").symlink_to("kept.json")
+    assert type(DiffusionPipeline.from_pretrained(snapshot)).__name__ == "DDPMPipeline"

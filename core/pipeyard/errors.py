@@ -18,6 +18,7 @@ change.
     │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
     ├── EntryNotFoundError (FileNotFoundError)      a file missing from a folder or repo
     ├── LocalPathError (FileNotFoundError)          a local path that does not exist
+    ├── OutsideRepositoryError (PermissionError)    a local repo's file links outside it, or is special
     ├── HubError (OSError)
     │   ├── RepositoryNotFoundError (FileNotFoundError)
     │   ├── RevisionNotFoundError (FileNotFoundError)
@@ -226,6 +227,21 @@ class LocalPathError(PipeyardError, FileNotFoundError):
         )
 
 
+
+
+class OutsideRepositoryError(PipeyardError, PermissionError):
+    """A file of a local repository folder leads outside it (a link) or is not a regular file.
+
+    A repository is a closed set of files: nothing outside the folder the caller named is read.
+    """
+
+    def __init__(self, folder: str, name: str, reason: str) -> None:
+        self.folder = str(folder)
+        self.name = name
+        super().__init__(
+            f"refusing to read {name!r} of the repository folder {self.folder}: {reason}. Nothing "
+            f"outside the folder you name is read; copy the file into the folder instead of linking it"
+        )
 
 
 class HubError(PipeyardError, OSError):

@@ -117,6 +117,7 @@ class FileSource:
             if name not in self._file_set:
                 raise self.missing(repr(name), errors.EntryNotFoundError(self.location, name, self.commit))
         if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
+            _check_closed(self.root, names)
             return self.root
         assert self.commit is not None
         return _download_files(self.location, names, self.options.at(self.commit))
@@ -178,6 +179,7 @@ def resolve_file(
         path = Path(text, relative)
         if not path.is_file():
             raise errors.EntryNotFoundError(text, relative)
+        _check_closed(Path(text), [relative])
         return path
     if looks_like_local_path(path_or_repo_id):
         raise errors.LocalPathError(text)
@@ -226,6 +228,31 @@ def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
 
 
 # ---------------------------------------------------------------------- internals
+
+
+def _check_closed(root: Path, names: Iterable[str]) -> None:
+    """Refuse names of a local folder that resolve outside it, or that are not regular files.
+
+    The folder of a Hub cache snapshot (``models--a--b/snapshots/<commit>``) is a set of links
+    into its repository's ``blobs/``: there the repository's cache folder is the boundary.
+
+    Raises:
+        OutsideRepositoryError: before anything of the file is read.
+    """
+    import stat
+
+    real_root = os.path.realpath(root)
+    boundary = os.path.dirname(os.path.dirname(real_root)) if root.parent.name == "snapshots" else real_root
+    for name in names:
+        real = os.path.realpath(root.joinpath(*name.split("/")))
+        if os.path.commonpath([real, boundary]) != boundary:
+            raise errors.OutsideRepositoryError(str(root), name, "it is a link that leads outside the folder")
+        try:
+            mode = os.stat(real).st_mode
+        except OSError as exc:
+            raise errors.OutsideRepositoryError(str(root), name, exc.strerror or "it cannot be read") from None
+        if not stat.S_ISREG(mode):
+            raise errors.OutsideRepositoryError(str(root), name, "it is not a regular file")
 
 
 def _walk(root: Path) -> tuple[str, ...]:

@@ -262,12 +262,13 @@ def check_hub_entry_offline(entry: dict[str, Any]) -> list[str]:
     When ``repo`` at ``commit`` was loaded before, its resolution record must point at the
     digest ``sha256``, and the stored file must still hash to it and pass verification.
     """
-    from .host import cache
+    from .host import cache, resolution_record_key
     from .host.resolve import Source, SourceKind
     from .host.verify import verify_package
 
     label = f"hub entry {entry['name']!r} ({entry['repo']}@{entry['commit'][:12]})"
-    record = cache.read_record(Source(SourceKind.HUB, entry["repo"], entry["file"], entry["commit"]).record_key())
+    key = resolution_record_key(Source(SourceKind.HUB, entry["repo"], entry["file"], entry["commit"]))
+    record = cache.read_record(key) if key is not None else None
     if record is not None and record.digest != entry["sha256"]:
         return [f"{label}: the pinned sha256 {entry['sha256']} differs from the fetched content {record.digest}"]
     try:

@@ -28,7 +28,7 @@ from ..hub import HubOptions
 from . import cache, fetch, gate, importer, provenance, resolve, verify
 from .resolve import Source, SourceKind
 
-__all__ = ["Source", "SourceKind", "load_pipeline_class", "load_repository_pipeline_class"]
+__all__ = ["Source", "SourceKind", "load_pipeline_class", "load_repository_pipeline_class", "resolution_record_key"]
 
 # digest -> verified facts; content-addressed, so valid for the life of the process.
 _VERIFIED: dict[str, verify.PipelineFileInfo] = {}
@@ -138,7 +138,7 @@ def _candidate(
     A package in memory is not in the module store yet: it enters only once verified and
     allowed (:func:`_kept`), so nothing refused there looks loadable.
     """
-    record_key = source.record_key() if _uses_record(source) else None
+    record_key = resolution_record_key(source, options)
     if record_key is not None and not refresh:
         record = cache.read_record(record_key)
         stored = cache.load_package(record.digest) if record is not None else None
@@ -154,10 +154,14 @@ def _candidate(
     return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key
 
 
-def _uses_record(source: Source) -> bool:
-    if source.kind is SourceKind.EMBEDDED:
-        return not os.path.isdir(source.location)
-    return source.kind in (SourceKind.HUB, SourceKind.GITHUB)
+def resolution_record_key(source: Source, options: HubOptions | None = None) -> str | None:
+    """The key of a remote source's resolution record; None for sources read from disk."""
+    options = options or HubOptions()
+    if source.kind is SourceKind.GITHUB:
+        return source.record_key(fetch.community_url(source.revision or "", source.filename))
+    if source.kind is SourceKind.HUB or (source.kind is SourceKind.EMBEDDED and not os.path.isdir(source.location)):
+        return source.record_key(options.hub_endpoint() or "huggingface_hub default")
+    return None
 
 
 def _verified(package: cache.StoredPackage) -> verify.PipelineFileInfo:

@@ -100,9 +100,13 @@ class Source:
             return f"{self.kind.value} {self.location!r} ({self.filename}){at}"
         return f"{self.kind.value} {self.location!r}{at}"
 
-    def record_key(self) -> str:
-        """The key of this source's resolution record (remote sources only)."""
-        return json.dumps([self.kind.name, self.location, self.filename, self.revision or ""])
+    def record_key(self, server: str) -> str:
+        """The key of this source's resolution record (remote sources only).
+
+        ``server`` is where it is asked (the Hub endpoint, the community URL): the same name on
+        another server (a mirror, a test Hub) is another resolution.
+        """
+        return json.dumps([self.kind.name, self.location, self.filename, self.revision or "", server])
 
 
 # --------------------------------------------------------------------------- validation
