@@ -28,24 +28,11 @@ import torch
 
 from .. import errors
 from ..configuration import ConfigMixin, init_parameters
+from ..names import SCHEDULERS
 from ..outputs import BaseOutput
 
-#: The schedulers that can share one Stable Diffusion config (``compatibles``).
-SD_FAMILY: tuple[str, ...] = (
-    "DDIMScheduler",
-    "DDPMScheduler",
-    "PNDMScheduler",
-    "LMSDiscreteScheduler",
-    "EulerDiscreteScheduler",
-    "HeunDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler",
-    "DPMSolverMultistepScheduler",
-    "DPMSolverSinglestepScheduler",
-    "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler",
-    "DEISMultistepScheduler",
-    "UniPCMultistepScheduler",
-)
+#: The schedulers that can share one Stable Diffusion config (``compatibles``): all of them.
+SD_FAMILY: tuple[str, ...] = tuple(SCHEDULERS)
 
 BASE_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
