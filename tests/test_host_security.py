@@ -338,3 +338,16 @@ def test_a_link_inside_a_model_folder_and_a_hub_snapshot_folder_load(tiny_ddpm_f
         target.symlink_to(os.path.relpath(blob, target.parent))
     (snapshot / "model_index.json").symlink_to("kept.json")
     assert type(DiffusionPipeline.from_pretrained(snapshot)).__name__ == "DDPMPipeline"
+
+
+def test_errors_about_repository_values_never_echo_them_whole(tmp_path):
+    huge = "X" * 400_000
+    model = _model_folder(tmp_path / "model", {"_class_name": "DDPMPipeline", "unet": ["diffusers", huge],
+                                               "scheduler": ["diffusers", "DDPMScheduler"]})
+    with pytest.raises(errors.UnknownComponentClassError) as caught:
+        DiffusionPipeline.from_pretrained(model)
+    assert len(str(caught.value)) < 2_000
+    model = _model_folder(tmp_path / "model2", {"_class_name": huge})
+    with pytest.raises(errors.PipelineNotFoundError) as caught:
+        DiffusionPipeline.from_pretrained(model)
+    assert len(str(caught.value)) < 2_000

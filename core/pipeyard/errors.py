@@ -444,7 +444,7 @@ class UnknownComponentClassError(ComponentError, LookupError):
         self.class_name = class_name
         self.loadable = sorted(loadable)
         super().__init__(
-            f"component {component!r} names [{library!r}, {class_name!r}], which pipeyard cannot "
+            f"component {clip(repr(component))} names [{clip(repr(library))}, {clip(repr(class_name))}], which pipeyard cannot "
             f"load; loadable libraries: {', '.join(self.loadable)}. Fix model_index.json, pass "
             f"{component}=<object> yourself, or install a plugin that provides {library!r}"
         )
@@ -502,7 +502,7 @@ class SchedulerConfigError(SchedulerError):
         self.valid = list(valid)
         choices = ", ".join(repr(v) for v in self.valid)
         super().__init__(
-            f"{scheduler} does not support {key}={value!r}; valid values: {choices}. "
+            f"{scheduler} does not support {clip(key)}={clip(repr(value))}; valid values: {choices}. "
             f"Pass one of them, e.g. {scheduler}.from_config(config, {key}={self.valid[0]!r})"
         )
 
@@ -585,7 +585,7 @@ class UnknownSchedulerError(SchedulerError, LookupError):
     def __init__(self, name: str, valid: Iterable[str]) -> None:
         self.name = name
         self.valid = sorted(valid)
-        super().__init__(f"unknown scheduler {name!r}; pipeyard's schedulers: {', '.join(self.valid)}")
+        super().__init__(f"unknown scheduler {clip(repr(name))}; pipeyard's schedulers: {', '.join(self.valid)}")
 
     def __str__(self) -> str:  # LookupError is fine, but keep the message as is
         return self.message
@@ -603,7 +603,7 @@ class ModelConfigError(ModelInputError):
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{model}: unusable {key}={value!r}; expected {expected}")
+        super().__init__(f"{model}: unusable {clip(key)}={clip(repr(value))}; expected {expected}")
 
 
 class UnknownBlockTypeError(ModelInputError, LookupError):
@@ -614,7 +614,7 @@ class UnknownBlockTypeError(ModelInputError, LookupError):
         self.kind = kind
         self.known = sorted(known)
         super().__init__(
-            f"unknown {kind} block type {block_type!r}; known {kind} block types: {', '.join(self.known)}"
+            f"unknown {kind} block type {clip(repr(block_type))}; known {kind} block types: {', '.join(self.known)}"
         )
 
     def __str__(self) -> str:  # LookupError is fine, but keep the message as is
