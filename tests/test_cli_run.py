@@ -77,3 +77,19 @@ def test_output_images_accept_tensors_arrays_and_pil():
     assert run_cmd.output_images(ImagePipelineOutput(images=pil)) == pil
     with pytest.raises(click.ClickException, match="cannot save what the pipeline returned"):
         run_cmd.output_images("text")
+
+
+def test_run_loads_pickle_weights_only_with_allow_pickle(invoke, tiny_ddpm_folder, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ddpm_folder, model)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), model / "unet" / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    refused = invoke("run", "one_step_unet", "--model", model, "--out", tmp_path / "a.png")
+    assert refused.exit_code == 1 and refused.output.startswith("PickleWeightsError:")
+    done = invoke("run", "one_step_unet", "--model", model, "--out", tmp_path / "b.png", "--allow-pickle")
+    assert done.exit_code == 0, done.output

@@ -120,7 +120,7 @@ def save_grid(images: list[Any], path: Path) -> Path:
 
 
 def load_pipeline(model: str, custom_pipeline: str, revision: str | None, trust_remote_code: bool,
-                  dtype: str | None, device: str | None) -> Any:
+                  dtype: str | None, device: str | None, allow_pickle: bool = False) -> Any:
     """``DiffusionPipeline.from_pretrained(model, custom_pipeline=...)``, then ``.to(device)``."""
     import torch
 
@@ -129,6 +129,7 @@ def load_pipeline(model: str, custom_pipeline: str, revision: str | None, trust_
     pipe = DiffusionPipeline.from_pretrained(
         model, custom_pipeline=custom_pipeline, custom_revision=revision,
         trust_remote_code=trust_remote_code, torch_dtype=getattr(torch, dtype) if dtype else None,
+        allow_pickle=allow_pickle,
     )
     return pipe.to(device) if device else pipe
 
@@ -148,15 +149,17 @@ def load_pipeline(model: str, custom_pipeline: str, revision: str | None, trust_
               show_default=True)
 @click.option("--revision", default=None, help="custom_revision of the custom pipeline.")
 @click.option("--trust-remote-code", is_flag=True, help="Run remote code that is not in your trust store.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Load components whose only weights are pickle .bin files (read with weights_only=True).")
 def run(name_or_path: str, model: str, prompt: str | None, steps: int | None, seed: int, num_images: int,
         scheduler: str | None, dtype: str | None, device: str | None, out: Path, revision: str | None,
-        trust_remote_code: bool) -> None:
+        trust_remote_code: bool, allow_pickle: bool) -> None:
     """Load NAME_OR_PATH as custom_pipeline over --model, sample, write a PNG, print timings."""
     if scheduler:
         check_scheduler_name(scheduler)  # before the slow load
     timings: dict[str, float] = {}
     with timed(timings, "load"):
-        pipe = load_pipeline(model, name_or_path, revision, trust_remote_code, dtype, device)
+        pipe = load_pipeline(model, name_or_path, revision, trust_remote_code, dtype, device, allow_pickle)
         if scheduler:
             swap_scheduler(pipe, scheduler)
     kwargs = call_arguments(pipe, prompt, steps, seed, num_images)
