@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import constants, errors
+from ..fileio import read_json_file
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -206,10 +207,10 @@ def _write_package(
 
 def _read_manifest(digest: str, root: Path) -> StoredPackage:
     try:
-        data = json.loads((root / MANIFEST_NAME).read_bytes())
-        main, files = data["main"], data["files"]
+        data = read_json_file(root / MANIFEST_NAME)
+        main, files = data.get("main"), data.get("files")
         valid = isinstance(main, str) and isinstance(files, dict) and main in files
-    except (ValueError, TypeError, KeyError, RecursionError):
+    except (OSError, errors.ConfigFileError):
         valid = False
     if not valid:
         raise errors.PipelineVerificationError(
@@ -289,10 +290,10 @@ def read_record(key: str) -> ResolutionRecord | None:
     path = _record_path(key)
     with home_errors(path, "read a resolution record"):
         try:
-            data = json.loads(path.read_bytes())
-        except (FileNotFoundError, ValueError, RecursionError):
+            data = read_json_file(path)
+        except (FileNotFoundError, errors.ConfigFileError):
             return None  # never recorded, or damaged: resolve again
-    if not isinstance(data, dict) or not _is_digest(data.get("digest")):
+    if not _is_digest(data.get("digest")):
         return None
     commit, origin = data.get("commit"), data.get("origin", "")
     return ResolutionRecord(commit if isinstance(commit, str) else None, data["digest"], str(origin))

@@ -59,11 +59,13 @@ def _damaged(path: Path, problem: str) -> errors.TrustStoreError:
 
 
 def _parse(path: Path, raw: bytes) -> dict[str, TrustEntry]:
+    from ..fileio import parse_json_object
+
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _damaged(path, "it is not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("trusted", {}), dict):
+        data = parse_json_object(raw, path)
+    except errors.ConfigFileError as exc:
+        raise _damaged(path, f"it is not a JSON object ({exc.reason})") from None
+    if not isinstance(data.get("trusted", {}), dict):
         raise _damaged(path, 'it is not a mapping with a "trusted" mapping')
     if data.get("version", 1) != 1:
         raise _damaged(path, f"it has version {str(data.get('version'))[:20]!r}; this pipeyard reads version 1")
