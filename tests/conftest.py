@@ -291,6 +291,25 @@ def write_pipeline(tmp_path: Path):
 
 
 @pytest.fixture
+def install_pipeline_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``install(entry, module, text, class_name)``: a real installed distribution (a module and a
+    dist-info folder) registering ``entry = module:class_name`` in ``pipeyard.pipelines``; the
+    module is forgotten again after the test."""
+    site = tmp_path / "site"
+
+    def install(entry: str, module: str, text: str, class_name: str) -> None:
+        info = site / f"{module}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[pipeyard.pipelines]\n{entry} = {module}:{class_name}\n")
+        (site / f"{module}.py").write_text(text)
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.delitem(sys.modules, module, raising=False)  # undone after the test: forgotten
+
+    return install
+
+
+@pytest.fixture
 def pipeline_text():
     """``pipeline_text(class_name="X", body="", header="")``: a valid pipeline file's text."""
     return pipeline_source

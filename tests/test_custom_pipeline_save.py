@@ -129,20 +129,14 @@ def test_bundled_community_pipeline_saves_and_reloads(tiny_ddpm_folder, tmp_path
     assert type(reloaded) is type(pipe)
 
 
-def test_entry_point_pipeline_is_saved_by_name_and_reloads(tiny_ddpm_folder, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    info = site / "acme_pipes-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme_pipes\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[pipeyard.pipelines]\nacme_unet = acme_pipes_mod:AcmeUnetPipeline\n")
-    (site / "acme_pipes_mod.py").write_text(
+def test_entry_point_pipeline_is_saved_by_name_and_reloads(tiny_ddpm_folder, tmp_path, install_pipeline_distribution):
+    install_pipeline_distribution("acme_unet", "acme_pipes_mod", (
         "from pipeyard import DiffusionPipeline\n\n\n"
         "class AcmeUnetPipeline(DiffusionPipeline):\n"
         "    def __init__(self, unet, scheduler):\n"
         "        super().__init__()\n"
         "        self.register_modules(unet=unet, scheduler=scheduler)\n"
-    )
-    monkeypatch.syspath_prepend(str(site))
+    ), "AcmeUnetPipeline")
     pipe = DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline="acme_unet")
     pipe.save_pretrained(tmp_path / "saved")
     index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
@@ -150,4 +144,3 @@ def test_entry_point_pipeline_is_saved_by_name_and_reloads(tiny_ddpm_folder, tmp
     assert index["_pipeyard_source"]["kind"] == "ENTRY_POINT" and index["_pipeyard_source"]["location"] == "acme_unet"
     assert not (tmp_path / "saved" / "acme_pipes_mod.py").exists()
     assert type(DiffusionPipeline.from_pretrained(tmp_path / "saved")) is type(pipe)
-    monkeypatch.delitem(sys.modules, "acme_pipes_mod")

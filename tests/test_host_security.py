@@ -81,19 +81,11 @@ def test_a_repository_record_is_never_passed_to_plugins(tmp_path):
     assert not marker.exists()
 
 
-def test_a_repository_record_names_an_installed_entry_point_only_by_its_name(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    info = site / "acme-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[pipeyard.pipelines]\nacme = acme_mod:AcmePipeline\n")
-    (site / "acme_mod.py").write_text(
-        "from pipeyard import DiffusionPipeline\n\n\nclass AcmePipeline(DiffusionPipeline):\n    pass\n"
-    )
-    monkeypatch.syspath_prepend(str(site))
+def test_a_repository_record_names_an_installed_entry_point_only_by_its_name(tmp_path, install_pipeline_distribution):
+    text = "from pipeyard import DiffusionPipeline\n\n\nclass AcmePipeline(DiffusionPipeline):\n    pass\n"
+    install_pipeline_distribution("acme", "acme_mod", text, "AcmePipeline")
     cls = load_repository_pipeline_class(_entry_point_record("acme"), str(tmp_path))
     assert cls.__name__ == "AcmePipeline"
-    monkeypatch.delitem(__import__("sys").modules, "acme_mod")
 
 
 @pytest.mark.parametrize("module", ["/etc/passwd", "../evil", "a/../../evil", "evil.txt", "~/evil"])
