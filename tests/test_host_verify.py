@@ -65,7 +65,13 @@ def test_imported_pipeline_classes_do_not_count_but_subclassing_them_does():
 
 def test_a_class_named_like_a_pipeline_from_elsewhere_does_not_count():
     with pytest.raises(errors.PipelineClassError):
-        _verify("from diffusers import DiffusionPipeline\n\nclass P(DiffusionPipeline):\n    pass\n")
+        _verify("from otherlib import DiffusionPipeline\n\nclass P(DiffusionPipeline):\n    pass\n")
+
+
+def test_a_diffusers_pipeline_base_counts_since_hosted_diffusers_imports_are_pipeyard():
+    info = _verify("from diffusers.pipelines.pipeline_utils import DiffusionPipeline\n\n"
+                   "class P(DiffusionPipeline):\n    pass\n")
+    assert info.class_name == "P"
 
 
 def test_base_class_in_a_relatively_imported_sibling_counts():
@@ -108,10 +114,11 @@ def test_pep723_block_is_read():
     assert info.metadata == verify.ScriptMetadata(("packaging>=20",), ">=3.9", ">=0.1", None, ("a",))
 
 
-def test_pep723_block_without_requires_core_is_refused():
-    with pytest.raises(errors.PipelineVerificationError, match="requires-core"):
-        _verify("# /// script\n# dependencies = []\n# ///\nfrom pipeyard import DiffusionPipeline\n"
-                "class P(DiffusionPipeline):\n    pass\n")
+def test_a_plain_pep723_block_without_requires_core_verifies():
+    """As `uv add --script` writes it; only contributed files need requires-core (pipeyard verify)."""
+    info = _verify("# /// script\n# dependencies = []\n# ///\nfrom pipeyard import DiffusionPipeline\n"
+                   "class P(DiffusionPipeline):\n    pass\n")
+    assert info.metadata is not None and info.metadata.requires_core is None
 
 
 def _info(metadata=None, imports=()):

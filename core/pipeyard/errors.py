@@ -65,6 +65,7 @@ change.
     │   │   ├── PipelineSyntaxError                 it does not parse (file, line, column)
     │   │   ├── PipelineEncodingError (UnicodeError)  it is not UTF-8
     │   │   ├── PipelineClassError                  zero or several DiffusionPipeline subclasses
+    │   │   ├── DiffusersCompatibilityError         it imports diffusers names pipeyard lacks
     │   │   └── UnsafePackageFileError              a package file outside the closed set, refused unread
     │   ├── RequirementsError (ImportError)         declared or imported packages are missing
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
@@ -808,6 +809,24 @@ class UnsafePackageFileError(PipelineVerificationError):
         self.rule = rule
         self.fix = fix
         super().__init__(path, f"{rule}; nothing was read from it. {fix}")
+
+
+class DiffusersCompatibilityError(PipelineVerificationError):
+    """A diffusers-written file imports diffusers names pipeyard does not provide; nothing ran.
+
+    Attributes:
+        missing: ``(path, line, "diffusers.x.Name")`` for each, in file order.
+    """
+
+    def __init__(self, path: str, missing: Sequence[tuple[str, int, str]]) -> None:
+        self.missing = list(missing)
+        listed = _preview([f"{name} ({where}:{line})" for where, line, name in self.missing])
+        super().__init__(
+            path,
+            f"it needs what pipeyard's diffusers compatibility does not provide: {listed}. pipeyard "
+            f"runs diffusers-written pipelines of the Stable Diffusion 1.x/2.x and UNet2DModel "
+            f"families; docs/compatibility.md lists every diffusers name it covers",
+        )
 
 
 class RequirementsError(CustomPipelineError, ImportError):

@@ -188,6 +188,9 @@ def _metadata_findings(file: Path, module: verify.ParsedModule, info: verify.Pip
                         "declare dependencies and `[tool.pipeyard] requires-core` in one (see docs/contributing.md)")]
     line = _script_line(module)
     found = []
+    if info.metadata.requires_core is None:
+        found.append(Finding(path, line, ERROR, "its `# /// script` block needs `[tool.pipeyard]` with "
+                             "`requires-core = \">=X.Y\"` (the pipeyard versions it works with)"))
     if not info.metadata.summary:
         found.append(Finding(path, line, WARNING, "`[tool.pipeyard]` has no `summary`; the registry falls back "
                              "to the docstring's first line"))

@@ -90,7 +90,7 @@ def _entry(path: Path, added_in: str) -> dict[str, Any]:
 
     data = path.read_bytes()
     info = verify_package({path.name: data}, path.name, str(path.parent))
-    if info.metadata is None:
+    if info.metadata is None or info.metadata.requires_core is None:
         raise errors.PipelineVerificationError(
             str(path), "a community pipeline needs a `# /// script` block with [tool.pipeyard] requires-core"
         )

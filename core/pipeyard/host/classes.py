@@ -16,8 +16,9 @@ from .. import errors
 from .boundary import candidate_files
 from .parse import ParsedModule, dotted_name
 
-#: Module paths whose ``*Pipeline`` names are pipeyard pipeline classes.
-_PIPEYARD_MODULE = re.compile(r"^pipeyard(\.pipelines(\.[A-Za-z_]\w*)*)?$")
+#: Module paths whose ``*Pipeline`` names are pipeyard pipeline classes: pipeyard's own, and
+#: diffusers' (a hosted module's diffusers imports are pipeyard's classes, see pipeyard.compat).
+_PIPEYARD_MODULE = re.compile(r"^(pipeyard(\.pipelines(\.[A-Za-z_]\w*)*)?|diffusers(\.[A-Za-z_]\w*)*)$")
 
 
 def _is_pipeyard_pipeline_name(name: str) -> bool:

@@ -16,6 +16,7 @@ Entry points are installed modules and are imported under their own names.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.machinery
 import importlib.util
@@ -70,13 +71,23 @@ class _VerifiedLoader:
     def exec_module(self, module: types.ModuleType) -> None:
         if self.name is not None:
             path = str(self.stored.root.joinpath(*self.name.split("/")))
-            tree = parse_module(self.stored.read_all()[self.name], path).tree
+            tree = _with_diffusers_views(parse_module(self.stored.read_all()[self.name], path).tree)
             exec(compile(tree, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - trusted, verified
 
     def get_source(self, fullname: str) -> str | None:
         if self.name is None:
             return None
         return self.stored.read_all()[self.name].decode("utf-8")
+
+
+def _with_diffusers_views(tree: ast.Module) -> ast.Module:
+    """The tree to run: its ``diffusers`` imports pointed at pipeyard's views (:mod:`pipeyard.compat`)."""
+    from ..compat import modules, rewrite
+
+    rewritten = rewrite.rewritten(tree)
+    if rewritten is not tree:
+        modules.install()
+    return rewritten
 
 
 def _spec(

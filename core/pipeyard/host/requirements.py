@@ -79,6 +79,8 @@ def missing_imports(imports: tuple[str, ...], local_modules: frozenset[str] = fr
     for name in imports:
         if name in sys.stdlib_module_names or name in local_modules or name in sys.modules:
             continue
+        if name == "diffusers":  # served by pipeyard.compat to hosted modules, installed or not
+            continue
         if importlib.util.find_spec(name) is None:  # top-level names: finds, never imports
             missing.append(name)
     return missing
@@ -96,6 +98,25 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
+def _provided_version(distribution: str) -> str | None:
+    """The version a hosted module gets: diffusers is pipeyard.compat's, whatever is installed."""
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(distribution) == "diffusers":
+        from ..compat import DIFFUSERS_VERSION
+
+        return DIFFUSERS_VERSION
+    return _installed_version(distribution)
+
+
+def _how_provided(distribution: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(distribution) == "diffusers":
+        return "is what pipeyard's diffusers compatibility provides"
+    return "installed"
+
+
 def unmet_dependencies(requirements: tuple[str, ...], path: str) -> list[tuple[str, str]]:
     """``(requirement, what is installed)`` for each requirement not satisfied here."""
     from packaging.requirements import InvalidRequirement, Requirement
@@ -108,11 +129,11 @@ def unmet_dependencies(requirements: tuple[str, ...], path: str) -> list[tuple[s
             raise errors.PipelineVerificationError(path, f"dependency {text!r} is not valid: {exc}") from None
         if req.marker is not None and not req.marker.evaluate():
             continue
-        installed = _installed_version(req.name)
+        installed = _provided_version(req.name)
         if installed is None:
             unmet.append((text, "not installed"))
         elif not req.specifier.contains(installed, prereleases=True):
-            unmet.append((text, f"{installed} installed"))
+            unmet.append((text, f"{installed} {_how_provided(req.name)}"))
     return unmet
 
 
@@ -146,7 +167,8 @@ def check_requirements(
         reqs = [_DISTRIBUTION_OF.get(name, name) for name in names]
         note = ""
     else:
-        requires = (*metadata.dependencies, f"pipeyard{metadata.requires_core}")
+        core = (f"pipeyard{metadata.requires_core}",) if metadata.requires_core else ()
+        requires = (*metadata.dependencies, *core)
         unmet = unmet_dependencies(requires, path)
         reqs = [req for req, _ in unmet]
         note = _check_python(metadata.requires_python, path) or ""

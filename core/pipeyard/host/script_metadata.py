@@ -34,8 +34,9 @@ def script_metadata(text: str, path: str) -> ScriptMetadata | None:
     """The PEP 723 ``script`` block of a file, or None when it has none.
 
     Raises:
-        PipelineVerificationError: several blocks, invalid TOML, no ``requires-core``, or
-            ``dependencies`` that is not a list of strings.
+        PipelineVerificationError: several blocks, invalid TOML, or fields of the wrong type.
+            A plain block (as ``uv add --script`` writes it, without ``[tool.pipeyard]``) is
+            fine here; ``requires-core`` is required of community files by ``pipeyard verify``.
     """
     blocks = [m for m in _SCRIPT_BLOCK.finditer(text) if m.group("type") == "script"]
     if not blocks:
@@ -51,11 +52,7 @@ def script_metadata(text: str, path: str) -> ScriptMetadata | None:
         raise errors.PipelineVerificationError(path, reason) from None
     tool = _table(data.get("tool", {}), "[tool]", path).get("pipeyard", {})
     tool = _table(tool, "[tool.pipeyard]", path)
-    core = tool.get("requires-core")
-    if not isinstance(core, str):
-        raise errors.PipelineVerificationError(
-            path, "its `# /// script` block needs `[tool.pipeyard]` with `requires-core = \">=X.Y\"`"
-        )
+    core = _optional_string(tool.get("requires-core"), "[tool.pipeyard] requires-core", path)
     deps = _strings(data.get("dependencies", []), "dependencies", path)
     tags = _strings(tool.get("tags", []), "[tool.pipeyard] tags", path)
     python = _optional_string(data.get("requires-python"), "requires-python", path)

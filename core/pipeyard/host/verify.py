@@ -29,6 +29,7 @@ import ast
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .. import errors
 from . import requirements
 from .boundary import candidate_files
 from .classes import find_pipeline_class, pipeline_classes, sibling_pipeline_classes
@@ -109,6 +110,7 @@ def verify_package(files: Mapping[str, bytes], main: str, root: str) -> Pipeline
     """
     modules = parse_package(files, main, root)
     tree, text, path = modules[main].tree, modules[main].text, source_path(root, main)
+    check_diffusers_imports(modules, main, root)
     name, line = find_pipeline_class(tree, path, sibling_pipeline_classes(main, modules))
     return PipelineFileInfo(
         class_name=name,
@@ -117,6 +119,23 @@ def verify_package(files: Mapping[str, bytes], main: str, root: str) -> Pipeline
         imports=top_level_imports(tree),
         docstring=ast.get_docstring(tree),
     )
+
+
+def check_diffusers_imports(modules: Mapping[str, ParsedModule], main: str, root: str) -> None:
+    """Refuse a package whose files import diffusers names pipeyard does not provide.
+
+    Raises:
+        DiffusersCompatibilityError: naming every such name, with its file and line.
+    """
+    from ..compat.rewrite import unsupported_imports
+
+    missing = [
+        (name, line, what)
+        for name in (main, *sorted(n for n in modules if n != main))
+        for line, what in unsupported_imports(modules[name].tree)
+    ]
+    if missing:
+        raise errors.DiffusersCompatibilityError(source_path(root, main), missing)
 
 
 def check_requirements(info: PipelineFileInfo, path: str, local_modules: Iterable[str] = frozenset()) -> None:

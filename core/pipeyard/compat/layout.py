@@ -1,0 +1,110 @@
+"""diffusers' module layout, as facts: which module path offers which name, and which pipeyard
+object each name is.
+
+:data:`TARGETS` maps a diffusers name to the pipeyard object that serves it
+(``"module:attribute"``, or ``"module"`` for a module); a name means the same object wherever
+diffusers offers it. :data:`MODULES` maps each diffusers module path that real files import
+from to the names it offers there. Every prefix of a path is a package (``diffusers.models`` of
+``diffusers.models.unets.unet_2d``), and a module offers its child modules as attributes.
+
+Only what pipeyard really implements is listed; :func:`~pipeyard.compat.rewrite.unsupported_imports`
+refuses a file that imports anything else, before it runs.
+"""
+
+from __future__ import annotations
+
+_SCHEDULER_FILES = {
+    "DDIMScheduler": "scheduling_ddim",
+    "DDPMScheduler": "scheduling_ddpm",
+    "DEISMultistepScheduler": "scheduling_deis_multistep",
+    "DPMSolverMultistepScheduler": "scheduling_dpmsolver_multistep",
+    "DPMSolverSinglestepScheduler": "scheduling_dpmsolver_singlestep",
+    "EulerAncestralDiscreteScheduler": "scheduling_euler_ancestral_discrete",
+    "EulerDiscreteScheduler": "scheduling_euler_discrete",
+    "HeunDiscreteScheduler": "scheduling_heun_discrete",
+    "KDPM2AncestralDiscreteScheduler": "scheduling_k_dpm_2_ancestral_discrete",
+    "KDPM2DiscreteScheduler": "scheduling_k_dpm_2_discrete",
+    "LMSDiscreteScheduler": "scheduling_lms_discrete",
+    "PNDMScheduler": "scheduling_pndm",
+    "UniPCMultistepScheduler": "scheduling_unipc_multistep",
+}
+
+#: diffusers name -> the pipeyard object serving it.
+TARGETS: dict[str, str] = {
+    # pipelines
+    "DiffusionPipeline": "pipeyard.pipelines.base:DiffusionPipeline",
+    "ImagePipelineOutput": "pipeyard.pipelines.outputs:ImagePipelineOutput",
+    "StableDiffusionPipelineOutput": "pipeyard.pipelines.outputs:StableDiffusionPipelineOutput",
+    "StableDiffusionPipeline": "pipeyard.pipelines.stable_diffusion:StableDiffusionPipeline",
+    "DDPMPipeline": "pipeyard.pipelines.ddpm:DDPMPipeline",
+    "DDIMPipeline": "pipeyard.pipelines.ddim:DDIMPipeline",
+    # models
+    "ModelMixin": "pipeyard.modeling:ModelMixin",
+    "AutoencoderKL": "pipeyard.models.autoencoder_kl:AutoencoderKL",
+    "UNet2DModel": "pipeyard.models.unet_2d:UNet2DModel",
+    "UNet2DConditionModel": "pipeyard.models.unet_2d_condition:UNet2DConditionModel",
+    "StableDiffusionSafetyChecker": "pipeyard.models.safety_checker:StableDiffusionSafetyChecker",
+    "AutoencoderKLOutput": "pipeyard.models.outputs:AutoencoderKLOutput",
+    "DecoderOutput": "pipeyard.models.outputs:DecoderOutput",
+    "DiagonalGaussianDistribution": "pipeyard.models.outputs:DiagonalGaussianDistribution",
+    "UNet2DConditionOutput": "pipeyard.models.outputs:UNet2DConditionOutput",
+    "UNet2DOutput": "pipeyard.models.outputs:UNet2DOutput",
+    # configuration, outputs, tensors
+    "ConfigMixin": "pipeyard.configuration:ConfigMixin",
+    "register_to_config": "pipeyard.configuration:register_to_config",
+    "BaseOutput": "pipeyard.outputs:BaseOutput",
+    "randn_tensor": "pipeyard.torch_utils:randn_tensor",
+    # schedulers
+    "SchedulerMixin": "pipeyard.schedulers.common:SchedulerMixin",
+    "SchedulerOutput": "pipeyard.schedulers.common:SchedulerOutput",
+    **{name: f"pipeyard.schedulers:{name}" for name in _SCHEDULER_FILES},
+}
+
+_PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "DDPMPipeline", "DDIMPipeline")
+_MODELS = ("ModelMixin", "AutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
+_SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES)
+
+#: diffusers module path -> the names real files import from it.
+MODULES: dict[str, tuple[str, ...]] = {
+    "diffusers": (*_PIPELINES, *_MODELS, *_SCHEDULERS, "ConfigMixin"),
+    "diffusers.pipelines": _PIPELINES,
+    "diffusers.pipelines.pipeline_utils": ("DiffusionPipeline", "ImagePipelineOutput", "BaseOutput"),
+    "diffusers.pipelines.stable_diffusion": (
+        "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
+    ),
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion": (
+        "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
+        "DiffusionPipeline", "AutoencoderKL", "UNet2DConditionModel", "randn_tensor",
+    ),
+    "diffusers.pipelines.stable_diffusion.pipeline_output": ("StableDiffusionPipelineOutput", "BaseOutput"),
+    "diffusers.pipelines.stable_diffusion.safety_checker": ("StableDiffusionSafetyChecker",),
+    "diffusers.pipelines.ddpm": ("DDPMPipeline",),
+    "diffusers.pipelines.ddpm.pipeline_ddpm": ("DDPMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
+    "diffusers.pipelines.ddim": ("DDIMPipeline",),
+    "diffusers.pipelines.ddim.pipeline_ddim": ("DDIMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
+    "diffusers.models": _MODELS,
+    "diffusers.models.modeling_utils": ("ModelMixin",),
+    "diffusers.models.modeling_outputs": ("AutoencoderKLOutput",),
+    "diffusers.models.unets": ("UNet2DModel", "UNet2DConditionModel"),
+    "diffusers.models.unets.unet_2d": ("UNet2DModel", "UNet2DOutput"),
+    "diffusers.models.unets.unet_2d_condition": ("UNet2DConditionModel", "UNet2DConditionOutput"),
+    "diffusers.models.autoencoders": ("AutoencoderKL",),
+    "diffusers.models.autoencoders.autoencoder_kl": ("AutoencoderKL", "AutoencoderKLOutput"),
+    "diffusers.models.autoencoders.vae": ("DecoderOutput", "DiagonalGaussianDistribution"),
+    "diffusers.configuration_utils": ("ConfigMixin", "register_to_config"),
+    "diffusers.schedulers": _SCHEDULERS,
+    "diffusers.schedulers.scheduling_utils": ("SchedulerMixin", "SchedulerOutput"),
+    **{f"diffusers.schedulers.{file}": (name, "SchedulerMixin") for name, file in _SCHEDULER_FILES.items()},
+    "diffusers.utils": ("BaseOutput",),
+    "diffusers.utils.outputs": ("BaseOutput",),
+    "diffusers.utils.torch_utils": ("randn_tensor",),
+}
+
+
+def packages() -> frozenset[str]:
+    """Every module path of :data:`MODULES` and every prefix of one (the packages)."""
+    found = set()
+    for path in MODULES:
+        parts = path.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return frozenset(found)
