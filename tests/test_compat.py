@@ -194,3 +194,18 @@ def test_the_compatibility_page_lists_every_mapped_module_and_name():
         row = next((line for line in page.splitlines() if line.startswith(f"| `{path}` |")), None)
         assert row is not None, f"docs/compatibility.md does not list {path}"
         assert all(f"`{name}`" in row for name in names), path
+
+
+def test_errors_and_tracebacks_name_the_users_file_not_the_store_copy(write_pipeline):
+    import traceback
+
+    from pipeyard.host import cache
+
+    text = ("from diffusers import DiffusionPipeline\n\n\nclass P(DiffusionPipeline):\n    pass\n\n\n"
+            "def boom():\n    raise RuntimeError('from the user file')\n\n\nboom()\n")
+    path = write_pipeline("mine/pipeline.py", text=text)
+    with pytest.raises(errors.PipelineImportError) as caught:
+        load_pipeline_class(str(path))
+    assert str(path) in str(caught.value) and str(cache.modules_dir()) not in str(caught.value)
+    frames = traceback.extract_tb(caught.value.__cause__.__traceback__)
+    assert frames[-1].filename == str(path) and frames[-1].line == "raise RuntimeError('from the user file')"

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 from pipeyard import errors
-from pipeyard.host import load_pipeline_class
+from pipeyard.host import cache, load_pipeline_class
 
 
 def _write(root, files):
@@ -145,12 +145,14 @@ def test_a_module_dropped_into_the_store_folder_is_not_imported(write_pipeline, 
     assert cls.__module__.replace(".pipeline", ".extra") not in sys.modules
 
 
-def test_source_and_tracebacks_point_at_the_stored_file(write_pipeline, pipeline_text):
-    body = "\n    def fail(self):\n        raise ValueError('here')\n"
-    cls = load_pipeline_class(str(write_pipeline(text=pipeline_text("Traced", body=body))))
+def test_source_and_tracebacks_point_at_the_users_file(write_pipeline, pipeline_text):
+    """Tracebacks name the file the user wrote; ``__file__`` is the verified copy that runs."""
+    path = write_pipeline(text=pipeline_text("Traced", body="\n    def fail(self):\n        raise ValueError('here')\n"))
+    cls = load_pipeline_class(str(path))
     assert inspect.getsource(cls).startswith("class Traced(DiffusionPipeline):")
     with pytest.raises(ValueError, match="here") as caught:
         cls.fail(None)
     frame = caught.traceback[-1]
-    assert str(frame.path) == sys.modules[cls.__module__].__file__
+    assert str(frame.path) == str(path)
+    assert sys.modules[cls.__module__].__file__.startswith(str(cache.modules_dir()))
     assert frame.statement.lines[0].strip() == "raise ValueError('here')"

@@ -116,14 +116,14 @@ def _load(source: Source, repository: Any, options: HubOptions, *, trust_remote_
     gate.refuse_before_fetch(source)
     if source.kind is SourceKind.ENTRY_POINT:
         return _load_entry_point(source)
-    package, commit, record_key = _candidate(source, repository, options, refresh)
+    package, commit, record_key, origin = _candidate(source, repository, options, refresh)
     info = _verified(package)
     _check_expected_class(source, info, str(package.main_path))
     _require_trust(source, package, commit, trust_remote_code)
     package = _kept(source, package, commit, record_key)
     _check_requirements(package, info)
-    module = importer.import_stored_module(package)
-    cls = importer.pipeline_class_of(module, info.class_name, str(package.main_path))
+    module = importer.import_stored_module(package, origin)
+    cls = importer.pipeline_class_of(module, info.class_name, importer.display_path(package, package.main))
     return provenance.stamp(cls, provenance.Provenance(
         source.kind.name, source.describe(), source.location, source.revision, commit,
         package.digest, str(package.root), package.main, tuple(package.files),
@@ -132,8 +132,9 @@ def _load(source: Source, repository: Any, options: HubOptions, *, trust_remote_
 
 def _candidate(
     source: Source, repository: Any, options: HubOptions, refresh: bool
-) -> tuple[cache.StoredPackage, str | None, str | None]:
-    """The source's package: stored (a warm load) or in memory, its commit and record key.
+) -> tuple[cache.StoredPackage, str | None, str | None, str]:
+    """The source's package: stored (a warm load) or in memory; its commit, record key, and
+    origin (the folder, ``repo@commit`` or URL its files came from, for messages).
 
     A package in memory is not in the module store yet: it enters only once verified and
     allowed (:func:`_kept`), so nothing refused there looks loadable.
@@ -143,7 +144,7 @@ def _candidate(
         record = cache.read_record(record_key)
         stored = cache.load_package(record.digest) if record is not None else None
         if stored is not None:
-            return stored, record.commit, record_key  # type: ignore[union-attr]
+            return stored, record.commit, record_key, record.origin or str(stored.root)  # type: ignore[union-attr]
     if record_key is not None and options.offline:
         raise errors.OfflineError(source.describe(), f"{options.offline_reason}, it was never loaded before,")
     if source.kind is SourceKind.EMBEDDED and hasattr(repository, "fetch"):
@@ -151,7 +152,7 @@ def _candidate(
     else:
         fetched = fetch.fetch_package(source, options)
     root = fetched.origin or source.location
-    return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key
+    return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key, root
 
 
 def resolution_record_key(source: Source, options: HubOptions | None = None) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from .. import errors
 from .cache import StoredPackage
-from .verify import parse_module
+from .verify import parse_module, source_path
 
 PACKAGE_PREFIX = "pipeyard_m"
 
@@ -40,6 +40,9 @@ class StoreFinder:
     """Finds the modules of the stored packages imported in this process, and nothing else."""
 
     _packages: dict[str, StoredPackage] = {}
+    #: package name -> where its files came from (the user's folder, a repo@commit, a URL):
+    #: what tracebacks and errors name, rather than the store copy.
+    _origins: dict[str, str] = {}
 
     @classmethod
     def find_spec(
@@ -72,7 +75,8 @@ class _VerifiedLoader:
         if self.name is not None:
             path = str(self.stored.root.joinpath(*self.name.split("/")))
             tree = _with_diffusers_views(parse_module(self.stored.read_all()[self.name], path).tree)
-            exec(compile(tree, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - trusted, verified
+            shown = display_path(self.stored, self.name)
+            exec(compile(tree, shown, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - trusted, verified
 
     def get_source(self, fullname: str) -> str | None:
         if self.name is None:
@@ -101,9 +105,17 @@ def _spec(
     return spec
 
 
-def _package_module(stored: StoredPackage) -> types.ModuleType:
+def display_path(stored: StoredPackage, name: str) -> str:
+    """The path errors and tracebacks give for file ``name`` of a package: under its origin."""
+    origin = StoreFinder._origins.get(package_name(stored.digest))
+    return source_path(origin, name) if origin else str(stored.root.joinpath(*name.split("/")))
+
+
+def _package_module(stored: StoredPackage, origin: str | None) -> types.ModuleType:
     """The package object of a stored package, created once per process."""
     name = package_name(stored.digest)
+    if origin:
+        StoreFinder._origins[name] = origin
     # The latest wins: one digest is one content, but a single file's digest does not cover its
     # name, so the same bytes stored as pipeline.py and as x.py share a package name.
     StoreFinder._packages[name] = stored
@@ -125,9 +137,14 @@ def _forget(prefix: str) -> None:
         del sys.modules[name]
 
 
-def import_stored_module(stored: StoredPackage) -> types.ModuleType:
-    """Import the pipeline file of a stored package (once per process)."""
-    package = _package_module(stored)
+def import_stored_module(stored: StoredPackage, origin: str | None = None) -> types.ModuleType:
+    """Import the pipeline file of a stored package (once per process).
+
+    Args:
+        origin: where the files came from (a folder, ``repo@commit``, a URL); errors and
+            tracebacks name the files under it, not their copies in the store.
+    """
+    package = _package_module(stored, origin)
     module_name = f"{package.__name__}.{stored.main[:-3].replace('/', '.')}"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -139,7 +156,7 @@ def import_stored_module(stored: StoredPackage) -> types.ModuleType:
     except Exception as exc:
         _forget(package.__name__)
         raise errors.PipelineImportError(
-            str(stored.main_path), f"{type(exc).__name__}: {exc}"
+            display_path(stored, stored.main), f"{type(exc).__name__}: {exc}"
         ) from exc
 
 
