@@ -55,6 +55,7 @@ def test_info_shows_components_dependencies_and_usage(invoke):
     assert "components: unet (UNet2DModel), scheduler (DDPMScheduler)" in out
     assert "torch>=2.1" in out and "installed 2." in out
     assert "added in:   pipeyard 0.1.0" in out
+    assert "diffusers:  written for pipeyard (imports no diffusers)" in out
     assert 'custom_pipeline="one_step_unet"' in out
     assert "pipeyard run one_step_unet --model PATH_OR_REPO" in out
 
@@ -66,6 +67,7 @@ def test_info_of_a_hub_entry_shows_the_pin_and_needs_trust(invoke, monkeypatch, 
     out = invoke("info", "fancy_pipe").output
     assert f"hub:        alice/fancy-pipe @ {COMMIT} (pipeline.py)" in out
     assert "surely-not-installed-pkg     not installed" in out
+    assert "diffusers:  not checked: the file is not in the module store yet" in out
     assert f'custom_pipeline="alice/fancy-pipe", custom_revision="{COMMIT}"' in out
     assert "--trust-remote-code" in out
 

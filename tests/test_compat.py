@@ -209,3 +209,16 @@ def test_errors_and_tracebacks_name_the_users_file_not_the_store_copy(write_pipe
     assert str(path) in str(caught.value) and str(cache.modules_dir()) not in str(caught.value)
     frames = traceback.extract_tb(caught.value.__cause__.__traceback__)
     assert frames[-1].filename == str(path) and frames[-1].line == "raise RuntimeError('from the user file')"
+
+
+def test_pipeyard_info_reports_the_static_check_of_a_stored_hub_entry(invoke, monkeypatch, tmp_path):
+    from pipeyard import registry
+    from pipeyard.host import cache
+
+    text = b"from diffusers import DiffusionPipeline, ControlNetModel\n\n\nclass P(DiffusionPipeline):\n    pass\n"
+    stored = cache.store_package({"pipeline.py": text}, "pipeline.py")
+    entry = {"name": "cn", "repo": "alice/cn", "commit": "0" * 40, "file": "pipeline.py", "sha256": stored.digest,
+             "summary": "", "tags": [], "added-in": "0.1.0", "dependencies": [], "class": "P"}
+    monkeypatch.setattr(registry, "read_index", lambda path=None: {"pipelines": [entry]})
+    out = invoke("info", "cn").output
+    assert "diffusers:  needs diffusers.ControlNetModel (line 1)" in out

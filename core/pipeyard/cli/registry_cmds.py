@@ -108,6 +108,31 @@ def usage_example(entry: dict[str, Any]) -> str:
     return f'pipe = DiffusionPipeline.from_pretrained(MODEL, custom_pipeline="{source}"{revision})'
 
 
+def diffusers_compatibility(entry: dict[str, Any]) -> str:
+    """What the static diffusers check says of an entry's file (bundled files; Hub ones once stored)."""
+    from .._bundled import bundled_dir
+    from ..compat.rewrite import has_diffusers_imports, unsupported_imports
+    from ..host import cache
+    from ..host.fetch import folder_reader
+    from ..host.verify import parse_module
+
+    if "repo" in entry:
+        stored = cache.load_package(entry["sha256"])
+        if stored is None:
+            return "not checked: the file is not in the module store yet (load it once)"
+        data, path = stored.read_all()[stored.main], str(stored.main_path)
+    else:
+        folder = str(bundled_dir("community"))
+        data, path = folder_reader(folder)(entry["file"]) or b"", f"{folder}/{entry['file']}"
+    tree = parse_module(data, path).tree
+    if not has_diffusers_imports(tree):
+        return "written for pipeyard (imports no diffusers)"
+    missing = unsupported_imports(tree)
+    if not missing:
+        return "diffusers-written; every name it imports is provided"
+    return "needs " + ", ".join(f"{name} (line {line})" for line, name in missing)
+
+
 def _echo_info(entry: dict[str, Any]) -> None:
     click.echo(f"name:       {entry['name']}")
     if "repo" in entry:
@@ -118,6 +143,7 @@ def _echo_info(entry: dict[str, Any]) -> None:
     click.echo(f"tags:       {', '.join(entry['tags']) or '-'}")
     click.echo(f"sha256:     {entry['sha256']}")
     click.echo(f"added in:   pipeyard {entry['added-in']}")
+    click.echo(f"diffusers:  {diffusers_compatibility(entry)}")
     components = entry.get("components", [])
     click.echo("components: " + (", ".join(_component_text(c) for c in components) or "-"))
     click.echo("dependencies:")
