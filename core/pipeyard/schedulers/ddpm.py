@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .. import errors
 from ..configuration import register_to_config
 from ..torch_utils import randn_tensor
 from .common import (
@@ -39,6 +40,16 @@ class _DDPMStep(NamedTuple):
     noise_std: float
     log_beta_tilde: float
     log_beta: float
+
+
+def _training_timestep(timestep: int | torch.Tensor, num_train: int) -> int | None:
+    """``timestep`` as an int in ``[0, num_train)``, or None if it is not one."""
+    key = timestep.item() if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 else timestep
+    if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)):
+        return None
+    if key != int(key) or not 0 <= key < num_train:
+        return None
+    return int(key)
 
 
 class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
@@ -126,9 +137,28 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         return torch.full_like(beta_t, float("nan"))
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep after ``timestep`` in the schedule (-1 after the last)."""
-        i = self.index_for_timestep(timestep)
-        return self._steps[i].prev_t
+        """The timestep after ``timestep`` in the schedule (-1 after the last).
+
+        Before ``set_timesteps``, the schedule is every training timestep: ``timestep - 1``.
+        """
+        return self._coefficients_at(timestep).prev_t
+
+    def _coefficients_at(self, timestep: int | torch.Tensor) -> _DDPMStep:
+        """The scalars of the step from ``timestep``, in the inference schedule once it is set.
+
+        Before ``set_timesteps`` the step goes from ``t`` to ``t - 1`` of the training schedule,
+        as diffusers defines it (pipelines such as the diffusers tutorial's one-step pipeline call
+        ``step`` on a fresh scheduler). Its scalars are computed once, on first use.
+        """
+        if self.num_inference_steps is not None:
+            return self._steps[self.index_for_timestep(timestep)]
+        num_train = self.config.num_train_timesteps
+        t = _training_timestep(timestep, num_train)
+        if t is None:
+            raise errors.TimestepNotInScheduleError(type(self).__name__, timestep, range(num_train - 1, -1, -1))
+        if self.__dict__.get("_train_steps") is None:
+            self._train_steps = self._step_coefficients(torch.arange(num_train - 1, -1, -1, dtype=torch.int64))
+        return self._train_steps[num_train - 1 - t]
 
     def step(
         self,
@@ -138,10 +168,13 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
-        """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15)."""
+        """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15).
+
+        ``x_{t-1}`` is the next timestep of the inference schedule, or, before ``set_timesteps``,
+        of the training schedule (``t - 1``).
+        """
         learned = self.variance_type in ("learned", "learned_range")
-        i = self.index_for_timestep(timestep)
-        c = self._steps[i]
+        c = self._coefficients_at(timestep)
         self._check_output_shape(model_output, sample, learned=learned)
         predicted_variance = None
         if learned and model_output.shape[1] == 2 * sample.shape[1]:
