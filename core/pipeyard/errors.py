@@ -47,7 +47,8 @@ change.
     │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
     │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
     │   ├── ModelOutputShapeError                   model output and sample shapes differ
-    │   └── UnknownSchedulerError (LookupError)     a scheduler class name pipeyard does not have
+    │   ├── UnknownSchedulerError (LookupError)     a scheduler class name pipeyard does not have
+    │   └── ScheduleRequestError                    set_timesteps arguments that form no schedule
     ├── ModelInputError (ValueError)                bad model config or forward input
     │   ├── ModelConfigError                        a config value the model cannot build
     │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
@@ -971,6 +972,22 @@ class ExampleDocstringError(UtilityError, ValueError):
             f"@replace_example_docstring cannot document {function}: its docstring has no line "
             f"holding only 'Examples:' (or 'Example:'); add that line where the examples go"
         )
+
+
+class ScheduleRequestError(SchedulerError):
+    """``set_timesteps`` arguments that cannot form a schedule (LCM's step counts, custom timesteps).
+
+    Attributes:
+        scheduler: the scheduler class name.
+        problem: what is wrong, with the values.
+        fix: what to pass instead.
+    """
+
+    def __init__(self, scheduler: str, problem: str, fix: str) -> None:
+        self.scheduler = scheduler
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{scheduler}.set_timesteps: {problem}; {fix}")
 
 
 class PipeyardDeprecationWarning(PipeyardWarning, FutureWarning):

@@ -19,6 +19,8 @@ from ..names import SCHEDULERS as _SCHEDULERS
 _LAZY_NAMES: dict[str, str] = {
     **{name: module.rpartition(".")[2] for name, module in _SCHEDULERS.items()},
     "KarrasDiffusionSchedulers": "families",
+    "LCMScheduler": "lcm",
+    "LCMSchedulerOutput": "lcm",
     "SchedulerMixin": "common",
     "SchedulerOutput": "common",
 }

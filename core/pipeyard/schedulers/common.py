@@ -328,8 +328,8 @@ class SchedulerMixin(ConfigMixin):
     @classmethod
     def _get_compatibles(cls) -> list[type[SchedulerMixin]]:
         package = importlib.import_module("pipeyard")
-        names = dict.fromkeys([cls.__name__, *cls._compatibles])
-        return [getattr(package, name) for name in names if hasattr(package, name)]
+        others = [name for name in dict.fromkeys(cls._compatibles) if name != cls.__name__]
+        return [cls, *(getattr(package, name) for name in others if hasattr(package, name))]
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
