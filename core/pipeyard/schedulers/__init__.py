@@ -21,6 +21,8 @@ _LAZY_NAMES: dict[str, str] = {
     "KarrasDiffusionSchedulers": "families",
     "LCMScheduler": "lcm",
     "LCMSchedulerOutput": "lcm",
+    "RePaintScheduler": "repaint",
+    "RePaintSchedulerOutput": "repaint",
     "SchedulerMixin": "common",
     "SchedulerOutput": "common",
 }
