@@ -215,3 +215,39 @@ def test_karras_diffusion_schedulers_names_the_same_members_as_diffusers() -> No
     from diffusers.schedulers import KarrasDiffusionSchedulers as Theirs
 
     assert [(e.name, e.value) for e in KarrasDiffusionSchedulers] == [(e.name, e.value) for e in Theirs]
+
+
+# --------------------------------------------------------------------------- custom timesteps
+
+
+def test_ddpm_custom_timesteps_sample_as_diffusers() -> None:
+    """``retrieve_timesteps(scheduler, timesteps=[...])`` checks for this keyword, then passes it."""
+    timesteps = [999, 800, 650, 400, 120, 5]
+    results = []
+    for scheduler in _pair("DDPMScheduler"):
+        assert "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
+        scheduler.set_timesteps(timesteps=timesteps)
+        x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(1)
+        for t in scheduler.timesteps:
+            x = scheduler.step(torch.sin(3 * x), t, x, generator=generator).prev_sample
+        results.append((scheduler.timesteps.tolist(), x, int(scheduler.previous_timestep(400))))
+    assert results[0][0] == results[1][0] == timesteps
+    assert results[0][2] == results[1][2] == 120
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"num_inference_steps": 4, "timesteps": [999, 500]}, "both"),
+        ({}, "neither"),
+        ({"timesteps": [500, 999]}, "not strictly descending"),
+        ({"timesteps": [1000, 10]}, "training range 0 to 999"),
+        ({"timesteps": [10, -1]}, "training range 0 to 999"),
+    ],
+)
+def test_ddpm_unusable_custom_timesteps_are_typed_errors(kwargs: dict, words: str) -> None:
+    with pytest.raises(errors.ScheduleRequestError, match=words) as info:
+        pipeyard.DDPMScheduler().set_timesteps(**kwargs)
+    assert isinstance(info.value, ValueError) and "DDPMScheduler.set_timesteps" in str(info.value)

@@ -42,6 +42,18 @@ class _DDPMStep(NamedTuple):
     log_beta: float
 
 
+def _custom_timesteps(scheduler: str, timesteps: Sequence[int], num_train: int) -> np.ndarray:
+    """``timesteps`` as int64, checked: not empty, strictly descending, within ``[0, num_train)``."""
+    values = [int(t) for t in timesteps]
+    if not values or any(b >= a for a, b in zip(values, values[1:])):
+        raise errors.ScheduleRequestError(scheduler, f"timesteps {values} are not strictly descending", "sort them, highest first")
+    if values[0] >= num_train or values[-1] < 0:
+        raise errors.ScheduleRequestError(
+            scheduler, f"timesteps {values} leave the training range 0 to {num_train - 1}", "keep every timestep in that range"
+        )
+    return np.array(values, dtype=np.int64)
+
+
 def _training_timestep(timestep: int | torch.Tensor, num_train: int) -> int | None:
     """``timestep`` as an int in ``[0, num_train)``, or None if it is not one."""
     key = timestep.item() if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 else timestep
@@ -62,6 +74,7 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     """
 
     order = 1
+    custom_timesteps = False
 
     @register_to_config
     def __init__(
@@ -95,16 +108,37 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         """DDPM feeds the sample to the model unscaled."""
         return sample
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Pick ``num_inference_steps`` training timesteps with the configured spacing."""
-        cfg = self.config
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
-        grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
-        if cfg.timestep_spacing == "linspace":
-            grid = grid.round()
-        timesteps = torch.from_numpy(grid.astype(np.int64))
-        self._steps = self._step_coefficients(timesteps)
-        self._set_schedule(timesteps.to(device), n)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """Pick ``num_inference_steps`` training timesteps with the configured spacing, or use ``timesteps``.
+
+        Custom ``timesteps`` (what ``retrieve_timesteps`` passes) must be distinct training
+        timesteps in descending order; each step goes to the next one listed.
+
+        Raises:
+            ScheduleRequestError: neither or both of ``num_inference_steps`` and ``timesteps``,
+                or custom timesteps out of order or outside ``[0, num_train_timesteps)``.
+            InferenceStepsError: ``num_inference_steps`` outside ``[1, num_train_timesteps]``.
+        """
+        cfg, name = self.config, type(self).__name__
+        if (num_inference_steps is None) == (timesteps is None):
+            problem = "got both num_inference_steps and timesteps" if timesteps is not None else "got neither"
+            raise errors.ScheduleRequestError(name, problem, "pass exactly one of num_inference_steps and timesteps")
+        if timesteps is not None:
+            grid = _custom_timesteps(name, timesteps, cfg.num_train_timesteps)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, cfg.num_train_timesteps)
+            grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
+            if cfg.timestep_spacing == "linspace":
+                grid = grid.round()
+        schedule = torch.from_numpy(grid.astype(np.int64))
+        self.custom_timesteps = timesteps is not None
+        self._steps = self._step_coefficients(schedule)
+        self._set_schedule(schedule.to(device), len(schedule))
 
     def _step_coefficients(self, timesteps: torch.Tensor) -> list[_DDPMStep]:
         """Every scalar of each step, computed at once in float32 (as diffusers does per step)."""
