@@ -206,3 +206,72 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path
         raise TypeError("the writer failed")
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]
+
+
+# --------------------------------------------------------------------------- diffusers-style use
+
+
+def test_installing_a_frozen_dict_as_internal_dict_changes_the_config() -> None:
+    from pipeyard.configuration import FrozenDict
+
+    ramp = Ramp(steps=3)
+    new_config = dict(ramp.config)
+    new_config["stop"] = 5.0
+    ramp._internal_dict = FrozenDict(new_config)
+    assert ramp.config.stop == 5.0 and ramp.config["steps"] == 3
+    assert isinstance(ramp.config, FrozenConfig)
+    with pytest.raises(FrozenConfigError):
+        ramp.config.stop = 1.0
+    assert Ramp.from_config(ramp.config).config.stop == 5.0
+
+
+def test_a_plain_dict_installed_as_internal_dict_is_frozen_on_read() -> None:
+    ramp = Ramp(steps=3)
+    ramp._internal_dict = {**ramp.config, "start": 0.5}
+    assert ramp.config.start == 0.5
+    with pytest.raises(FrozenConfigError):
+        ramp.config["start"] = 1.0
+
+
+def test_reading_a_config_key_as_an_attribute_works_with_a_deprecation_warning() -> None:
+    from pipeyard.errors import PipeyardDeprecationWarning
+
+    ramp = Ramp(steps=3, stop=2.0)
+    with pytest.warns(PipeyardDeprecationWarning, match=r"obj\.config\.stop"):
+        assert ramp.stop == 2.0
+    with pytest.raises(AttributeError, match="'Ramp' object has no attribute 'nothing'"):
+        ramp.nothing  # noqa: B018
+
+
+def test_an_object_without_config_says_how_to_give_it_one() -> None:
+    class Bare(ConfigMixin):
+        pass
+
+    with pytest.raises(AttributeError, match="register_to_config"):
+        Bare().config  # noqa: B018
+
+
+def test_from_config_returns_unused_keys_when_asked_as_diffusers_does() -> None:
+    ramp, unused = Ramp.from_config({"steps": 2, "other_family_option": 1}, return_unused_kwargs=True)
+    assert isinstance(ramp, Ramp) and ramp.config.steps == 2
+    assert unused == {"other_family_option": 1}
+
+
+def test_a_class_defined_the_diffusers_way_records_saves_and_reloads_its_config(tmp_path) -> None:
+    from pipeyard.configuration import ConfigMixin as Mixin
+    from pipeyard.configuration import register_to_config as register
+
+    class Blend(Mixin):
+        config_name = "blend_config.json"
+
+        @register
+        def __init__(self, num_train_timesteps: int = 1000, alpha: float = 0.5):
+            self.num_inference_steps = None
+
+    blend = Blend(alpha=0.25)
+    blend.register_to_config(extra="kept")
+    assert (blend.config.num_train_timesteps, blend.config.alpha, blend.config.extra) == (1000, 0.25, "kept")
+    path = blend.save_config(tmp_path)
+    assert path.name == "blend_config.json"
+    again = Blend.from_config(Blend.load_config(tmp_path))
+    assert dict(again.config) == dict(blend.config)

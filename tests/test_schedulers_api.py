@@ -107,7 +107,7 @@ def test_unknown_keys_from_any_diffusers_version_are_kept() -> None:
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("name", SD_FAMILY)
+@pytest.mark.parametrize("name", [n for n in SD_FAMILY if n != "DDPMScheduler"])  # DDPM: test_schedulers_diffusers_behaviour
 def test_step_before_set_timesteps_is_a_typed_error(name: str) -> None:
     scheduler = getattr(pipeyard, name)()
     x = torch.zeros(1, 4, 8, 8)

@@ -100,6 +100,24 @@ class FrozenConfig(dict):
         return type(self)({k: copy.deepcopy(v, memo) for k, v in self.items()})
 
 
+class FrozenDict(FrozenConfig):
+    """diffusers' name for a frozen config: build one from a mapping and install it as a config.
+
+    Pipelines written for diffusers patch a component's config this way, and it works on every
+    pipeyard :class:`ConfigMixin` (schedulers, models, pipelines)::
+
+        new_config = dict(scheduler.config)
+        new_config["steps_offset"] = 1
+        scheduler._internal_dict = FrozenDict(new_config)
+        scheduler.config.steps_offset   # 1
+
+    It is a :class:`FrozenConfig`: attribute reads work and every in-place change raises
+    :class:`~pipeyard.errors.FrozenConfigError`.
+    """
+
+    __slots__ = ()
+
+
 def _jsonable(value: Any) -> Any:
     """Convert config values to what JSON can hold (tuples, numpy arrays, paths, dtypes)."""
     if isinstance(value, Mapping):
@@ -177,28 +195,65 @@ class ConfigMixin:
 
     @property
     def config(self) -> FrozenConfig:
-        """The frozen config: ``__init__`` arguments plus hidden keys."""
+        """The frozen config: ``__init__`` arguments plus hidden keys.
+
+        Code that installs a new mapping as ``obj._internal_dict`` (diffusers' way of patching
+        a config, usually with a :class:`FrozenDict`) is obeyed: the mapping becomes the config,
+        frozen if it was not.
+        """
         try:
-            return self.__dict__["_internal_dict"]
+            config = self.__dict__["_internal_dict"]
         except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__} has no config yet: decorate its __init__ with "
-                f"@register_to_config or call self.register_to_config(...)"
-            ) from None
+            raise AttributeError(self._no_config_message()) from None
+        if not isinstance(config, FrozenConfig):
+            config = FrozenConfig(config)
+            object.__setattr__(self, "_internal_dict", config)
+        return config
+
+    def _no_config_message(self) -> str:
+        return (
+            f"{type(self).__name__} has no config yet: decorate its __init__ with "
+            f"@register_to_config or call self.register_to_config(...)"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails. Reading a config key as an attribute
+        # (``scheduler.num_train_timesteps``) works, with a deprecation warning, as in diffusers.
+        if name == "config":
+            raise AttributeError(self._no_config_message())
+        config = self.__dict__.get("_internal_dict")
+        if name.startswith("__") or config is None or name not in config:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        from .utils.deprecation import deprecate
+
+        deprecate(
+            "direct config name access", "1.0.0",
+            f"Reading config key {name!r} as an attribute of {type(self).__name__} is deprecated: "
+            f"read it from the config instead (obj.config.{name}).",
+            standard_warn=False, stacklevel=3,
+        )
+        return config[name]
 
     def register_to_config(self, **values: Any) -> None:
         """Add or replace config entries; the config stays frozen for everybody else."""
-        current = self.__dict__.get("_internal_dict", {})
+        current = self.__dict__.get("_internal_dict") or {}
         object.__setattr__(self, "_internal_dict", FrozenConfig({**current, **values}))
 
     # ------------------------------------------------------------------ building from a config
 
     @classmethod
-    def from_config(cls: type[T], config: Mapping[str, Any] | ConfigMixin | None = None, **overrides: Any) -> T:
+    def from_config(
+        cls: type[T],
+        config: Mapping[str, Any] | ConfigMixin | None = None,
+        return_unused_kwargs: bool = False,
+        **overrides: Any,
+    ) -> T:
         """Build an instance from a config mapping (or another object's config) plus overrides.
 
         Keys ``__init__`` takes are passed to it; other keys are kept as hidden config; file
         metadata (``_class_name``, ``_diffusers_version``, ``_pipeyard_version``) is dropped.
+        With ``return_unused_kwargs=True`` (diffusers' spelling), returns ``(obj, hidden)``:
+        the object and the keys ``__init__`` did not take.
 
         Raises:
             MissingConfigKeyError: a required ``__init__`` argument is in neither.
@@ -223,7 +278,7 @@ class ConfigMixin:
         obj = cls(**init_kwargs)
         if hidden:
             obj.register_to_config(**hidden)
-        return obj
+        return (obj, hidden) if return_unused_kwargs else obj  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ files
 

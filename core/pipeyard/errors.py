@@ -47,7 +47,8 @@ change.
     │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
     │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
     │   ├── ModelOutputShapeError                   model output and sample shapes differ
-    │   └── UnknownSchedulerError (LookupError)     a scheduler class name pipeyard does not have
+    │   ├── UnknownSchedulerError (LookupError)     a scheduler class name pipeyard does not have
+    │   └── ScheduleRequestError                    set_timesteps arguments that form no schedule
     ├── ModelInputError (ValueError)                bad model config or forward input
     │   ├── ModelConfigError                        a config value the model cannot build
     │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
@@ -72,9 +73,15 @@ change.
     │   ├── TrustStoreError (ValueError)            trust.json is damaged
     │   ├── PipelineImportError (ImportError)       importing the verified file failed
     │   └── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
-    └── PluginError                                 a plugin misbehaved at registration or call
+    ├── PluginError                                 a plugin misbehaved at registration or call
+    └── UtilityError                                diffusers-style helpers misused (pipeyard.utils)
+        ├── DeprecationExpiredError (ValueError)    a deprecate() call past its removal version
+        ├── UnexpectedKeywordError (TypeError)      keywords left over after deprecate(take_from=...)
+        └── ExampleDocstringError (ValueError)      replace_example_docstring on a docstring with
+                                                    no ``Examples:`` line
 
     PipeyardWarning (UserWarning)                   the category of every warning pipeyard emits
+    └── PipeyardDeprecationWarning (FutureWarning)  what deprecate() warns with
 """
 
 from __future__ import annotations
@@ -932,3 +939,75 @@ class PluginError(PipeyardError):
 
 class PipeyardWarning(UserWarning):
     """Warnings pipeyard emits (a plugin skipped, a component missing but optional, ...)."""
+
+
+# --------------------------------------------------------------------------- utilities (diffusers surface)
+
+
+class UtilityError(PipeyardError):
+    """A helper of :mod:`pipeyard.utils` was called in a way it cannot honour."""
+
+
+class DeprecationExpiredError(UtilityError, ValueError):
+    """``deprecate(name, version, message)`` was called at or after ``version``.
+
+    Attributes:
+        attribute: the deprecated name.
+        removal_version: the version named by the call.
+        current_version: the diffusers version pipeyard's surface follows.
+    """
+
+    def __init__(self, attribute: str, removal_version: str, current_version: str) -> None:
+        self.attribute = attribute
+        self.removal_version = removal_version
+        self.current_version = current_version
+        super().__init__(
+            f"deprecate({attribute!r}, {removal_version!r}, ...) has expired: the diffusers API pipeyard "
+            f"follows is {current_version} >= {removal_version}. Remove the deprecated path from the "
+            f"calling code (or raise its removal version)"
+        )
+
+
+class UnexpectedKeywordError(UtilityError, TypeError):
+    """Keywords remained in ``take_from`` after ``deprecate`` took the deprecated ones out."""
+
+    def __init__(self, function: str, filename: str, line: int, keys: Sequence[str]) -> None:
+        self.function = function
+        self.filename = filename
+        self.line = line
+        self.keys = list(keys)
+        super().__init__(
+            f"{function}() in {filename} line {line} got unexpected keyword argument(s) "
+            f"{_preview(self.keys)}: remove them, or check their spelling"
+        )
+
+
+class ExampleDocstringError(UtilityError, ValueError):
+    """``@replace_example_docstring`` found no ``Examples:`` placeholder line to replace."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        super().__init__(
+            f"@replace_example_docstring cannot document {function}: its docstring has no line "
+            f"holding only 'Examples:' (or 'Example:'); add that line where the examples go"
+        )
+
+
+class ScheduleRequestError(SchedulerError):
+    """``set_timesteps`` arguments that cannot form a schedule (LCM's step counts, custom timesteps).
+
+    Attributes:
+        scheduler: the scheduler class name.
+        problem: what is wrong, with the values.
+        fix: what to pass instead.
+    """
+
+    def __init__(self, scheduler: str, problem: str, fix: str) -> None:
+        self.scheduler = scheduler
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{scheduler}.set_timesteps: {problem}; {fix}")
+
+
+class PipeyardDeprecationWarning(PipeyardWarning, FutureWarning):
+    """A deprecated name, argument or behaviour was used (what :func:`pipeyard.utils.deprecate` warns)."""

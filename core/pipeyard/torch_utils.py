@@ -15,17 +15,20 @@ def randn_tensor(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    layout: torch.layout | None = None,
 ) -> torch.Tensor:
     """Standard normal noise of ``shape``, reproducible across devices.
 
     The noise is drawn on the generator's device (CPU generators give the same numbers whatever
     ``device`` is) and then moved. A list of generators draws one batch element from each, so
     image ``i`` depends only on ``generator[i]``; this matches diffusers' sampling exactly.
+    ``layout`` is the tensor layout (``torch.strided`` when None).
 
     Raises:
         ValueError: a list of generators whose length differs from ``shape[0]``.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
+    layout = layout or torch.strided
     shape = tuple(shape)
     if isinstance(generator, (list, tuple)) and len(generator) == 1:
         generator = generator[0]  # one generator in a list means one for the whole batch
@@ -39,7 +42,7 @@ def randn_tensor(
             )
         rand_device = generator[0].device
         draws = [
-            torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype) for g in generator
+            torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype, layout=layout) for g in generator
         ]
         return torch.cat(draws, dim=0).to(device)
     rand_device = generator.device if generator is not None else device
@@ -48,4 +51,4 @@ def randn_tensor(
             f"cannot draw noise for device {device} with a generator on {rand_device}: "
             f"use a CPU generator or one on {device}"
         )
-    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
+    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype, layout=layout).to(device)

@@ -18,6 +18,11 @@ from ..names import SCHEDULERS as _SCHEDULERS
 # name -> module of this package: every scheduler of pipeyard.names, and the shared base.
 _LAZY_NAMES: dict[str, str] = {
     **{name: module.rpartition(".")[2] for name, module in _SCHEDULERS.items()},
+    "KarrasDiffusionSchedulers": "families",
+    "LCMScheduler": "lcm",
+    "LCMSchedulerOutput": "lcm",
+    "RePaintScheduler": "repaint",
+    "RePaintSchedulerOutput": "repaint",
     "SchedulerMixin": "common",
     "SchedulerOutput": "common",
 }

@@ -328,21 +328,32 @@ class SchedulerMixin(ConfigMixin):
     @classmethod
     def _get_compatibles(cls) -> list[type[SchedulerMixin]]:
         package = importlib.import_module("pipeyard")
-        names = dict.fromkeys([cls.__name__, *cls._compatibles])
-        return [getattr(package, name) for name in names if hasattr(package, name)]
+        others = [name for name in dict.fromkeys(cls._compatibles) if name != cls.__name__]
+        return [cls, *(getattr(package, name) for name in others if hasattr(package, name))]
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+    def __bool__(self) -> bool:
+        return True  # a scheduler is never falsy, whatever its length (or lack of config)
 
     @property
     def step_index(self) -> int | None:
         """Position of the next ``step`` in ``timesteps``; None before the first one."""
         return self._step_index
 
+    @step_index.setter
+    def step_index(self, value: int | None) -> None:  # schedulers defined in pipeline files set it
+        self._step_index = value
+
     @property
     def begin_index(self) -> int | None:
         """Where sampling starts, when a pipeline set it (image-to-image); else None."""
         return self._begin_index
+
+    @begin_index.setter
+    def begin_index(self, value: int | None) -> None:
+        self._begin_index = value
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at ``timesteps[begin_index]`` (pipelines call this before ``add_noise``)."""

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .. import errors
 from ..configuration import register_to_config
 from ..torch_utils import randn_tensor
 from .common import (
@@ -41,6 +42,28 @@ class _DDPMStep(NamedTuple):
     log_beta: float
 
 
+def _custom_timesteps(scheduler: str, timesteps: Sequence[int], num_train: int) -> np.ndarray:
+    """``timesteps`` as int64, checked: not empty, strictly descending, within ``[0, num_train)``."""
+    values = [int(t) for t in timesteps]
+    if not values or any(b >= a for a, b in zip(values, values[1:])):
+        raise errors.ScheduleRequestError(scheduler, f"timesteps {values} are not strictly descending", "sort them, highest first")
+    if values[0] >= num_train or values[-1] < 0:
+        raise errors.ScheduleRequestError(
+            scheduler, f"timesteps {values} leave the training range 0 to {num_train - 1}", "keep every timestep in that range"
+        )
+    return np.array(values, dtype=np.int64)
+
+
+def _training_timestep(timestep: int | torch.Tensor, num_train: int) -> int | None:
+    """``timestep`` as an int in ``[0, num_train)``, or None if it is not one."""
+    key = timestep.item() if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 else timestep
+    if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)):
+        return None
+    if key != int(key) or not 0 <= key < num_train:
+        return None
+    return int(key)
+
+
 class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     """Denoising diffusion probabilistic models: one stochastic reverse step per timestep.
 
@@ -51,6 +74,7 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
     """
 
     order = 1
+    custom_timesteps = False
 
     @register_to_config
     def __init__(
@@ -84,16 +108,37 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         """DDPM feeds the sample to the model unscaled."""
         return sample
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Pick ``num_inference_steps`` training timesteps with the configured spacing."""
-        cfg = self.config
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
-        grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
-        if cfg.timestep_spacing == "linspace":
-            grid = grid.round()
-        timesteps = torch.from_numpy(grid.astype(np.int64))
-        self._steps = self._step_coefficients(timesteps)
-        self._set_schedule(timesteps.to(device), n)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """Pick ``num_inference_steps`` training timesteps with the configured spacing, or use ``timesteps``.
+
+        Custom ``timesteps`` (what ``retrieve_timesteps`` passes) must be distinct training
+        timesteps in descending order; each step goes to the next one listed.
+
+        Raises:
+            ScheduleRequestError: neither or both of ``num_inference_steps`` and ``timesteps``,
+                or custom timesteps out of order or outside ``[0, num_train_timesteps)``.
+            InferenceStepsError: ``num_inference_steps`` outside ``[1, num_train_timesteps]``.
+        """
+        cfg, name = self.config, type(self).__name__
+        if (num_inference_steps is None) == (timesteps is None):
+            problem = "got both num_inference_steps and timesteps" if timesteps is not None else "got neither"
+            raise errors.ScheduleRequestError(name, problem, "pass exactly one of num_inference_steps and timesteps")
+        if timesteps is not None:
+            grid = _custom_timesteps(name, timesteps, cfg.num_train_timesteps)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, cfg.num_train_timesteps)
+            grid = spaced_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset)
+            if cfg.timestep_spacing == "linspace":
+                grid = grid.round()
+        schedule = torch.from_numpy(grid.astype(np.int64))
+        self.custom_timesteps = timesteps is not None
+        self._steps = self._step_coefficients(schedule)
+        self._set_schedule(schedule.to(device), len(schedule))
 
     def _step_coefficients(self, timesteps: torch.Tensor) -> list[_DDPMStep]:
         """Every scalar of each step, computed at once in float32 (as diffusers does per step)."""
@@ -126,9 +171,28 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         return torch.full_like(beta_t, float("nan"))
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
-        """The timestep after ``timestep`` in the schedule (-1 after the last)."""
-        i = self.index_for_timestep(timestep)
-        return self._steps[i].prev_t
+        """The timestep after ``timestep`` in the schedule (-1 after the last).
+
+        Before ``set_timesteps``, the schedule is every training timestep: ``timestep - 1``.
+        """
+        return self._coefficients_at(timestep).prev_t
+
+    def _coefficients_at(self, timestep: int | torch.Tensor) -> _DDPMStep:
+        """The scalars of the step from ``timestep``, in the inference schedule once it is set.
+
+        Before ``set_timesteps`` the step goes from ``t`` to ``t - 1`` of the training schedule,
+        as diffusers defines it (pipelines such as the diffusers tutorial's one-step pipeline call
+        ``step`` on a fresh scheduler). Its scalars are computed once, on first use.
+        """
+        if self.num_inference_steps is not None:
+            return self._steps[self.index_for_timestep(timestep)]
+        num_train = self.config.num_train_timesteps
+        t = _training_timestep(timestep, num_train)
+        if t is None:
+            raise errors.TimestepNotInScheduleError(type(self).__name__, timestep, range(num_train - 1, -1, -1))
+        if self.__dict__.get("_train_steps") is None:
+            self._train_steps = self._step_coefficients(torch.arange(num_train - 1, -1, -1, dtype=torch.int64))
+        return self._train_steps[num_train - 1 - t]
 
     def step(
         self,
@@ -138,10 +202,13 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
-        """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15)."""
+        """One reverse step ``x_t -> x_{t-1}`` (Ho et al. 2020, eqs. 6-7 and 15).
+
+        ``x_{t-1}`` is the next timestep of the inference schedule, or, before ``set_timesteps``,
+        of the training schedule (``t - 1``).
+        """
         learned = self.variance_type in ("learned", "learned_range")
-        i = self.index_for_timestep(timestep)
-        c = self._steps[i]
+        c = self._coefficients_at(timestep)
         self._check_output_shape(model_output, sample, learned=learned)
         predicted_variance = None
         if learned and model_output.shape[1] == 2 * sample.shape[1]:

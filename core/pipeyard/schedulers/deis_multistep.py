@@ -117,7 +117,6 @@ class DEISMultistepScheduler(VPSolverMixin):
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """One DEIS update of order up to ``solver_order``."""

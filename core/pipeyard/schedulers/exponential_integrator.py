@@ -78,8 +78,10 @@ class VPSolverMixin(SchedulerMixin):
     alphas_cumprod: torch.Tensor
 
     def _init_train_state(self) -> None:
-        """Before ``set_timesteps``: the sigma of every training step (float32); unit starting noise."""
+        """Before ``set_timesteps``: every training step (float32, descending) and its sigma; unit starting noise."""
+        n = self.config.num_train_timesteps
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self.timesteps = torch.from_numpy(np.linspace(0, n - 1, n, dtype=np.float32)[::-1].copy())
         self.init_noise_sigma = 1.0
 
     def _init_lambda_table(self) -> None:

@@ -80,7 +80,6 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         model_output: torch.Tensor,
         timestep: float | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """Predictor (Euler) on the first call of a pair, corrector (mean slope) on the second."""

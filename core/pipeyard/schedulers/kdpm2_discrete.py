@@ -93,7 +93,6 @@ class KDPM2DiscreteScheduler(_DPM2Base):
         model_output: torch.Tensor,
         timestep: float | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """Half step to the midpoint on the first call; full step with the midpoint slope on the second."""

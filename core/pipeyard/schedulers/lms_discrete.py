@@ -113,7 +113,6 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         timestep: float | torch.Tensor,
         sample: torch.Tensor,
         order: int = 4,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """One LMS step of order ``min(order, steps so far + 1)``."""

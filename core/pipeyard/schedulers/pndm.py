@@ -99,7 +99,6 @@ class PNDMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """A PRK step during the first ``len(prk_timesteps)`` calls, PLMS after."""

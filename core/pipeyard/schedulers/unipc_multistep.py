@@ -129,7 +129,6 @@ class UniPCMultistepScheduler(VPSolverMixin):
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor, ...]:
         """Correct the last prediction (UniC), then predict the next sample (UniP)."""
