@@ -36,6 +36,12 @@ SCHEDULERS: dict[str, str] = {
     "UniPCMultistepScheduler": "schedulers.unipc_multistep",
 }
 
+#: Schedulers of their own family (each compatible only with itself): not in SD_FAMILY.
+STANDALONE_SCHEDULERS: dict[str, str] = {
+    "LCMScheduler": "schedulers.lcm",
+    "RePaintScheduler": "schedulers.repaint",
+}
+
 #: Built-in pipelines a model_index.json ``_class_name`` may name.
 BUILTIN_PIPELINES: dict[str, str] = {
     "DDIMPipeline": "pipelines.ddim",
@@ -44,7 +50,7 @@ BUILTIN_PIPELINES: dict[str, str] = {
 }
 
 #: Component classes a model_index.json ``[library, Class]`` entry may name.
-LOADABLE_COMPONENTS: dict[str, str] = {**MODELS, **SCHEDULERS}
+LOADABLE_COMPONENTS: dict[str, str] = {**MODELS, **SCHEDULERS, **STANDALONE_SCHEDULERS}
 
 #: Public names that no repository may name: bases, outputs, helpers.
 _OTHER: dict[str, str] = {
@@ -69,4 +75,4 @@ _OTHER: dict[str, str] = {
 }
 
 #: Every public name of ``pipeyard`` -> the module (relative to the package) defining it.
-PUBLIC: dict[str, str] = {**_OTHER, **MODELS, **SCHEDULERS, **BUILTIN_PIPELINES}
+PUBLIC: dict[str, str] = {**_OTHER, **MODELS, **SCHEDULERS, **STANDALONE_SCHEDULERS, **BUILTIN_PIPELINES}

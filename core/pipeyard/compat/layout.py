@@ -29,6 +29,14 @@ _SCHEDULER_FILES = {
     "UniPCMultistepScheduler": "scheduling_unipc_multistep",
 }
 
+_LOGGING = ("get_logger", "get_verbosity", "set_verbosity", "set_verbosity_debug", "set_verbosity_info",
+            "set_verbosity_warning", "set_verbosity_error")
+_AVAILABILITY = ("is_torch_available", "is_transformers_available", "is_accelerate_available", "is_torch_xla_available")
+_FILE_NAMES = ("CONFIG_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "SAFETENSORS_WEIGHTS_NAME",
+               "SAFE_WEIGHTS_INDEX_NAME", "ONNX_WEIGHTS_NAME", "ONNX_EXTERNAL_WEIGHTS_NAME")
+_UTILS = ("BaseOutput", "deprecate", "logging", "replace_example_docstring", "PIL_INTERPOLATION", "USE_PEFT_BACKEND",
+          "scale_lora_layers", "unscale_lora_layers", *_AVAILABILITY, *_FILE_NAMES)
+
 #: diffusers name -> the pipeyard object serving it.
 TARGETS: dict[str, str] = {
     # pipelines
@@ -54,7 +62,24 @@ TARGETS: dict[str, str] = {
     "register_to_config": "pipeyard.configuration:register_to_config",
     "BaseOutput": "pipeyard.outputs:BaseOutput",
     "randn_tensor": "pipeyard.torch_utils:randn_tensor",
+    # utilities
+    "FrozenDict": "pipeyard.configuration:FrozenDict",
+    "deprecate": "pipeyard.utils.deprecation:deprecate",
+    "logging": "pipeyard.utils.logging",
+    **{name: f"pipeyard.utils.logging:{name}" for name in _LOGGING},
+    "replace_example_docstring": "pipeyard.utils.docstrings:replace_example_docstring",
+    "PIL_INTERPOLATION": "pipeyard.utils.pil:PIL_INTERPOLATION",
+    "USE_PEFT_BACKEND": "pipeyard.utils.lora:USE_PEFT_BACKEND",
+    "scale_lora_layers": "pipeyard.utils.lora:scale_lora_layers",
+    "unscale_lora_layers": "pipeyard.utils.lora:unscale_lora_layers",
+    **{name: f"pipeyard.utils.availability:{name}" for name in _AVAILABILITY},
+    **{name: f"pipeyard.utils.file_names:{name}" for name in (*_FILE_NAMES, "SCHEDULER_CONFIG_NAME")},
     # schedulers
+    "KarrasDiffusionSchedulers": "pipeyard.schedulers.families:KarrasDiffusionSchedulers",
+    "LCMScheduler": "pipeyard.schedulers.lcm:LCMScheduler",
+    "LCMSchedulerOutput": "pipeyard.schedulers.lcm:LCMSchedulerOutput",
+    "RePaintScheduler": "pipeyard.schedulers.repaint:RePaintScheduler",
+    "RePaintSchedulerOutput": "pipeyard.schedulers.repaint:RePaintSchedulerOutput",
     "SchedulerMixin": "pipeyard.schedulers.common:SchedulerMixin",
     "SchedulerOutput": "pipeyard.schedulers.common:SchedulerOutput",
     **{name: f"pipeyard.schedulers:{name}" for name in _SCHEDULER_FILES},
@@ -62,11 +87,11 @@ TARGETS: dict[str, str] = {
 
 _PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "DDPMPipeline", "DDIMPipeline")
 _MODELS = ("ModelMixin", "AutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
-_SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES)
+_SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES, "LCMScheduler", "RePaintScheduler")
 
 #: diffusers module path -> the names real files import from it.
 MODULES: dict[str, tuple[str, ...]] = {
-    "diffusers": (*_PIPELINES, *_MODELS, *_SCHEDULERS, "ConfigMixin"),
+    "diffusers": (*_PIPELINES, *_MODELS, *_SCHEDULERS, "ConfigMixin", "logging"),
     "diffusers.pipelines": _PIPELINES,
     "diffusers.pipelines.pipeline_utils": ("DiffusionPipeline", "ImagePipelineOutput", "BaseOutput"),
     "diffusers.pipelines.stable_diffusion": (
@@ -91,11 +116,22 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.models.autoencoders": ("AutoencoderKL",),
     "diffusers.models.autoencoders.autoencoder_kl": ("AutoencoderKL", "AutoencoderKLOutput"),
     "diffusers.models.autoencoders.vae": ("DecoderOutput", "DiagonalGaussianDistribution"),
-    "diffusers.configuration_utils": ("ConfigMixin", "register_to_config"),
-    "diffusers.schedulers": _SCHEDULERS,
-    "diffusers.schedulers.scheduling_utils": ("SchedulerMixin", "SchedulerOutput"),
+    "diffusers.configuration_utils": ("ConfigMixin", "register_to_config", "FrozenDict", "deprecate"),
+    "diffusers.schedulers": (*_SCHEDULERS, "KarrasDiffusionSchedulers"),
+    "diffusers.schedulers.scheduling_utils": (
+        "SchedulerMixin", "SchedulerOutput", "KarrasDiffusionSchedulers", "SCHEDULER_CONFIG_NAME",
+    ),
+    "diffusers.schedulers.scheduling_lcm": ("LCMScheduler", "LCMSchedulerOutput"),
+    "diffusers.schedulers.scheduling_repaint": ("RePaintScheduler", "RePaintSchedulerOutput"),
     **{f"diffusers.schedulers.{file}": (name, "SchedulerMixin") for name, file in _SCHEDULER_FILES.items()},
-    "diffusers.utils": ("BaseOutput",),
+    "diffusers.utils": _UTILS,
+    "diffusers.utils.logging": _LOGGING,
+    "diffusers.utils.deprecation_utils": ("deprecate",),
+    "diffusers.utils.doc_utils": ("replace_example_docstring",),
+    "diffusers.utils.pil_utils": ("PIL_INTERPOLATION",),
+    "diffusers.utils.constants": ("USE_PEFT_BACKEND", *_FILE_NAMES),
+    "diffusers.utils.peft_utils": ("scale_lora_layers", "unscale_lora_layers"),
+    "diffusers.utils.import_utils": _AVAILABILITY,
     "diffusers.utils.outputs": ("BaseOutput",),
     "diffusers.utils.torch_utils": ("randn_tensor",),
 }

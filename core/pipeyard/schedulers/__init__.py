@@ -14,14 +14,13 @@ import importlib
 from typing import Any
 
 from ..names import SCHEDULERS as _SCHEDULERS
+from ..names import STANDALONE_SCHEDULERS as _STANDALONE
 
-# name -> module of this package: every scheduler of pipeyard.names, and the shared base.
+# name -> module of this package: every scheduler of pipeyard.names, the shared base, outputs.
 _LAZY_NAMES: dict[str, str] = {
-    **{name: module.rpartition(".")[2] for name, module in _SCHEDULERS.items()},
+    **{name: module.rpartition(".")[2] for name, module in {**_SCHEDULERS, **_STANDALONE}.items()},
     "KarrasDiffusionSchedulers": "families",
-    "LCMScheduler": "lcm",
     "LCMSchedulerOutput": "lcm",
-    "RePaintScheduler": "repaint",
     "RePaintSchedulerOutput": "repaint",
     "SchedulerMixin": "common",
     "SchedulerOutput": "common",
