@@ -7,6 +7,8 @@ PAG, reference-only): they read ``attn.to_q`` ..., call the layer's helpers, and
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -190,8 +192,8 @@ def test_processor_assigned_to_a_layer_attribute_changes_only_that_layer(unets, 
         assert len(layers) == 4 and len(mid) == 1
         mid[0].processor = IdentitySelfAttention()
     fast = []
-    original = Attention._fast_forward
-    monkeypatch.setattr(Attention, "_fast_forward", lambda self, *a: fast.append(self) or original(self, *a))
+    original = Attention._attend
+    monkeypatch.setattr(Attention, "_attend", lambda self, *a: fast.append(self) or original(self, *a))
     inputs = _sd_inputs()
     torch.testing.assert_close(ours(**inputs).sample, reference(**inputs).sample, rtol=1e-4, atol=1e-5)
     assert len(fast) == len(ours.attn_processors) - 1  # every other layer kept the fast path
@@ -340,10 +342,23 @@ def test_blocks_with_a_replaced_forward_get_diffusers_arguments(unets):
             original = block.forward
 
             def patched(*args, _original=original, _block=block, _seen=seen[key], **kwargs):
-                _seen.append((type(_block).__name__, len(args), sorted(kwargs)))
+                # what a replacement written against diffusers' signature receives, by name
+                bound = inspect.signature(_original).bind(*args, **kwargs).arguments
+                described = {
+                    name: _describe(value) for name, value in bound.items() if value is not None and name != "kwargs"
+                }
+                _seen.append((type(_block).__name__, described))
                 return _original(*args, **kwargs)
 
             block.forward = patched
     inputs = _sd_inputs(masked=True)
     torch.testing.assert_close(ours(**inputs).sample, reference(**inputs).sample, rtol=1e-4, atol=1e-5)
     assert seen["ours"] == seen["reference"]
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape))
+    if isinstance(value, tuple):
+        return tuple(_describe(item) for item in value)
+    return value

@@ -148,14 +148,7 @@ class Attention(nn.Module):
             )
         if cross_attention_kwargs:
             select_kwargs(processor, cross_attention_kwargs)  # logs the ones the default does not take
-        return self._fast_forward(hidden_states, encoder_hidden_states, attention_mask)
-
-    def _fast_forward(
-        self,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+        # the fast path: what AttnProcessor2_0 computes, with fused projections and direct calls
         residual = hidden_states
         if hidden_states.ndim == 4:
             batch, channels, height, width = hidden_states.shape

@@ -142,17 +142,22 @@ class BasicTransformerBlock(nn.Module):
         added_cond_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         # diffusers applies encoder_attention_mask to attn2 only, also when attn1 cross-attends.
-        kwargs = _processor_kwargs(cross_attention_kwargs)
+        # Positional arguments in the order of diffusers' Attention.forward (cheaper than keywords).
         self_context = encoder_hidden_states if self.only_cross_attention else None
         normed = direct.layer_norm(self.norm1, hidden_states)
-        attn1 = direct.call(self.attn1, normed, encoder_hidden_states=self_context, attention_mask=attention_mask, **kwargs)
+        if cross_attention_kwargs:
+            kwargs = _processor_kwargs(cross_attention_kwargs)
+            attn1 = direct.call(self.attn1, normed, self_context, attention_mask, **kwargs)
+        else:
+            kwargs = None
+            attn1 = direct.call(self.attn1, normed, self_context, attention_mask)
         hidden_states = hidden_states + attn1
         if self.attn2 is not None and self.norm2 is not None:
             normed = direct.layer_norm(self.norm2, hidden_states)
-            attn2 = direct.call(
-                self.attn2, normed, encoder_hidden_states=encoder_hidden_states, attention_mask=encoder_attention_mask,
-                **kwargs,
-            )
+            if kwargs:
+                attn2 = direct.call(self.attn2, normed, encoder_hidden_states, encoder_attention_mask, **kwargs)
+            else:
+                attn2 = direct.call(self.attn2, normed, encoder_hidden_states, encoder_attention_mask)
             hidden_states = hidden_states + attn2
         return hidden_states + direct.call(self.ff, direct.layer_norm(self.norm3, hidden_states))
 
@@ -209,8 +214,10 @@ class Transformer2DModel(nn.Module):
         return_dict: bool = True,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """diffusers' signature; masks given as ``(B, keys)`` 1/0 become additive biases."""
-        attention_mask = _as_bias(attention_mask, hidden_states.dtype)
-        encoder_attention_mask = _as_bias(encoder_attention_mask, hidden_states.dtype)
+        if attention_mask is not None:
+            attention_mask = _as_bias(attention_mask, hidden_states.dtype)
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = _as_bias(encoder_attention_mask, hidden_states.dtype)
         batch, _, height, width = hidden_states.shape
         residual = hidden_states
         hidden_states = direct.group_norm(self.norm, hidden_states)
@@ -219,11 +226,10 @@ class Transformer2DModel(nn.Module):
         tokens = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, -1)
         if self.use_linear_projection:
             tokens = direct.linear(self.proj_in, tokens)
-        for block in self.transformer_blocks:
+        for block in self.transformer_blocks:  # positional, in the order of diffusers' signature
             tokens = direct.call(
-                block, tokens, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask, timestep=timestep,
-                cross_attention_kwargs=cross_attention_kwargs, class_labels=class_labels,
+                block, tokens, attention_mask, encoder_hidden_states, encoder_attention_mask, timestep,
+                cross_attention_kwargs, class_labels,
             )
         if self.use_linear_projection:
             tokens = direct.linear(self.proj_out, tokens)
@@ -234,9 +240,9 @@ class Transformer2DModel(nn.Module):
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
 
-def _as_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+def _as_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A ``(B, keys)`` keep-mask (1 = attend) -> ``(B, 1, keys)`` additive bias; others as given."""
-    if mask is None or mask.ndim != 2:
+    if mask.ndim != 2:
         return mask
     return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 

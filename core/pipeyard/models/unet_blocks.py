@@ -92,11 +92,10 @@ class _AttentionCaller:
     def _attend(self, attn: nn.Module | None, hidden: torch.Tensor, call: _AttentionCall) -> torch.Tensor:
         if attn is None:
             return hidden
-        if self.has_cross_attention:  # a Transformer2DModel
+        if self.has_cross_attention:  # a Transformer2DModel, positional in its signature's order
             return direct.call(
-                attn, hidden, encoder_hidden_states=call.context, cross_attention_kwargs=call.kwargs,
-                attention_mask=call.attention_mask, encoder_attention_mask=call.encoder_attention_mask,
-                return_dict=False,
+                attn, hidden, call.context, None, None, None, call.kwargs, call.attention_mask,
+                call.encoder_attention_mask, False,
             )[0]
         return direct.call(attn, hidden, **call.spatial_kwargs)
 
