@@ -286,6 +286,14 @@ def test_attention_attributes_and_helpers_match_diffusers():
         torch.testing.assert_close(getattr(ours, method)(*args), getattr(reference, method)(*args), msg=method)
 
 
+def test_attention_takes_diffusers_positional_arguments_and_refuses_other_families():
+    layer = Attention(16, 12, 2, None, 8, 0.0, True)  # query, cross, heads, kv_heads, dim_head, dropout, bias
+    assert (layer.heads, layer.to_k.in_features, layer.to_q.out_features, layer.use_bias) == (2, 12, 16, True)
+    with pytest.raises(errors.ModelConfigError, match="qk_norm") as info:
+        Attention(16, qk_norm="rms_norm")
+    assert isinstance(info.value, ValueError) and "None" in str(info.value)
+
+
 def test_module_processor_is_a_submodule_until_replaced():
     _, ours = _attention_pair()
     learned = torch.nn.Linear(2, 2)

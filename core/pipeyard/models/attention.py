@@ -32,6 +32,7 @@ from .. import errors
 from . import direct
 from .attention_processor import AttentionProcessor, AttentionProcessorMixin, AttnProcessor2_0, select_kwargs
 from .fused import FusedLinear, precomputed
+from .validation import require_choice
 
 SliceSize = int | str | None
 
@@ -62,19 +63,36 @@ class Attention(nn.Module):
         query_dim: int,
         cross_attention_dim: int | None = None,
         heads: int = 8,
+        kv_heads: int | None = None,
         dim_head: int = 64,
         dropout: float = 0.0,
         bias: bool = False,
         upcast_attention: bool = False,
         upcast_softmax: bool = False,
+        cross_attention_norm: str | None = None,
+        cross_attention_norm_num_groups: int = 32,
+        qk_norm: str | None = None,
+        added_kv_proj_dim: int | None = None,
+        added_proj_bias: bool | None = True,
         norm_num_groups: int | None = None,
+        spatial_norm_dim: int | None = None,
         out_bias: bool = True,
+        scale_qk: bool = True,
+        only_cross_attention: bool = False,
         eps: float = 1e-5,
         rescale_output_factor: float = 1.0,
         residual_connection: bool = False,
+        _from_deprecated_attn_block: bool = False,
         processor: AttentionProcessor | None = None,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
+        _require_sd_options(
+            kv_heads=(kv_heads, (None, heads)), cross_attention_norm=(cross_attention_norm, (None,)),
+            qk_norm=(qk_norm, (None,)), added_kv_proj_dim=(added_kv_proj_dim, (None,)),
+            spatial_norm_dim=(spatial_norm_dim, (None,)), scale_qk=(scale_qk, (True,)),
+            only_cross_attention=(only_cross_attention, (False,)), out_dim=(out_dim, (None, query_dim)),
+        )
         inner_dim = heads * dim_head
         self.query_dim = query_dim
         self.inner_dim = inner_dim
@@ -306,6 +324,12 @@ class Attention(nn.Module):
                 q[part], k[part], v[part], attn_mask=None if mask is None else mask[part]
             )
         return out.view(batch, heads, length, dim)
+
+
+def _require_sd_options(**options: tuple[Any, tuple[Any, ...]]) -> None:
+    """diffusers' Attention options for other families: accepted at their SD 1.x/2.x values only."""
+    for key, (value, allowed) in options.items():
+        require_choice("Attention", key, value, allowed)
 
 
 # ---------------------------------------------------------------------- slicing, model-wide
