@@ -33,9 +33,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -230,16 +232,34 @@ _REPLACEABLE = (AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0)
 
 
 def processor_parameters(processor: AttentionProcessor) -> frozenset[str]:
-    """The parameter names of ``processor.__call__``: the ``cross_attention_kwargs`` it receives."""
-    call = processor if inspect.isfunction(processor) or inspect.ismethod(processor) else type(processor).__call__
-    cached = _PARAMETERS.get(call)
-    if cached is None:
-        cached = frozenset(inspect.signature(call).parameters)
-        _PARAMETERS[call] = cached
-    return cached
+    """The parameter names of ``processor``'s call: the ``cross_attention_kwargs`` it receives.
+
+    Cached per function (a processor class's ``__call__``, a plain function), weakly: processors
+    made on the fly do not pile up.
+    """
+    call = _call_function(processor)
+    try:
+        return _PARAMETERS[call]
+    except (KeyError, TypeError):  # TypeError: a builtin callable, which takes no weak reference
+        pass
+    try:
+        names = frozenset(inspect.signature(call).parameters)
+    except (TypeError, ValueError):  # no signature to read: it takes none of the extra kwargs
+        names = frozenset()
+    with contextlib.suppress(TypeError):
+        _PARAMETERS[call] = names
+    return names
 
 
-_PARAMETERS: dict[Any, frozenset[str]] = {}
+def _call_function(processor: AttentionProcessor) -> Any:
+    if inspect.isfunction(processor):
+        return processor
+    if inspect.ismethod(processor):
+        return processor.__func__
+    return type(processor).__call__
+
+
+_PARAMETERS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def select_kwargs(processor: AttentionProcessor, kwargs: dict[str, Any]) -> dict[str, Any]:
