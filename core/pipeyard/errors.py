@@ -53,7 +53,8 @@ change.
     │   ├── ModelConfigError                        a config value the model cannot build
     │   ├── UnknownBlockTypeError (LookupError)     a block type name no registry knows
     │   ├── InputShapeError                         forward input of the wrong shape
-    │   └── MissingModelInputError (TypeError)      a forward input the model needs is None
+    │   ├── MissingModelInputError (TypeError)      a forward input the model needs is None
+    │   └── AttentionProcessorError                 attention processors set or used wrongly
     ├── PipelineInputError (ValueError)             bad arguments to a pipeline's __call__
     │   ├── ImageSizeError                          height / width not a multiple of 8
     │   ├── ConflictingInputsError                  e.g. prompt and prompt_embeds both given
@@ -928,6 +929,21 @@ class PipelineFileExistsError(CustomPipelineError, FileExistsError):
     def __init__(self, path: str) -> None:
         self.path = str(path)
         super().__init__(f"{self.path} exists already; pick another name or delete the file first")
+
+
+# --------------------------------------------------------------------------- attention processors
+
+
+class AttentionProcessorError(ModelInputError):
+    """Attention processors set or used in a way the model cannot honour (a dict missing layers,
+    a fused processor on unfused layers, ...)."""
+
+    def __init__(self, owner: str, action: str, problem: str, fix: str) -> None:
+        self.owner = owner
+        self.action = action
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{owner}.{action}: {clip(problem, 400)}; {fix}")
 
 
 # --------------------------------------------------------------------------- plugins

@@ -63,11 +63,15 @@ def is_direct(layer: nn.Module, kind: type[nn.Module]) -> bool:
     return type(layer) is kind and _unhooked(layer) and "forward" not in layer.__dict__
 
 
-def call(module: nn.Module, *args: Any) -> Any:
-    """``module(*args)`` without ``nn.Module.__call__`` when nothing hooks into that call."""
+def call(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``module(*args, **kwargs)`` without ``nn.Module.__call__`` when nothing hooks into that call.
+
+    ``module.forward`` is looked up on the instance, so a ``forward`` replaced there (as
+    community pipelines do to patch blocks) is what runs.
+    """
     if _unhooked(module) and not torch._C._get_tracing_state():
-        return module.forward(*args)
-    return module(*args)
+        return module.forward(*args, **kwargs)
+    return module(*args, **kwargs)
 
 
 def linear(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:

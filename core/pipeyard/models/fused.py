@@ -20,7 +20,8 @@ When the concatenated weight is reused (the cache rule)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -111,6 +112,9 @@ class PerCallProjections:
           computes its own projection (same numbers).
         - Nothing is precomputed when a layer is not a plain, hook-free ``nn.Linear``
           (:meth:`FusedLinear.fusable`): replaced or hooked layers are always called.
+        - Nothing is precomputed when a consumer does not take part (``takes_part``): an
+          attention layer with a custom processor runs its projections itself, and the others
+          compute theirs one by one (the fused matmul would be wasted work for that layer).
 
     Example::
 
@@ -119,8 +123,17 @@ class PerCallProjections:
             ...  # in resnet.forward: projected = precomputed(self, temb)
     """
 
-    def __init__(self, consumers: list[nn.Module], names: list[str]) -> None:
+    def __init__(
+        self,
+        consumers: list[nn.Module],
+        names: list[str],
+        *,
+        takes_part: Callable[[nn.Module], bool] | None = None,
+    ) -> None:
         self._fused = FusedLinear([(consumer, name) for consumer in consumers for name in names])
+        self._takes_part = takes_part
+        # weak references: the consumers hold this object, it must not keep them alive
+        self._consumers = [weakref.ref(consumer) for consumer in consumers]
         self._per_consumer = len(names)
         self._scope: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
         for index, consumer in enumerate(consumers):
@@ -129,12 +142,23 @@ class PerCallProjections:
     def open(self, inputs: torch.Tensor) -> None:
         """Run the fused matmul on ``inputs``; consumers called with ``inputs`` get slices."""
         layers = self._fused.layers
-        if not self._fused.fusable(layers):
+        if not self._fused.fusable(layers) or not self._all_take_part():
             return
         weight, bias = self._fused.weight_and_bias(layers)
         step = self._per_consumer
         sizes = [sum(layer.out_features for layer in layers[i : i + step]) for i in range(0, len(layers), step)]
         self._scope = (inputs, F.linear(inputs, weight, bias).split(sizes, dim=-1))
+
+    def _all_take_part(self) -> bool:
+        """Whether every consumer will ask for its slice (``takes_part``, e.g. an attention
+        layer whose processor is the default; a custom processor computes its own keys)."""
+        if self._takes_part is None:
+            return True
+        for ref in self._consumers:
+            consumer = ref()
+            if consumer is None or not self._takes_part(consumer):
+                return False
+        return True
 
     def close(self) -> None:
         self._scope = None

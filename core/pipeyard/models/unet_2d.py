@@ -98,8 +98,9 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
         )
         self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, layers_per_block))
+        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' attn_processors order
         self.mid_block = self._mid_block(shared) if mid_block_type else None
-        self.up_blocks = nn.ModuleList(self._up_blocks(shared, layers_per_block))
+        self.up_blocks.extend(self._up_blocks(shared, layers_per_block))
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, first, eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(first, out_channels, kernel_size=3, padding=1)
@@ -198,7 +199,7 @@ class UNet2DModel(AttentionSlicingMixin, ModelMixin):
     def _blocks(self, hidden: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         skips: tuple[torch.Tensor, ...] = (hidden,)
         for down_block in self.down_blocks:
-            hidden, block_skips = direct.call(down_block, hidden, emb)
+            hidden, block_skips = direct.call(down_block, hidden_states=hidden, temb=emb)
             skips += block_skips
         if self.mid_block is not None:
             hidden = direct.call(self.mid_block, hidden, emb)

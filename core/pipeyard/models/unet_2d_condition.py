@@ -12,7 +12,7 @@ place with the name that says what it is.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -137,12 +137,14 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             in_channels=0, out_channels=0, temb_channels=time_embed_dim, eps=norm_eps, act_fn=act_fn,
             groups=norm_num_groups or 32, time_scale_shift=resnet_time_scale_shift, dropout=dropout,
             downsample_padding=downsample_padding, use_linear_projection=use_linear_projection, temb_activated=True,
+            upcast_attention=upcast_attention,
         )
         self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
         per = self._per_block_settings(name)
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, per))
+        self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' attn_processors order
         self.mid_block = self._mid_block(shared, per) if mid_block_type else None
-        self.up_blocks = nn.ModuleList(self._up_blocks(shared, per))
+        self.up_blocks.extend(self._up_blocks(shared, per))
         self.conv_norm_out: nn.GroupNorm | None = None
         self.conv_act: nn.Module | None = None
         if norm_num_groups is not None:
@@ -160,7 +162,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         cross = [m for m in self.modules() if isinstance(m, Attention) and m.is_cross_attention]
         if len({layer.to_k.in_features for layer in cross}) != 1:
             return times, None
-        return times, PerCallProjections(cross, ["to_k", "to_v"])
+        return times, PerCallProjections(cross, ["to_k", "to_v"], takes_part=Attention.uses_fast_path)
 
     def _check_block_lists(self, name: str) -> None:
         config = self.config
@@ -254,17 +256,20 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             down_block_additional_residuals, mid_block_additional_residual: added to the skip
                 connections and to the mid block's output (ControlNet).
             encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore.
-            timestep_cond, attention_mask, cross_attention_kwargs, added_cond_kwargs: accepted
-                for call compatibility with diffusers; must be None (or empty).
+            cross_attention_kwargs: passed to every attention processor that takes them by name
+                (``scale``, the LoRA scale, is taken out first, as diffusers does).
+            timestep_cond, attention_mask, added_cond_kwargs: accepted for call compatibility
+                with diffusers; must be None (or empty).
 
         Raises:
             InputShapeError, MissingModelInputError, ModelInputError.
         """
         self._check_inputs(sample, encoder_hidden_states)
         self._refuse_unsupported(
-            timestep_cond=timestep_cond, attention_mask=attention_mask,
-            cross_attention_kwargs=cross_attention_kwargs, added_cond_kwargs=added_cond_kwargs,
+            timestep_cond=timestep_cond, attention_mask=attention_mask, added_cond_kwargs=added_cond_kwargs,
         )
+        if cross_attention_kwargs is not None and "scale" in cross_attention_kwargs:
+            cross_attention_kwargs = {k: v for k, v in cross_attention_kwargs.items() if k != "scale"}
         mask = None
         if encoder_attention_mask is not None:  # 1/0 -> additive bias (B, 1, tokens)
             mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
@@ -275,7 +280,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
         context = encoder_hidden_states
         with opened((self._time_projections, emb), (self._context_projections, context)):
-            hidden = self._blocks(direct.conv2d(self.conv_in, sample), emb, context, mask, residuals)
+            inputs = _BlockInputs(emb, context, mask, cross_attention_kwargs)
+            hidden = self._blocks(direct.conv2d(self.conv_in, sample), inputs, residuals)
         if self.conv_norm_out is not None and self.conv_act is not None:
             hidden = direct.activation(self.conv_act, direct.group_norm(self.conv_norm_out, hidden))
         hidden = direct.conv2d(self.conv_out, hidden)
@@ -284,32 +290,47 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
     def _blocks(
         self,
         hidden: torch.Tensor,
-        emb: torch.Tensor,
-        context: torch.Tensor,
-        mask: torch.Tensor | None,
+        inputs: _BlockInputs,
         residuals: tuple[tuple[torch.Tensor, ...] | None, torch.Tensor | None],
     ) -> torch.Tensor:
-        """Down blocks, mid block, up blocks (with ControlNet ``residuals`` added if given)."""
+        """Down blocks, mid block, up blocks (with ControlNet ``residuals`` added if given).
+
+        Blocks are called with diffusers' argument names, so a block whose ``forward`` a
+        community pipeline replaced gets what it expects.
+        """
         down_residuals, mid_residual = residuals
-        hidden, skips = self._down(hidden, emb, context, mask)
+        hidden, skips = self._down(hidden, inputs)
         if down_residuals is not None:
             skips = tuple(skip + extra for skip, extra in zip(skips, down_residuals, strict=True))
         if self.mid_block is not None:
-            hidden = direct.call(self.mid_block, hidden, emb, context, mask)
+            if getattr(self.mid_block, "has_cross_attention", False):
+                hidden = direct.call(self.mid_block, hidden, inputs.emb, **inputs.attention())
+            else:
+                hidden = direct.call(self.mid_block, hidden, inputs.emb)
         if mid_residual is not None:
             hidden = hidden + mid_residual
         for up_block in self.up_blocks:
             count = len(up_block.resnets)
-            hidden = direct.call(up_block, hidden, skips[-count:], emb, context, mask)
-            skips = skips[:-count]
+            block_skips, skips = skips[-count:], skips[:-count]
+            if getattr(up_block, "has_cross_attention", False):
+                hidden = direct.call(
+                    up_block, hidden_states=hidden, temb=inputs.emb, res_hidden_states_tuple=block_skips,
+                    upsample_size=None, **inputs.attention(),
+                )
+            else:
+                hidden = direct.call(
+                    up_block, hidden_states=hidden, temb=inputs.emb, res_hidden_states_tuple=block_skips,
+                    upsample_size=None,
+                )
         return hidden
 
-    def _down(
-        self, hidden: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def _down(self, hidden: torch.Tensor, inputs: _BlockInputs) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         skips: tuple[torch.Tensor, ...] = (hidden,)
         for down_block in self.down_blocks:
-            hidden, block_skips = direct.call(down_block, hidden, emb, context, mask)
+            if getattr(down_block, "has_cross_attention", False):
+                hidden, block_skips = direct.call(down_block, hidden_states=hidden, temb=inputs.emb, **inputs.attention())
+            else:
+                hidden, block_skips = direct.call(down_block, hidden_states=hidden, temb=inputs.emb)
             skips += block_skips
         return hidden, skips
 
@@ -338,6 +359,23 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         if class_labels is None:
             raise errors.MissingModelInputError(type(self).__name__, "class_labels", "the config sets num_class_embeds")
         return emb + self.class_embedding(class_labels).to(dtype=sample.dtype)
+
+
+class _BlockInputs(NamedTuple):
+    """What every block of one UNet call reads besides the hidden states."""
+
+    emb: torch.Tensor
+    context: torch.Tensor
+    encoder_attention_mask: torch.Tensor | None
+    cross_attention_kwargs: dict[str, Any] | None
+
+    def attention(self) -> dict[str, Any]:
+        """The keyword arguments diffusers' UNet gives its cross-attention blocks."""
+        return {
+            "encoder_hidden_states": self.context, "attention_mask": None,
+            "cross_attention_kwargs": self.cross_attention_kwargs,
+            "encoder_attention_mask": self.encoder_attention_mask,
+        }
 
 
 def _is_empty(value: Any) -> bool:

@@ -13,7 +13,8 @@ of the tuple they get. Attention inside a block is one of: none, spatial self-at
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,7 @@ class BlockArgs:
     transformer_layers: int | Sequence[int] = 1
     use_linear_projection: bool = False
     only_cross_attention: bool = False
+    upcast_attention: bool = False
 
     def resnet(self, in_channels: int, out_channels: int) -> ResnetBlock2D:
         return ResnetBlock2D(
@@ -77,22 +79,39 @@ class BlockArgs:
             self.num_attention_heads, channels // self.num_attention_heads, channels, num_layers=depth,
             cross_attention_dim=self.cross_attention_dim, norm_num_groups=self.groups,
             use_linear_projection=self.use_linear_projection, only_cross_attention=only_cross_attention,
+            upcast_attention=self.upcast_attention,
         )
 
 
 class _AttentionCaller:
-    """Calls a block's attention layers the way their kind needs."""
+    """Calls a block's attention layers as diffusers' blocks do (same arguments, same names), so
+    a processor or a patched ``forward`` sees what it would see in diffusers."""
 
     has_cross_attention = False
 
-    def _attend(
-        self, attn: nn.Module | None, hidden: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _attend(self, attn: nn.Module | None, hidden: torch.Tensor, call: _AttentionCall) -> torch.Tensor:
         if attn is None:
             return hidden
-        if self.has_cross_attention:
-            return direct.call(attn, hidden, context, mask)
-        return direct.call(attn, hidden)
+        if self.has_cross_attention:  # a Transformer2DModel, positional in its signature's order
+            return direct.call(
+                attn, hidden, call.context, None, None, None, call.kwargs, call.attention_mask,
+                call.encoder_attention_mask, False,
+            )[0]
+        return direct.call(attn, hidden, **call.spatial_kwargs)
+
+
+@dataclass
+class _AttentionCall:
+    """The attention inputs of one block call."""
+
+    context: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    encoder_attention_mask: torch.Tensor | None = None
+    kwargs: dict[str, Any] | None = None
+    spatial_kwargs: dict[str, Any] = field(default_factory=dict)  # spatial attention: temb (mid) or kwargs
+
+
+_NO_ATTENTION_INPUTS = _AttentionCall()
 
 
 # ---------------------------------------------------------------------- down blocks
@@ -122,13 +141,24 @@ class _DownBlock(nn.Module, _AttentionCaller):
         hidden_states: torch.Tensor,
         temb: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, Skips]:
+        """diffusers' signature (the union of its down blocks'); returns ``(hidden, skips)``."""
+        call = _AttentionCall(
+            encoder_hidden_states, attention_mask, encoder_attention_mask, cross_attention_kwargs,
+            cross_attention_kwargs or {},
+        )
+        return self._run(hidden_states, temb, call)
+
+    def _run(self, hidden_states: torch.Tensor, temb: torch.Tensor | None, call: _AttentionCall) -> tuple[torch.Tensor, Skips]:
         skips: Skips = ()
         attentions = getattr(self, "attentions", [None] * len(self.resnets))
         for resnet, attn in zip(self.resnets, attentions):
             hidden_states = direct.call(resnet, hidden_states, temb)
-            hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
+            hidden_states = self._attend(attn, hidden_states, call)
             skips += (hidden_states,)
         if self.downsamplers is not None:
             hidden_states = direct.call(self.downsamplers[0], hidden_states)
@@ -180,11 +210,17 @@ class _MidBlock(nn.Module, _AttentionCaller):
         hidden_states: torch.Tensor,
         temb: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """diffusers' signature; spatial attention gets ``temb`` as diffusers passes it."""
+        call = _AttentionCall(
+            encoder_hidden_states, attention_mask, encoder_attention_mask, cross_attention_kwargs, {"temb": temb}
+        )
         hidden_states = direct.call(self.resnets[0], hidden_states, temb)
         for attn, resnet in zip(self.attentions, self.resnets[1:]):
-            hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
+            hidden_states = self._attend(attn, hidden_states, call)
             hidden_states = direct.call(resnet, hidden_states, temb)
         return hidden_states
 
@@ -240,11 +276,25 @@ class _UpBlock(nn.Module, _AttentionCaller):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        skips: Skips = (),
+        res_hidden_states_tuple: Skips = (),
         temb: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
-        encoder_attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
         upsample_size: tuple[int, int] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """diffusers' signature (the union of its up blocks'); skips are used from the end."""
+        call = _AttentionCall(encoder_hidden_states, attention_mask, encoder_attention_mask, cross_attention_kwargs)
+        return self._run(hidden_states, res_hidden_states_tuple, temb, call, upsample_size)
+
+    def _run(
+        self,
+        hidden_states: torch.Tensor,
+        skips: Skips,
+        temb: torch.Tensor | None,
+        call: _AttentionCall,
+        upsample_size: tuple[int, int] | None,
     ) -> torch.Tensor:
         attentions = getattr(self, "attentions", [None] * len(self.resnets))
         for resnet, attn in zip(self.resnets, attentions):
@@ -252,7 +302,7 @@ class _UpBlock(nn.Module, _AttentionCaller):
                 hidden_states = torch.cat([hidden_states, skips[-1]], dim=1)
                 skips = skips[:-1]
             hidden_states = direct.call(resnet, hidden_states, temb)
-            hidden_states = self._attend(attn, hidden_states, encoder_hidden_states, encoder_attention_mask)
+            hidden_states = self._attend(attn, hidden_states, call)
         if self.upsamplers is not None:
             hidden_states = direct.call(self.upsamplers[0], hidden_states, upsample_size)
         return hidden_states
@@ -282,6 +332,10 @@ class UpDecoderBlock2D(_UpBlock):
     """VAE decoder block: resnets without time embedding and without skip connections."""
 
     uses_skips = False
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """diffusers' signature: no skip connections."""
+        return self._run(hidden_states, (), temb, _NO_ATTENTION_INPUTS, None)
 
     def _resnet_in_channels(self, args: BlockArgs, j: int, last: int) -> int:
         return args.in_channels if j == 0 else args.out_channels
