@@ -487,7 +487,8 @@ class StableDiffusionPipeline(
 
     def _unet_kwargs(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         """Extra UNet inputs of this call: ``timestep_cond`` for a guidance-distilled UNet, and
-        ``cross_attention_kwargs`` when given (only what is set, so plain calls stay plain)."""
+        ``cross_attention_kwargs`` other than the LoRA ``"scale"`` (only what is set, so plain
+        calls stay plain)."""
         kwargs: dict[str, Any] = {}
         embedding_dim = getattr(self.unet.config, "time_cond_proj_dim", None)
         if embedding_dim is not None:
@@ -495,8 +496,10 @@ class StableDiffusionPipeline(
             kwargs["timestep_cond"] = self.get_guidance_scale_embedding(w, embedding_dim=embedding_dim).to(
                 device=device, dtype=dtype
             )
-        if self.cross_attention_kwargs is not None:
-            kwargs["cross_attention_kwargs"] = self.cross_attention_kwargs
+        # "scale" is the LoRA scale, read by encode_prompt; with no LoRA layers the UNet has no use for it
+        attention_kwargs = {k: v for k, v in (self.cross_attention_kwargs or {}).items() if k != "scale"}
+        if attention_kwargs:
+            kwargs["cross_attention_kwargs"] = attention_kwargs
         return kwargs
 
     def _denoise(
