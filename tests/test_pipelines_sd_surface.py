@@ -369,3 +369,32 @@ def test_a_diffusers_written_subclass_gives_the_same_images(ours: Any, theirs: A
     assert flags_a == flags_b
     assert_images_equal(mine, ref, ATOL)
     assert [p.size for p in pil_a] == [p.size for p in pil_b]
+
+
+# ---------------------------------------------------------------------- step-end callback objects
+
+
+def test_cfg_cutoff_callback_turns_guidance_off_at_the_same_step_as_diffusers(ours: Any, theirs: Any) -> None:
+    from diffusers.callbacks import MultiPipelineCallbacks as TheirMulti
+    from diffusers.callbacks import SDCFGCutoffCallback as TheirCutoff
+
+    from pipeyard.pipelines.callbacks import MultiPipelineCallbacks, SDCFGCutoffCallback
+
+    ours.scheduler = pipeyard.DDIMScheduler.from_config(ours.scheduler.config)
+    theirs.scheduler = diffusers.DDIMScheduler.from_config(theirs.scheduler.config)
+    kwargs = dict(num_inference_steps=3, output_type="np")
+    mine = ours("a cat", generator=torch.Generator().manual_seed(0), **kwargs,
+                callback_on_step_end=MultiPipelineCallbacks([SDCFGCutoffCallback(cutoff_step_ratio=0.4)]))
+    ref = theirs("a cat", generator=torch.Generator().manual_seed(0), **kwargs,
+                 callback_on_step_end=TheirMulti([TheirCutoff(cutoff_step_ratio=0.4)]))
+    assert ours.guidance_scale == 0.0
+    assert_images_equal(mine.images, ref.images, ATOL)
+
+
+def test_pipeline_callback_needs_exactly_one_cutoff() -> None:
+    from pipeyard.pipelines.callbacks import PipelineCallback
+
+    with pytest.raises(errors.ConfigError, match="exactly one of cutoff_step_ratio and cutoff_step_index"):
+        PipelineCallback(cutoff_step_ratio=0.5, cutoff_step_index=2)
+    with pytest.raises(errors.ConfigError, match=r"cutoff_step_ratio must be a float in \[0.0, 1.0\], got 2"):
+        PipelineCallback(cutoff_step_ratio=2)
