@@ -398,3 +398,19 @@ def test_pipeline_callback_needs_exactly_one_cutoff() -> None:
         PipelineCallback(cutoff_step_ratio=0.5, cutoff_step_index=2)
     with pytest.raises(errors.ConfigError, match=r"cutoff_step_ratio must be a float in \[0.0, 1.0\], got 2"):
         PipelineCallback(cutoff_step_ratio=2)
+
+
+def test_from_pipe_with_custom_pipeline_builds_that_class_on_the_same_components(ours: Any, write_pipeline: Any) -> None:
+    path = write_pipeline("walk.py", text=textwrap.dedent('''
+        from pipeyard import StableDiffusionPipeline
+
+
+        class WalkPipeline(StableDiffusionPipeline):
+            """A custom pipeline reusing a loaded Stable Diffusion pipeline's components."""
+
+            def steps_taken(self):
+                return self.num_timesteps
+    '''))
+    walk = DiffusionPipeline.from_pipe(ours, custom_pipeline=str(path))
+    assert type(walk).__name__ == "WalkPipeline" and isinstance(walk, StableDiffusionPipeline)
+    assert walk.unet is ours.unet and walk.text_encoder is ours.text_encoder
