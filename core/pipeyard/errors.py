@@ -60,6 +60,9 @@ change.
     │   ├── ConflictingInputsError                  e.g. prompt and prompt_embeds both given
     │   ├── BatchSizeMismatchError                  generators / negative prompts of the wrong length
     │   └── UnknownOutputTypeError                  output_type not "pil", "np", "pt" (or "latent")
+    ├── UnsupportedFeatureError (NotImplementedError)  a diffusers pipeline feature pipeyard does not
+    │                                               have yet (LoRA / textual inversion / IP-Adapter
+    │                                               loading, single-file checkpoints, FreeU, ...)
     ├── CustomPipelineError                         the custom-pipeline host (resolve → import)
     │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
     │   ├── InvalidPipelineNameError (ValueError)
@@ -700,6 +703,20 @@ class UnknownOutputTypeError(PipelineInputError):
         super().__init__(
             f"unknown output_type {output_type!r}; use one of {', '.join(repr(a) for a in self.allowed)}"
         )
+
+
+class UnsupportedFeatureError(PipeyardError, NotImplementedError):
+    """A pipeline feature diffusers has and pipeyard does not implement (yet).
+
+    Attributes:
+        feature: what was asked for, as the caller wrote it (``"load_lora_weights"``).
+        owner: the class it was asked of.
+    """
+
+    def __init__(self, feature: str, owner: str, fix: str) -> None:
+        self.feature = feature
+        self.owner = owner
+        super().__init__(f"{owner}.{feature} is not supported by pipeyard yet: {fix}")
 
 
 # --------------------------------------------------------------------------- custom pipelines

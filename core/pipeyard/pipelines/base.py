@@ -55,6 +55,10 @@ class DiffusionPipeline(ConfigMixin):
     config_name = constants.MODEL_INDEX_NAME
     #: components that may be None / absent from a repository
     _optional_components: tuple[str, ...] = ()
+    #: diffusers' CPU-offload order (``"text_encoder->unet->vae"``); informational in pipeyard
+    model_cpu_offload_seq: str | None = None
+    #: components diffusers' CPU offload leaves alone; not the execution device's witnesses
+    _exclude_from_cpu_offload: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ components
 
@@ -62,12 +66,14 @@ class DiffusionPipeline(ConfigMixin):
         """Record components as attributes and as ``[library, ClassName]`` config entries."""
         for name, module in modules.items():
             self.register_to_config(**{name: comp.component_entry(module)})
+            _expose_text_model(module)
             object.__setattr__(self, name, module)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Reassigning a component (pipe.scheduler = other) keeps model_index.json in step.
         if name in self._component_names():
             self.register_to_config(**{name: comp.component_entry(value)})
+            _expose_text_model(value)
         super().__setattr__(name, value)
 
     def _component_names(self) -> list[str]:
@@ -105,6 +111,19 @@ class DiffusionPipeline(ConfigMixin):
         return torch.device("cpu")
 
     @property
+    def _execution_device(self) -> torch.device:
+        """Where ``__call__`` puts its tensors: the device of the first torch component that is
+        not in ``_exclude_from_cpu_offload`` (pipeyard does no offloading, so this is
+        :attr:`device` unless an excluded component sits elsewhere)."""
+        import torch
+
+        for name, module in self.components.items():
+            if isinstance(module, torch.nn.Module) and name not in self._exclude_from_cpu_offload:
+                for tensor in module.parameters():
+                    return tensor.device
+        return self.device
+
+    @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the first torch component (float32 when there is none)."""
         import torch
@@ -125,6 +144,16 @@ class DiffusionPipeline(ConfigMixin):
         if iterable is None and total is None:
             raise ValueError("progress_bar needs an iterable or a total")
         return tqdm(iterable, total=total, **config) if iterable is not None else tqdm(total=total, **config)
+
+    def maybe_free_model_hooks(self) -> None:
+        """End-of-call cleanup that diffusers-written ``__call__`` bodies run.
+
+        pipeyard installs no offload hooks, so only components' per-call caches are reset
+        (a component with ``_reset_stateful_cache``)."""
+        for component in self.components.values():
+            reset = getattr(component, "_reset_stateful_cache", None)
+            if callable(reset):
+                reset()
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
         """Options for every later progress bar, passed to tqdm (e.g. ``disable=True``, ``desc=``)."""
@@ -332,13 +361,34 @@ class DiffusionPipeline(ConfigMixin):
         return _checked_pipeline_class(found)
 
     @classmethod
-    def from_pipe(cls: type[P], pipeline: DiffusionPipeline, **overrides: Any) -> P:
+    def from_pipe(
+        cls: type[P],
+        pipeline: DiffusionPipeline,
+        *,
+        custom_pipeline: str | None = None,
+        custom_revision: str | None = None,
+        trust_remote_code: bool = False,
+        **overrides: Any,
+    ) -> P:
         """A pipeline of this class reusing ``pipeline``'s component objects (no copies).
 
         Components the new class does not take are left out; ``overrides`` replace or add
-        components and must be parameters of this class.
+        components and must be parameters of this class. ``custom_pipeline`` builds that
+        custom pipeline's class instead (through the host: verified and trust-gated as in
+        :meth:`from_pretrained`).
+
+        Example::
+
+            walk = DiffusionPipeline.from_pipe(sd_pipe, custom_pipeline="interpolate_stable_diffusion")
         """
-        target = cls if cls is not DiffusionPipeline else type(pipeline)
+        if custom_pipeline is not None:
+            from .. import host
+
+            target: type = _checked_pipeline_class(host.load_pipeline_class(
+                custom_pipeline, custom_revision=custom_revision, trust_remote_code=trust_remote_code,
+            ))
+        else:
+            target = cls if cls is not DiffusionPipeline else type(pipeline)
         expected = comp.expected_components(target)
         reused = {k: v for k, v in pipeline.components.items() if k in expected}
         settings = {k: v for k, v in pipeline.config.items() if k in expected and not comp.is_component_entry(v)}
@@ -356,6 +406,25 @@ def _is_graphed(value: Any) -> bool:
 
 def _unwrap(value: Any) -> Any:
     return value.module if _is_graphed(value) else value
+
+
+def _expose_text_model(module: Any) -> None:
+    """Give a transformers 5 ``CLIPTextModel`` back the ``text_model`` path of transformers 4.
+
+    transformers 5 moved ``CLIPTextModel.text_model.{embeddings, encoder, final_layer_norm}``
+    up onto the model itself. Pipelines written for diffusers still reach
+    ``text_encoder.text_model.final_layer_norm`` (``clip_skip``) and
+    ``text_encoder.text_model.encoder.layers`` (LoRA, prompt weighting), and fail there, as
+    diffusers 0.42 itself does. The model is its own old ``text_model`` (same submodules, same
+    forward), so ``text_model`` is set to the model itself, as a plain attribute: it is not
+    registered as a submodule, so ``state_dict``, ``to``, ``modules`` and saving are unchanged.
+    """
+    cls = type(module)
+    if not (cls.__name__ == "CLIPTextModel" and cls.__module__.startswith("transformers.")):
+        return
+    if "text_model" in vars(module) or hasattr(module, "text_model") or not hasattr(module, "final_layer_norm"):
+        return
+    object.__setattr__(module, "text_model", module)
 
 
 def _read_model_index(source: hub.FileSource) -> dict[str, Any]:

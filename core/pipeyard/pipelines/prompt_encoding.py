@@ -8,6 +8,7 @@ diffusers exactly so that embeddings are bit-identical.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,7 +57,29 @@ def run_text_encoder(
     if clip_skip is None:
         return text_encoder(ids, attention_mask=mask)[0]
     hidden = text_encoder(ids, attention_mask=mask, output_hidden_states=True)[-1][-(clip_skip + 1)]
-    return text_encoder.text_model.final_layer_norm(hidden)
+    return final_layer_norm(text_encoder)(hidden)
+
+
+def final_layer_norm(text_encoder: Any) -> Any:
+    """The CLIP text encoder's last layer norm, which ``clip_skip`` applies to an earlier layer.
+
+    transformers 4's ``CLIPTextModel`` keeps it at ``text_model.final_layer_norm``;
+    transformers 5's has no ``text_model`` and holds it directly (diffusers 0.42 reaches
+    ``text_model`` and fails there). Both layouts work here.
+
+    Raises:
+        ComponentError: the text encoder has neither (not a CLIP text model).
+    """
+    inner = getattr(text_encoder, "text_model", text_encoder)
+    norm = getattr(inner, "final_layer_norm", None)
+    if norm is None:
+        from .. import errors
+
+        raise errors.ComponentError(
+            f"clip_skip needs a CLIP text encoder with a final_layer_norm; {type(text_encoder).__name__} has "
+            f"none: drop clip_skip, or use a CLIPTextModel"
+        )
+    return norm
 
 
 def repeat_per_image(embeds: torch.Tensor, num_images_per_prompt: int) -> torch.Tensor:
@@ -87,22 +110,28 @@ def encode_prompt(
     negative_prompt_embeds: torch.Tensor | None = None,
     clip_skip: int | None = None,
     fallback_dtype: torch.dtype | None = None,
+    convert_prompt: Callable[[Prompt], Prompt] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Embeddings for the prompts and, with guidance, for the negative prompts.
+
+    ``convert_prompt`` rewrites texts before tokenizing (textual inversion's
+    ``maybe_convert_prompt``).
 
     Returns:
         ``(prompt_embeds, negative_prompt_embeds)``, each ``(batch * num_images_per_prompt, seq,
         dim)``; the second is ``None`` without classifier-free guidance (unless given).
     """
     batch_size = prompt_batch_size(prompt, prompt_embeds)
+    convert = convert_prompt or (lambda texts: texts)
     if prompt_embeds is None:
+        prompt = convert(prompt)
         tokens = tokenize(tokenizer, prompt)
         warn_if_truncated(tokenizer, prompt, tokens.input_ids)
         prompt_embeds = run_text_encoder(text_encoder, tokens, device, clip_skip)
     dtype = text_encoder.dtype if text_encoder is not None else (fallback_dtype or prompt_embeds.dtype)
     prompt_embeds = repeat_per_image(prompt_embeds.to(dtype=dtype, device=device), num_images_per_prompt)
     if do_classifier_free_guidance and negative_prompt_embeds is None:
-        tokens = tokenize(tokenizer, negative_texts(negative_prompt, batch_size), prompt_embeds.shape[1])
+        tokens = tokenize(tokenizer, convert(negative_texts(negative_prompt, batch_size)), prompt_embeds.shape[1])
         negative_prompt_embeds = run_text_encoder(text_encoder, tokens, device)
     if do_classifier_free_guidance:
         negative_prompt_embeds = repeat_per_image(

@@ -15,19 +15,30 @@ scheduler with the diffusers interface.
 
 from __future__ import annotations
 
-import inspect
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import errors
 from .base import DiffusionPipeline
 from .call_checks import Generator, check_generators
-from .image_processing import LATENT_OUTPUT_TYPES, check_output_type, postprocess
+from .image_processing import LATENT_OUTPUT_TYPES, check_output_type
+from .image_processor import VaeImageProcessor
+from .loader_mixins import (
+    FromSingleFileMixin,
+    IPAdapterMixin,
+    StableDiffusionLoraLoaderMixin,
+    TextualInversionLoaderMixin,
+    adjust_lora_scale_text_encoder,
+)
 from .outputs import StableDiffusionPipelineOutput
 from .prompt_encoding import Prompt, encode_prompt, prompt_batch_size
+from .sampling import guidance_scale_embedding, rescale_noise_cfg, retrieve_timesteps, step_kwargs
+from .stable_diffusion_mixin import StableDiffusionMixin
 
 logger = logging.getLogger(__name__)
 
@@ -36,33 +47,29 @@ StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 #: tensors a ``callback_on_step_end`` may read and replace
 CALLBACK_TENSOR_INPUTS = ("latents", "prompt_embeds", "negative_prompt_embeds")
 
-
-def rescale_noise_cfg(noise_cfg: torch.Tensor, noise_pred_text: torch.Tensor, guidance_rescale: float = 0.0) -> torch.Tensor:
-    """Pull the guided prediction's std back towards the text prediction's (Lin et al., 2023, §3.4).
-
-    High guidance with zero-terminal-SNR schedules over-exposes images; rescaling by
-    ``std(text) / std(cfg)`` and mixing by ``guidance_rescale`` fixes it.
-    """
-    dims = list(range(1, noise_pred_text.ndim))
-    std_text = noise_pred_text.std(dim=dims, keepdim=True)
-    std_cfg = noise_cfg.std(dim=dims, keepdim=True)
-    rescaled = noise_cfg * (std_text / std_cfg)
-    return guidance_rescale * rescaled + (1 - guidance_rescale) * noise_cfg
+__all__ = ["StableDiffusionPipeline", "rescale_noise_cfg", "retrieve_timesteps", "step_kwargs"]
 
 
-def step_kwargs(scheduler: Any, generator: Generator, eta: float) -> dict[str, Any]:
-    """``eta`` and ``generator`` for schedulers whose ``step`` takes them (DDIM, ancestral, ...)."""
-    accepted = inspect.signature(scheduler.step).parameters
-    kwargs: dict[str, Any] = {}
-    if "eta" in accepted:
-        kwargs["eta"] = eta
-    if "generator" in accepted:
-        kwargs["generator"] = generator
-    return kwargs
+def _deprecated(what: str, instead: str) -> None:
+    """The FutureWarning diffusers gives for a helper it keeps for old pipelines (same category)."""
+    warnings.warn(f"{what} is deprecated (in diffusers too); use {instead}", FutureWarning, stacklevel=3)
 
 
-class StableDiffusionPipeline(DiffusionPipeline):
+class StableDiffusionPipeline(
+    DiffusionPipeline,
+    StableDiffusionMixin,
+    TextualInversionLoaderMixin,
+    StableDiffusionLoraLoaderMixin,
+    IPAdapterMixin,
+    FromSingleFileMixin,
+):
     """Text-to-image generation with Stable Diffusion 1.x / 2.x.
+
+    Subclasses written for diffusers find the helpers they call with diffusers' signatures and
+    results: :meth:`encode_prompt`, :meth:`prepare_latents`, :meth:`check_inputs`,
+    :meth:`prepare_extra_step_kwargs`, :meth:`run_safety_checker`, :meth:`decode_latents`,
+    :meth:`get_guidance_scale_embedding`, ``image_processor``, ``vae_scale_factor`` and the
+    per-call properties (``guidance_scale``, ``do_classifier_free_guidance``, ``clip_skip``, ...).
 
     Example::
 
@@ -72,7 +79,17 @@ class StableDiffusionPipeline(DiffusionPipeline):
         image = pipe("a photo of an astronaut riding a horse", num_inference_steps=20).images[0]
     """
 
-    _optional_components = ("safety_checker", "feature_extractor")
+    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    _optional_components = ("safety_checker", "feature_extractor", "image_encoder")
+    _exclude_from_cpu_offload = ("safety_checker",)
+    _callback_tensor_inputs = list(CALLBACK_TENSOR_INPUTS)
+    # per-call state, readable through the properties below (these are the values before a call)
+    _guidance_scale = 7.5
+    _guidance_rescale = 0.0
+    _clip_skip: int | None = None
+    _cross_attention_kwargs: dict[str, Any] | None = None
+    _interrupt = False
+    _num_timesteps = 0
 
     def __init__(
         self,
@@ -83,6 +100,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
         scheduler: Any,
         safety_checker: Any,
         feature_extractor: Any,
+        image_encoder: Any = None,
         requires_safety_checker: bool = True,
     ) -> None:
         super().__init__()
@@ -100,17 +118,14 @@ class StableDiffusionPipeline(DiffusionPipeline):
             )
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=safety_checker, feature_extractor=feature_extractor,
+            safety_checker=safety_checker, feature_extractor=feature_extractor, image_encoder=image_encoder,
         )
+        #: how much smaller the latents are than the image (8 for every SD VAE)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.register_to_config(requires_safety_checker=requires_safety_checker)
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """How much smaller the latents are than the image (8 for every SD VAE)."""
-        vae = getattr(self, "vae", None)
-        return 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
+    # ------------------------------------------------------------------ per-call properties
 
     @property
     def guidance_scale(self) -> float:
@@ -118,14 +133,35 @@ class StableDiffusionPipeline(DiffusionPipeline):
         return self._guidance_scale
 
     @property
+    def guidance_rescale(self) -> float:
+        """The ``guidance_rescale`` of the current (or last) call."""
+        return self._guidance_rescale
+
+    @property
+    def clip_skip(self) -> int | None:
+        """The ``clip_skip`` of the current (or last) call."""
+        return self._clip_skip
+
+    @property
+    def cross_attention_kwargs(self) -> dict[str, Any] | None:
+        """The ``cross_attention_kwargs`` of the current (or last) call."""
+        return self._cross_attention_kwargs
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        """Whether the current call runs the UNet on unconditional and text embeddings."""
+        """Whether the current call runs the UNet on unconditional and text embeddings (not for
+        guidance-distilled UNets, which take the scale as ``timestep_cond``)."""
         return self._guidance_scale > 1 and getattr(self.unet.config, "time_cond_proj_dim", None) is None
 
     @property
     def num_timesteps(self) -> int:
         """Number of timesteps of the current (or last) call."""
         return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` (from a step callback) to skip the remaining steps."""
+        return self._interrupt
 
     def default_size(self) -> tuple[int, int]:
         """``(height, width)`` the UNet was trained for: its ``sample_size`` times the VAE factor."""
@@ -144,14 +180,48 @@ class StableDiffusionPipeline(DiffusionPipeline):
         negative_prompt: Prompt | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        lora_scale: float | None = None,
         clip_skip: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Prompt and negative-prompt embeddings, repeated for ``num_images_per_prompt``."""
+        """Prompt and negative-prompt embeddings, repeated for ``num_images_per_prompt``.
+
+        Args:
+            lora_scale: recorded as ``self._lora_scale`` (no LoRA layers exist to scale).
+            clip_skip: use the hidden state this many layers before the last (final-normed).
+
+        Returns:
+            ``(prompt_embeds, negative_prompt_embeds)``; the second is None without guidance
+            (unless given).
+        """
+        if lora_scale is not None:
+            self._lora_scale = lora_scale
+            adjust_lora_scale_text_encoder(self.text_encoder, lora_scale)
         return encode_prompt(
             self.text_encoder, self.tokenizer, prompt, device, num_images_per_prompt,
             do_classifier_free_guidance, negative_prompt, prompt_embeds, negative_prompt_embeds,
             clip_skip, fallback_dtype=self.unet.dtype if self.unet is not None else None,
+            convert_prompt=lambda texts: self.maybe_convert_prompt(texts, self.tokenizer),
         )
+
+    def _encode_prompt(
+        self,
+        prompt: Prompt | None,
+        device: torch.device,
+        num_images_per_prompt: int,
+        do_classifier_free_guidance: bool,
+        negative_prompt: Prompt | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        lora_scale: float | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Deprecated form of :meth:`encode_prompt`: one tensor, ``[negative, prompt]`` concatenated."""
+        _deprecated("_encode_prompt()", "encode_prompt(), which returns (prompt_embeds, negative_prompt_embeds)")
+        embeds, negative = self.encode_prompt(
+            prompt, device, num_images_per_prompt, do_classifier_free_guidance, negative_prompt,
+            prompt_embeds, negative_prompt_embeds, lora_scale, **kwargs,
+        )
+        return embeds if negative is None else torch.cat([negative, embeds])
 
     def prepare_latents(
         self,
@@ -164,31 +234,59 @@ class StableDiffusionPipeline(DiffusionPipeline):
         generator: Generator,
         latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Starting latents (drawn, or the caller's) scaled by the scheduler's ``init_noise_sigma``."""
+        """Starting latents (drawn, or the caller's) scaled by the scheduler's ``init_noise_sigma``.
+
+        Raises:
+            BatchSizeMismatchError: a generator list not of length ``batch_size``.
+            PipelineInputError: ``latents`` of another shape than this call needs.
+        """
         from ..torch_utils import randn_tensor
 
-        shape = (batch_size, num_channels_latents, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        factor = self.vae_scale_factor
+        shape = (batch_size, num_channels_latents, int(height) // factor, int(width) // factor)
+        check_generators(generator, batch_size, "batch_size * num_images_per_prompt")
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise errors.PipelineInputError(
                 f"latents have shape {tuple(latents.shape)} but this call needs {shape} "
-                f"(batch * num_images_per_prompt, channels, height // {self.vae_scale_factor}, "
-                f"width // {self.vae_scale_factor})"
+                f"(batch * num_images_per_prompt, channels, height // {factor}, width // {factor})"
             )
         else:
             latents = latents.to(device)
         return latents * self.scheduler.init_noise_sigma
 
+    def prepare_extra_step_kwargs(self, generator: Generator, eta: float) -> dict[str, Any]:
+        """``eta`` and ``generator`` for the scheduler's ``step``, when it takes them."""
+        return step_kwargs(self.scheduler, generator, eta)
+
+    def get_guidance_scale_embedding(
+        self, w: torch.Tensor, embedding_dim: int = 512, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """``timestep_cond`` for guidance-distilled UNets: see :func:`~.sampling.guidance_scale_embedding`."""
+        return guidance_scale_embedding(w, embedding_dim, dtype)
+
     def run_safety_checker(
-        self, image: torch.Tensor, device: torch.device, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, list[bool] | None]:
-        """Black out images the safety checker flags; ``None`` flags when there is no checker."""
+        self, image: torch.Tensor | np.ndarray, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | np.ndarray, list[bool] | None]:
+        """Black out images the safety checker flags; ``None`` flags when there is no checker.
+
+        ``image``: decoded images, a tensor in [-1, 1] or a numpy array ``(b, h, w, c)`` in [0, 1].
+        """
         if self.safety_checker is None:
             return image, None
-        pil_images = postprocess(image, output_type="pil")
+        if torch.is_tensor(image):
+            pil_images = self.image_processor.postprocess(image, output_type="pil")
+        else:
+            pil_images = self.image_processor.numpy_to_pil(image)
         clip_input = self.feature_extractor(pil_images, return_tensors="pt").to(device)
         return self.safety_checker(images=image, clip_input=clip_input.pixel_values.to(dtype))
+
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Deprecated: latents -> ``(b, h, w, c)`` float32 numpy images in [0, 1] (no safety check)."""
+        _deprecated("decode_latents()", "vae.decode(...) then image_processor.postprocess(...)")
+        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        return self.image_processor.pt_to_numpy(self.image_processor.denormalize(image))
 
     @torch.no_grad()
     def decode_latents_to_output(
@@ -221,6 +319,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
             >>> latents = pipe(prompt, output_type="latent").images  # doctest: +SKIP
             >>> image = pipe.decode_latents_to_output(latents).images[0]  # doctest: +SKIP
         """
+        check_output_type(output_type, LATENT_OUTPUT_TYPES)
         if output_type == "latent":
             image, has_nsfw = latents, None
         else:
@@ -229,7 +328,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
             image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
             image, has_nsfw = self.run_safety_checker(image, device, dtype)
         do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
-        images = postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
+        images = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
         if not return_dict:
             return images, has_nsfw
         return StableDiffusionPipelineOutput(images=images, nsfw_content_detected=has_nsfw)
@@ -239,18 +338,32 @@ class StableDiffusionPipeline(DiffusionPipeline):
         prompt: Prompt | None,
         height: int,
         width: int,
+        callback_steps: int | None = None,
         negative_prompt: Prompt | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        ip_adapter_image: Any = None,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
     ) -> None:
-        """Refuse unusable arguments before any work, with what to change.
+        """Refuse unusable arguments before any work, with what to change (diffusers' signature).
 
         Raises:
             ImageSizeError, ConflictingInputsError, BatchSizeMismatchError, PipelineInputError.
         """
         if height % 8 != 0 or width % 8 != 0:
             raise errors.ImageSizeError(height, width, 8)
+        if callback_steps is not None and (not isinstance(callback_steps, int) or callback_steps <= 0):
+            raise errors.PipelineInputError(
+                f"callback_steps must be a positive integer, got {callback_steps!r}: call the callback every "
+                f"callback_steps steps, e.g. callback_steps=1"
+            )
+        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise errors.PipelineInputError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from "
+                f"{list(self._callback_tensor_inputs)}"
+            )
         _check_prompt_inputs(prompt, prompt_embeds)
         if negative_prompt is not None and negative_prompt_embeds is not None:
             raise errors.ConflictingInputsError("negative_prompt", "negative_prompt_embeds")
@@ -261,11 +374,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
                 "pass one negative prompt (a string) for all prompts, or a list with one per prompt",
             )
         _check_embeds_match(prompt_embeds, negative_prompt_embeds, batch_size)
-        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in CALLBACK_TENSOR_INPUTS]
-        if unknown:
-            raise errors.PipelineInputError(
-                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from {list(CALLBACK_TENSOR_INPUTS)}"
-            )
+        _check_ip_adapter_inputs(ip_adapter_image, ip_adapter_image_embeds)
 
     # ------------------------------------------------------------------ the call
 
@@ -276,6 +385,8 @@ class StableDiffusionPipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 50,
+        timesteps: list[int] | None = None,
+        sigmas: list[float] | None = None,
         guidance_scale: float = 7.5,
         negative_prompt: Prompt | None = None,
         num_images_per_prompt: int = 1,
@@ -286,6 +397,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
         negative_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        cross_attention_kwargs: dict[str, Any] | None = None,
         guidance_rescale: float = 0.0,
         clip_skip: int | None = None,
         callback_on_step_end: StepCallback | None = None,
@@ -298,7 +410,10 @@ class StableDiffusionPipeline(DiffusionPipeline):
             prompt: one prompt or a list; or pass ``prompt_embeds`` instead.
             height, width: image size in pixels, multiples of 8 (default: the UNet's size).
             num_inference_steps: denoising steps.
-            guidance_scale: classifier-free guidance weight; ``<= 1`` turns guidance off.
+            timesteps, sigmas: a custom schedule instead of ``num_inference_steps``, for
+                schedulers whose ``set_timesteps`` takes one (see :func:`retrieve_timesteps`).
+            guidance_scale: classifier-free guidance weight; ``<= 1`` turns guidance off. A
+                guidance-distilled UNet (``time_cond_proj_dim``) gets it as ``timestep_cond``.
             negative_prompt: what to steer away from: one for all prompts or one per prompt.
             num_images_per_prompt: images generated for each prompt.
             eta: DDIM noise weight (schedulers without ``eta`` ignore it).
@@ -308,10 +423,13 @@ class StableDiffusionPipeline(DiffusionPipeline):
             prompt_embeds, negative_prompt_embeds: precomputed text embeddings.
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"``.
             return_dict: return a :class:`StableDiffusionPipelineOutput` rather than a tuple.
+            cross_attention_kwargs: passed to the UNet's attention processors; its ``"scale"``
+                is the LoRA scale.
             guidance_rescale: 0..1, rescales guided predictions (helps zero-terminal-SNR models).
             clip_skip: use the text encoder's hidden state this many layers before the last.
-            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step;
-                returned tensors replace the pipeline's.
+            callback_on_step_end: ``fn(pipe, step, timestep, tensors) -> dict`` after every step
+                (or a :class:`~pipeyard.PipelineCallback`); returned tensors replace the
+                pipeline's. Setting ``pipe._interrupt = True`` in it skips the remaining steps.
             callback_on_step_end_tensor_inputs: which tensors the callback receives.
             cuda_graph: ``True`` replays the UNet from CUDA graphs from now on (see
                 :meth:`enable_cuda_graph`), ``False`` turns them off, ``None`` leaves them as set.
@@ -322,41 +440,73 @@ class StableDiffusionPipeline(DiffusionPipeline):
         Raises:
             PipelineInputError (and its subclasses): bad arguments, before any work.
         """
+        callback_on_step_end_tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
         height, width = height or self.default_size()[0], width or self.default_size()[1]
         self.check_inputs(
-            prompt, height, width, negative_prompt, prompt_embeds, negative_prompt_embeds,
-            callback_on_step_end_tensor_inputs,
+            prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
         )
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
         self._apply_cuda_graph_option(cuda_graph)
         batch_size = prompt_batch_size(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, batch_size, "len(prompts) * num_images_per_prompt")
-        self._guidance_scale = guidance_scale
-        device = self.device
+        self._start_call(guidance_scale, guidance_rescale, clip_skip, cross_attention_kwargs)
+        device = self._execution_device
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-            prompt_embeds, negative_prompt_embeds, clip_skip,
+            prompt_embeds, negative_prompt_embeds, (cross_attention_kwargs or {}).get("scale"), clip_skip,
         )
         if self.do_classifier_free_guidance:
             prompt_embeds = torch.cat([negative_prompt_embeds, prompt_embeds])
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         latents = self.prepare_latents(
             batch_size, self.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
         )
         tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
+        unet_kwargs = self._unet_kwargs(batch_size, device, latents.dtype)
         self._denoise(
-            tensors, num_inference_steps, guidance_rescale, step_kwargs(self.scheduler, generator, eta),
+            tensors, num_inference_steps, unet_kwargs, self.prepare_extra_step_kwargs(generator, eta),
             callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
-        return self.decode_latents_to_output(
+        output = self.decode_latents_to_output(
             tensors["latents"], output_type, return_dict, device, tensors["prompt_embeds"].dtype
         )
+        self.maybe_free_model_hooks()
+        return output
+
+    def _start_call(
+        self, guidance_scale: float, guidance_rescale: float, clip_skip: int | None,
+        cross_attention_kwargs: dict[str, Any] | None,
+    ) -> None:
+        """Record this call's settings where the properties (and subclasses) read them."""
+        self._guidance_scale = guidance_scale
+        self._guidance_rescale = guidance_rescale
+        self._clip_skip = clip_skip
+        self._cross_attention_kwargs = cross_attention_kwargs
+        self._interrupt = False
+
+    def _unet_kwargs(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        """Extra UNet inputs of this call: ``timestep_cond`` for a guidance-distilled UNet, and
+        ``cross_attention_kwargs`` other than the LoRA ``"scale"`` (only what is set, so plain
+        calls stay plain)."""
+        kwargs: dict[str, Any] = {}
+        embedding_dim = getattr(self.unet.config, "time_cond_proj_dim", None)
+        if embedding_dim is not None:
+            w = torch.tensor(self.guidance_scale - 1).repeat(batch_size)
+            kwargs["timestep_cond"] = self.get_guidance_scale_embedding(w, embedding_dim=embedding_dim).to(
+                device=device, dtype=dtype
+            )
+        # "scale" is the LoRA scale, read by encode_prompt; with no LoRA layers the UNet has no use for it
+        attention_kwargs = {k: v for k, v in (self.cross_attention_kwargs or {}).items() if k != "scale"}
+        if attention_kwargs:
+            kwargs["cross_attention_kwargs"] = attention_kwargs
+        return kwargs
 
     def _denoise(
         self,
         tensors: dict[str, Any],
         num_inference_steps: int,
-        guidance_rescale: float,
+        unet_kwargs: dict[str, Any],
         extra_step_kwargs: dict[str, Any],
         callback: StepCallback | None,
         callback_inputs: Sequence[str],
@@ -368,7 +518,9 @@ class StableDiffusionPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
         with self.progress_bar(total=num_inference_steps) as bar:
             for i, t in enumerate(timesteps):
-                noise_pred = self._predict_noise(tensors["latents"], t, tensors["prompt_embeds"], guidance_rescale)
+                if self.interrupt:
+                    continue
+                noise_pred = self._predict_noise(tensors["latents"], t, tensors["prompt_embeds"], unet_kwargs)
                 tensors["latents"] = self.scheduler.step(
                     noise_pred, t, tensors["latents"], **extra_step_kwargs, return_dict=False
                 )[0]
@@ -379,19 +531,19 @@ class StableDiffusionPipeline(DiffusionPipeline):
                     bar.update()
 
     def _predict_noise(
-        self, latents: torch.Tensor, t: Any, prompt_embeds: torch.Tensor, guidance_rescale: float
+        self, latents: torch.Tensor, t: Any, prompt_embeds: torch.Tensor, unet_kwargs: dict[str, Any]
     ) -> torch.Tensor:
         """The UNet's prediction for ``latents`` at ``t``, with classifier-free guidance applied."""
         guided = self.do_classifier_free_guidance
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = self.scheduler.scale_model_input(model_input, t)
-        noise_pred = self.unet(model_input, t, encoder_hidden_states=prompt_embeds).sample
+        noise_pred = self.unet(model_input, t, encoder_hidden_states=prompt_embeds, **unet_kwargs).sample
         if not guided:
             return noise_pred
         noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
         noise_pred = noise_pred_uncond + self._guidance_scale * (noise_pred_text - noise_pred_uncond)
-        if guidance_rescale > 0.0:
-            noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=guidance_rescale)
+        if self.guidance_rescale > 0.0:
+            noise_pred = rescale_noise_cfg(noise_pred, noise_pred_text, guidance_rescale=self.guidance_rescale)
         return noise_pred
 
 # ---------------------------------------------------------------------- helpers
@@ -445,3 +597,19 @@ def _check_embeds_match(
             "pass negative embeddings with one row per prompt",
         )
 
+
+
+def _check_ip_adapter_inputs(ip_adapter_image: Any, ip_adapter_image_embeds: Any) -> None:
+    if ip_adapter_image is not None and ip_adapter_image_embeds is not None:
+        raise errors.ConflictingInputsError("ip_adapter_image", "ip_adapter_image_embeds")
+    if ip_adapter_image_embeds is None:
+        return
+    if not isinstance(ip_adapter_image_embeds, list):
+        raise errors.PipelineInputError(
+            f"ip_adapter_image_embeds must be a list of tensors (one per IP-Adapter), got "
+            f"{type(ip_adapter_image_embeds).__name__}"
+        )
+    if ip_adapter_image_embeds and ip_adapter_image_embeds[0].ndim not in (3, 4):
+        raise errors.PipelineInputError(
+            f"ip_adapter_image_embeds must hold 3-d or 4-d tensors, got {ip_adapter_image_embeds[0].ndim}-d"
+        )
