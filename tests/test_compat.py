@@ -110,8 +110,11 @@ def test_every_mapped_name_is_real_in_diffusers_and_ours_in_pipeyard(path):
     view = importlib.import_module(modules.view_name(path))
     for name in layout.MODULES[path]:
         assert hasattr(diffusers_module, name), f"{path}.{name} is not in diffusers"
-        ours = getattr(view, name)
-        assert getattr(ours, "__module__", "pipeyard").startswith("pipeyard"), (path, name, ours)
+        target = layout.TARGETS[name]
+        assert target.startswith("pipeyard."), (path, name, target)
+        module, _, attribute = target.partition(":")
+        expected = importlib.import_module(module)
+        assert getattr(view, name) is (getattr(expected, attribute) if attribute else expected), (path, name)
 
 
 def test_a_name_pipeyard_lacks_is_refused_before_anything_runs(write_pipeline, tmp_path):

@@ -37,6 +37,15 @@ _FILE_NAMES = ("CONFIG_NAME", "WEIGHTS_NAME", "WEIGHTS_INDEX_NAME", "SAFETENSORS
 _UTILS = ("BaseOutput", "deprecate", "logging", "replace_example_docstring", "PIL_INTERPOLATION", "USE_PEFT_BACKEND",
           "scale_lora_layers", "unscale_lora_layers", *_AVAILABILITY, *_FILE_NAMES)
 
+_IMAGE_PROCESSOR = ("VaeImageProcessor", "PipelineImageInput", "is_valid_image", "is_valid_image_imagelist")
+_LOADERS = ("TextualInversionLoaderMixin", "StableDiffusionLoraLoaderMixin", "LoraLoaderMixin", "IPAdapterMixin",
+            "FromSingleFileMixin")
+_CALLBACKS = ("PipelineCallback", "MultiPipelineCallbacks", "SDCFGCutoffCallback")
+_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0", "FusedAttnProcessor2_0", "AttentionProcessor")
+_TRANSFORMER = ("BasicTransformerBlock", "FeedForward", "GEGLU", "Transformer2DModel", "Transformer2DModelOutput")
+_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "DownBlock2D", "UpBlock2D", "UNetMidBlock2DCrossAttn",
+           "UNetMidBlock2D", "AttnDownBlock2D", "AttnUpBlock2D", "DownEncoderBlock2D", "UpDecoderBlock2D")
+
 #: diffusers name -> the pipeyard object serving it.
 TARGETS: dict[str, str] = {
     # pipelines
@@ -62,6 +71,19 @@ TARGETS: dict[str, str] = {
     "register_to_config": "pipeyard.configuration:register_to_config",
     "BaseOutput": "pipeyard.outputs:BaseOutput",
     "randn_tensor": "pipeyard.torch_utils:randn_tensor",
+    # the Stable Diffusion surface
+    "StableDiffusionMixin": "pipeyard.pipelines.stable_diffusion_mixin:StableDiffusionMixin",
+    **{name: f"pipeyard.pipelines.image_processor:{name}" for name in _IMAGE_PROCESSOR},
+    "rescale_noise_cfg": "pipeyard.pipelines.sampling:rescale_noise_cfg",
+    "retrieve_timesteps": "pipeyard.pipelines.sampling:retrieve_timesteps",
+    **{name: f"pipeyard.pipelines.loader_mixins:{name}" for name in (*_LOADERS, "adjust_lora_scale_text_encoder")},
+    **{name: f"pipeyard.pipelines.callbacks:{name}" for name in _CALLBACKS},
+    # attention and blocks
+    "Attention": "pipeyard.models.attention:Attention",
+    **{name: f"pipeyard.models.attention_processor:{name}" for name in _PROCESSORS},
+    "AttentionMixin": "pipeyard.models.attention_processor:AttentionProcessorMixin",
+    **{name: f"pipeyard.models.transformer_2d:{name}" for name in _TRANSFORMER},
+    **{name: f"pipeyard.models.unet_blocks:{name}" for name in _BLOCKS},
     # utilities
     "FrozenDict": "pipeyard.configuration:FrozenDict",
     "deprecate": "pipeyard.utils.deprecation:deprecate",
@@ -91,15 +113,17 @@ _SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES, "LCMScheduler", "RePaintSche
 
 #: diffusers module path -> the names real files import from it.
 MODULES: dict[str, tuple[str, ...]] = {
-    "diffusers": (*_PIPELINES, *_MODELS, *_SCHEDULERS, "ConfigMixin", "logging"),
-    "diffusers.pipelines": _PIPELINES,
-    "diffusers.pipelines.pipeline_utils": ("DiffusionPipeline", "ImagePipelineOutput", "BaseOutput"),
+    "diffusers": (*_PIPELINES, *_MODELS, *_SCHEDULERS, "ConfigMixin", "logging", "StableDiffusionMixin",
+                  "VaeImageProcessor", "Transformer2DModel"),
+    "diffusers.pipelines": (*_PIPELINES, "StableDiffusionMixin"),
+    "diffusers.pipelines.pipeline_utils": ("DiffusionPipeline", "ImagePipelineOutput", "BaseOutput", "StableDiffusionMixin"),
     "diffusers.pipelines.stable_diffusion": (
         "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
     ),
     "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion": (
         "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
         "DiffusionPipeline", "AutoencoderKL", "UNet2DConditionModel", "randn_tensor",
+        "rescale_noise_cfg", "retrieve_timesteps", "VaeImageProcessor", "PipelineImageInput",
     ),
     "diffusers.pipelines.stable_diffusion.pipeline_output": ("StableDiffusionPipelineOutput", "BaseOutput"),
     "diffusers.pipelines.stable_diffusion.safety_checker": ("StableDiffusionSafetyChecker",),
@@ -107,9 +131,19 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.pipelines.ddpm.pipeline_ddpm": ("DDPMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
     "diffusers.pipelines.ddim": ("DDIMPipeline",),
     "diffusers.pipelines.ddim.pipeline_ddim": ("DDIMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
-    "diffusers.models": _MODELS,
+    "diffusers.models": (*_MODELS, "Transformer2DModel"),
+    "diffusers.models.attention_processor": ("Attention", *_PROCESSORS),
+    "diffusers.models.attention": ("Attention", "AttentionMixin", "BasicTransformerBlock", "FeedForward", "GEGLU"),
+    "diffusers.models.activations": ("GEGLU",),
+    "diffusers.models.lora": ("adjust_lora_scale_text_encoder",),
+    "diffusers.models.transformers": ("Transformer2DModel",),
+    "diffusers.models.transformers.transformer_2d": ("Transformer2DModel", "Transformer2DModelOutput"),
+    "diffusers.models.unets.unet_2d_blocks": _BLOCKS,
+    "diffusers.image_processor": _IMAGE_PROCESSOR,
+    "diffusers.loaders": _LOADERS,
+    "diffusers.callbacks": _CALLBACKS,
     "diffusers.models.modeling_utils": ("ModelMixin",),
-    "diffusers.models.modeling_outputs": ("AutoencoderKLOutput",),
+    "diffusers.models.modeling_outputs": ("AutoencoderKLOutput", "Transformer2DModelOutput"),
     "diffusers.models.unets": ("UNet2DModel", "UNet2DConditionModel"),
     "diffusers.models.unets.unet_2d": ("UNet2DModel", "UNet2DOutput"),
     "diffusers.models.unets.unet_2d_condition": ("UNet2DConditionModel", "UNet2DConditionOutput"),

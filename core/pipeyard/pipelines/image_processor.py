@@ -27,6 +27,7 @@ import torch
 
 from .. import errors
 from ..configuration import ConfigMixin, register_to_config
+from ..utils.pil import PIL_INTERPOLATION
 
 #: what ``preprocess`` accepts: one image or a list, as PIL, numpy or torch
 PipelineImageInput = (
@@ -34,13 +35,7 @@ PipelineImageInput = (
 )
 
 #: PIL resampling filters by the names configs use
-RESAMPLE_FILTERS = {
-    "linear": PIL.Image.Resampling.BILINEAR,
-    "bilinear": PIL.Image.Resampling.BILINEAR,
-    "bicubic": PIL.Image.Resampling.BICUBIC,
-    "lanczos": PIL.Image.Resampling.LANCZOS,
-    "nearest": PIL.Image.Resampling.NEAREST,
-}
+RESAMPLE_FILTERS = PIL_INTERPOLATION
 
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 

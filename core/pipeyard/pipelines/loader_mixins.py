@@ -18,45 +18,14 @@ from typing import Any, NoReturn
 
 from .. import errors
 
-#: diffusers' switch between PEFT's LoRA layers (True) and its older patched projections. pipeyard
-#: needs no PEFT and its models carry no LoRA layers of either kind: code written for diffusers
-#: takes the older branch (:func:`adjust_lora_scale_text_encoder`), which changes nothing.
-USE_PEFT_BACKEND = False
+# diffusers' switch between PEFT's LoRA layers and its older patched projections (False here:
+# code written for diffusers takes the older branch, which changes nothing) and its scale helpers.
+from ..utils.lora import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers  # noqa: F401
 
 
 def _unsupported(owner: Any, feature: str, fix: str) -> NoReturn:
     name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
     raise errors.UnsupportedFeatureError(feature, name, fix)
-
-
-# ---------------------------------------------------------------------- LoRA scale helpers
-
-
-def scale_lora_layers(model: Any, weight: float | None) -> None:
-    """Multiply the scale of every LoRA (PEFT tuner) layer of ``model`` by ``weight``.
-
-    With no LoRA layer (always, for pipeyard's own models) or ``weight`` None / 1.0 it does
-    nothing. Layers are recognised by PEFT's ``scale_layer`` method, without importing PEFT.
-    """
-    if weight is None or weight == 1.0 or model is None:
-        return
-    for module in model.modules():
-        if callable(getattr(module, "scale_layer", None)) and hasattr(module, "active_adapters"):
-            module.scale_layer(weight)
-
-
-def unscale_lora_layers(model: Any, weight: float | None = None) -> None:
-    """Undo :func:`scale_lora_layers` (``weight`` 0 resets every active adapter's scale to 1)."""
-    if weight is None or weight == 1.0 or model is None:
-        return
-    for module in model.modules():
-        if not (callable(getattr(module, "unscale_layer", None)) and hasattr(module, "active_adapters")):
-            continue
-        if weight != 0:
-            module.unscale_layer(weight)
-        else:
-            for adapter in module.active_adapters:
-                module.set_scale(adapter, 1.0)
 
 
 def adjust_lora_scale_text_encoder(text_encoder: Any, lora_scale: float = 1.0) -> None:
@@ -173,3 +142,7 @@ class FromSingleFileMixin:
     def from_single_file(cls, *args: Any, **kwargs: Any) -> NoReturn:
         _unsupported(cls, "from_single_file", "load a folder in diffusers' layout with from_pretrained "
                      "(convert the checkpoint once with diffusers' conversion script)")
+
+
+#: diffusers' older name of :class:`StableDiffusionLoraLoaderMixin`, still imported by community files.
+LoraLoaderMixin = StableDiffusionLoraLoaderMixin

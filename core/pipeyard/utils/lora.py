@@ -20,9 +20,12 @@ def _lora_layers(model: Any) -> list[Any]:
     return [m for m in modules if callable(getattr(m, "scale_layer", None))]
 
 
-def scale_lora_layers(model: Any, weight: float) -> None:
-    """Multiply the LoRA contribution of every LoRA layer in ``model`` by ``weight`` (1.0: nothing)."""
-    if weight == 1.0:
+def scale_lora_layers(model: Any, weight: float | None) -> None:
+    """Multiply the LoRA contribution of every LoRA layer in ``model`` by ``weight``.
+
+    None or 1.0 (and a model without LoRA layers, or None) change nothing.
+    """
+    if weight is None or weight == 1.0 or model is None:
         return
     for layer in _lora_layers(model):
         layer.scale_layer(weight)
@@ -33,7 +36,7 @@ def unscale_lora_layers(model: Any, weight: float | None = None) -> None:
 
     None or 1.0 changes nothing.
     """
-    if weight is None or weight == 1.0:
+    if weight is None or weight == 1.0 or model is None:
         return
     for layer in _lora_layers(model):
         if weight != 0:
