@@ -218,6 +218,9 @@ def worker(library: str, file: Path, model: Path, steps: int, out: Path) -> None
     own_scheduler = file_scheduler_class(file)
     if own_scheduler is not None:  # e.g. IADB, LCM: built with its defaults, as their examples do
         pipe.scheduler = getattr(sys.modules[type(pipe).__module__], own_scheduler)()
+    import torch
+
+    torch.manual_seed(0)  # files that draw noise from the global generator (LCM) get the same draws
     output = pipe(**call_arguments(file, steps))
     done = time.perf_counter()
     np.save(out.with_suffix(".npy"), as_array(output))

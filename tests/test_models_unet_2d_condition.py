@@ -160,3 +160,39 @@ def test_full_size_sd15_unet_matches_diffusers(oracle):
     }
     expected = reference(**inputs).sample
     assert oracle.relative_error(expected, ours(**inputs).sample) <= oracle.FP32_TOLERANCE
+
+
+def test_guidance_embedding_time_cond_proj_dim_matches_diffusers(oracle):
+    """Latent consistency models embed the guidance scale: timestep_cond through time_cond_proj_dim."""
+    import torch
+    from diffusers import UNet2DConditionModel as Theirs
+
+    from pipeyard import UNet2DConditionModel, errors
+
+    torch.manual_seed(0)
+    theirs = Theirs(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=32, attention_head_dim=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        time_cond_proj_dim=16,
+    ).eval()
+    ours = UNet2DConditionModel.from_pretrained(oracle.save(theirs)).eval()
+    sample, context, condition = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 32), torch.randn(2, 16)
+    with torch.no_grad():
+        expected = theirs(sample, 7, context, timestep_cond=condition).sample
+        assert torch.allclose(ours(sample, 7, context, timestep_cond=condition).sample, expected, atol=1e-5)
+        assert not torch.allclose(ours(sample, 7, context).sample, expected, atol=1e-3)  # the condition counts
+    plain = UNet2DConditionModel(**{k: v for k, v in ours.config.items() if k != "time_cond_proj_dim" and not k.startswith("_")})
+    with pytest.raises(errors.ModelInputError, match="time_cond_proj_dim"):
+        plain(sample, 7, context, timestep_cond=condition)
+
+
+def test_image_projection_matches_diffusers():
+    import torch
+    from diffusers.models.embeddings import ImageProjection as Theirs
+
+    from pipeyard.models.embeddings import ImageProjection
+
+    theirs, ours = Theirs(16, 32, 4), ImageProjection(16, 32, 4)
+    ours.load_state_dict(theirs.state_dict())
+    embeds = torch.randn(3, 16)
+    assert torch.equal(ours(embeds), theirs(embeds)) and ours(embeds).shape == (3, 4, 32)

@@ -80,6 +80,8 @@ TARGETS: dict[str, str] = {
     **{name: f"pipeyard.pipelines.callbacks:{name}" for name in _CALLBACKS},
     # attention and blocks
     "Attention": "pipeyard.models.attention:Attention",
+    "ImageProjection": "pipeyard.models.embeddings:ImageProjection",
+    "TimestepEmbedding": "pipeyard.models.embeddings:TimestepEmbedding",
     **{name: f"pipeyard.models.attention_processor:{name}" for name in _PROCESSORS},
     "AttentionMixin": "pipeyard.models.attention_processor:AttentionProcessorMixin",
     **{name: f"pipeyard.models.transformer_2d:{name}" for name in _TRANSFORMER},
@@ -131,7 +133,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.pipelines.ddpm.pipeline_ddpm": ("DDPMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
     "diffusers.pipelines.ddim": ("DDIMPipeline",),
     "diffusers.pipelines.ddim.pipeline_ddim": ("DDIMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
-    "diffusers.models": (*_MODELS, "Transformer2DModel"),
+    "diffusers.models": (*_MODELS, "Transformer2DModel", "ImageProjection"),
+    "diffusers.models.embeddings": ("ImageProjection", "TimestepEmbedding"),
     "diffusers.models.attention_processor": ("Attention", *_PROCESSORS),
     "diffusers.models.attention": ("Attention", "AttentionMixin", "BasicTransformerBlock", "FeedForward", "GEGLU"),
     "diffusers.models.activations": ("GEGLU",),

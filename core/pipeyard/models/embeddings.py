@@ -72,16 +72,45 @@ class GaussianFourierProjection(nn.Module):
 
 
 class TimestepEmbedding(nn.Module):
-    """The MLP ``linear_1 -> act -> linear_2`` that widens the projected timestep."""
+    """The MLP ``linear_1 -> act -> linear_2`` that widens the projected timestep.
 
-    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu") -> None:
+    With ``cond_proj_dim`` (a UNet's ``time_cond_proj_dim``: latent consistency models embed
+    the guidance scale this way), ``condition`` is projected without bias and added to the
+    projected timestep before the MLP.
+    """
+
+    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", cond_proj_dim: int | None = None) -> None:
         super().__init__()
         self.linear_1 = nn.Linear(in_channels, time_embed_dim)
         self.act = activation(act_fn)
         self.linear_2 = nn.Linear(time_embed_dim, time_embed_dim)
+        self.cond_proj = nn.Linear(cond_proj_dim, in_channels, bias=False) if cond_proj_dim else None
 
-    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if condition is not None:
+            if self.cond_proj is None:
+                from .. import errors
+
+                raise errors.ModelInputError(
+                    "timestep_cond was given, but this UNet has no time_cond_proj_dim to project it with; "
+                    "pass timestep_cond=None"
+                )
+            sample = sample + self.cond_proj(condition)
         return self.linear_2(self.act(self.linear_1(sample)))
+
+
+class ImageProjection(nn.Module):
+    """An image embedding as ``num_image_text_embeds`` extra context tokens (IP-Adapter's projection)."""
+
+    def __init__(self, image_embed_dim: int = 768, cross_attention_dim: int = 768, num_image_text_embeds: int = 32) -> None:
+        super().__init__()
+        self.num_image_text_embeds = num_image_text_embeds
+        self.image_embeds = nn.Linear(image_embed_dim, num_image_text_embeds * cross_attention_dim)
+        self.norm = nn.LayerNorm(cross_attention_dim)
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        tokens = self.image_embeds(image_embeds.to(self.image_embeds.weight.dtype))
+        return self.norm(tokens.reshape(image_embeds.shape[0], self.num_image_text_embeds, -1))
 
 
 def broadcast_timesteps(

@@ -48,7 +48,6 @@ _UNSUPPORTED_DEFAULTS: dict[str, Any] = {
     "time_embedding_type": "positional",
     "time_embedding_act_fn": None,
     "timestep_post_act": None,
-    "time_cond_proj_dim": None,
     "projection_class_embeddings_input_dim": None,
     "attention_type": "default",
     "class_embeddings_concat": False,
@@ -131,7 +130,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         time_embed_dim = time_embedding_dim or first * 4
         self.conv_in = nn.Conv2d(in_channels, first, kernel_size=conv_in_kernel, padding=(conv_in_kernel - 1) // 2)
         self.time_proj = SinusoidalTimestepProjection(first, flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(first, time_embed_dim, act_fn)
+        self.time_embedding = TimestepEmbedding(first, time_embed_dim, act_fn, cond_proj_dim=time_cond_proj_dim)
         self.class_embedding = nn.Embedding(num_class_embeds, time_embed_dim) if num_class_embeds else None
         shared = BlockArgs(
             in_channels=0, out_channels=0, temb_channels=time_embed_dim, eps=norm_eps, act_fn=act_fn,
@@ -258,16 +257,16 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore.
             cross_attention_kwargs: passed to every attention processor that takes them by name
                 (``scale``, the LoRA scale, is taken out first, as diffusers does).
-            timestep_cond, attention_mask, added_cond_kwargs: accepted for call compatibility
-                with diffusers; must be None (or empty).
+            timestep_cond: ``(B, time_cond_proj_dim)``, added to the timestep embedding (latent
+                consistency models' guidance embedding); only for a UNet with ``time_cond_proj_dim``.
+            attention_mask, added_cond_kwargs: accepted for call compatibility with diffusers;
+                must be None (or empty).
 
         Raises:
             InputShapeError, MissingModelInputError, ModelInputError.
         """
         self._check_inputs(sample, encoder_hidden_states)
-        self._refuse_unsupported(
-            timestep_cond=timestep_cond, attention_mask=attention_mask, added_cond_kwargs=added_cond_kwargs,
-        )
+        self._refuse_unsupported(attention_mask=attention_mask, added_cond_kwargs=added_cond_kwargs)
         if cross_attention_kwargs is not None and "scale" in cross_attention_kwargs:
             cross_attention_kwargs = {k: v for k, v in cross_attention_kwargs.items() if k != "scale"}
         mask = None
@@ -276,7 +275,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         residuals = (down_block_additional_residuals, mid_block_additional_residual)
-        emb = self._embed(timesteps_for_batch(type(self).__name__, timestep, sample, None), sample, class_labels)
+        timesteps = timesteps_for_batch(type(self).__name__, timestep, sample, None)
+        emb = self._embed(timesteps, sample, class_labels, timestep_cond)
         emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
         context = encoder_hidden_states
         with opened((self._time_projections, emb), (self._context_projections, context)):
@@ -352,8 +352,11 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
                 f"{type(self).__name__} does not support {', '.join(given)} yet; pass None (the default)"
             )
 
-    def _embed(self, timesteps: torch.Tensor, sample: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
-        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
+    def _embed(
+        self, timesteps: torch.Tensor, sample: torch.Tensor, class_labels: torch.Tensor | None,
+        timestep_cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype), timestep_cond)
         if self.class_embedding is None:
             return emb
         if class_labels is None:
