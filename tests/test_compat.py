@@ -225,3 +225,44 @@ def test_pipeyard_info_reports_the_static_check_of_a_stored_hub_entry(invoke, mo
     monkeypatch.setattr(registry, "read_index", lambda path=None: {"pipelines": [entry]})
     out = invoke("info", "cn").output
     assert "diffusers:  needs diffusers.ControlNetModel (line 1)" in out
+
+
+_TUTORIAL = textwrap.dedent(
+    '''
+    import torch
+    from diffusers import DiffusionPipeline
+
+
+    class OneStep(DiffusionPipeline):
+        def __init__(self, unet, scheduler):
+            super().__init__()
+            self.register_modules(unet=unet, scheduler=scheduler)
+
+        def __call__(self):
+            size = self.unet.config.sample_size
+            image = torch.randn((1, self.unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(3))
+            output = self.unet(image, 1).sample
+            return self.scheduler.step(output, 1, image).prev_sample  # no set_timesteps: t -> t-1
+    '''
+)
+
+
+def test_the_tutorial_shape_steps_a_fresh_ddpm_scheduler_as_diffusers(tiny_ddpm_folder, write_pipeline):
+    """The diffusers docs' first custom pipeline calls step() on a fresh DDPMScheduler."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from pipeyard import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_ddpm_folder, custom_pipeline=str(write_pipeline(text=_TUTORIAL)))
+    torch.manual_seed(0)  # step() at t=1 adds noise from the global generator, in both libraries
+    got = pipe()
+    unet = UNet2DModel.from_pretrained(tiny_ddpm_folder, subfolder="unet")
+    scheduler = DDPMScheduler.from_pretrained(tiny_ddpm_folder, subfolder="scheduler")
+    size = unet.config.sample_size
+    image = torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        output = unet(image, 1).sample
+        torch.manual_seed(0)
+        expected = scheduler.step(output, 1, image).prev_sample
+    assert torch.allclose(got, expected, atol=1e-5)
