@@ -46,20 +46,9 @@ CALL_EXTRAS: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------- components (diffusers)
 
 
-def _tokenizer(folder: Path) -> Any:
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    alphabet = list(bytes_to_unicode().values())
-    vocab = [*alphabet, *(c + "</w>" for c in alphabet), "<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=77)
-
-
 def _save_sd(folder: Path, in_channels: int = 4, time_cond_proj_dim: int | None = None) -> None:
     import torch
+    from pipelines import _byte_level_tokenizer as byte_level_tokenizer  # bench/pipelines.py
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel
@@ -80,7 +69,7 @@ def _save_sd(folder: Path, in_channels: int = 4, time_cond_proj_dim: int | None 
     vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                   image_size=32, patch_size=4, projection_dim=32)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=CLIPTextModel(text).eval(), tokenizer=_tokenizer(folder.parent / "_tok"), unet=unet,
+        vae=vae, text_encoder=CLIPTextModel(text).eval(), tokenizer=byte_level_tokenizer(folder.parent / "_tok"), unet=unet,
         scheduler=PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                 skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),
         safety_checker=StableDiffusionSafetyChecker(CLIPConfig(text_config=text.to_dict(), vision_config=vision,
