@@ -196,3 +196,22 @@ def test_image_projection_matches_diffusers():
     ours.load_state_dict(theirs.state_dict())
     embeds = torch.randn(3, 16)
     assert torch.equal(ours(embeds), theirs(embeds)) and ours(embeds).shape == (3, 4, 32)
+
+
+def test_multi_ip_adapter_image_projection_matches_diffusers():
+    import torch
+    from diffusers.models.embeddings import ImageProjection as TheirProjection
+    from diffusers.models.embeddings import MultiIPAdapterImageProjection as Theirs
+
+    from pipeyard import errors
+    from pipeyard.models.embeddings import ImageProjection, MultiIPAdapterImageProjection
+
+    theirs = Theirs([TheirProjection(16, 32, 4), TheirProjection(8, 32, 2)])
+    ours = MultiIPAdapterImageProjection([ImageProjection(16, 32, 4), ImageProjection(8, 32, 2)])
+    ours.load_state_dict(theirs.state_dict())
+    embeds = [torch.randn(2, 3, 16), torch.randn(2, 1, 8)]
+    for got, expected in zip(ours(embeds), theirs(embeds)):
+        assert torch.equal(got, expected)
+    assert ours.num_ip_adapters == 2
+    with pytest.raises(errors.ModelInputError, match="one per adapter"):
+        ours(embeds[:1])

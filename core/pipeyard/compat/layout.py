@@ -81,6 +81,7 @@ TARGETS: dict[str, str] = {
     # attention and blocks
     "Attention": "pipeyard.models.attention:Attention",
     "ImageProjection": "pipeyard.models.embeddings:ImageProjection",
+    "MultiIPAdapterImageProjection": "pipeyard.models.embeddings:MultiIPAdapterImageProjection",
     "TimestepEmbedding": "pipeyard.models.embeddings:TimestepEmbedding",
     **{name: f"pipeyard.models.attention_processor:{name}" for name in _PROCESSORS},
     "AttentionMixin": "pipeyard.models.attention_processor:AttentionProcessorMixin",
@@ -134,7 +135,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.pipelines.ddim": ("DDIMPipeline",),
     "diffusers.pipelines.ddim.pipeline_ddim": ("DDIMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
     "diffusers.models": (*_MODELS, "Transformer2DModel", "ImageProjection"),
-    "diffusers.models.embeddings": ("ImageProjection", "TimestepEmbedding"),
+    "diffusers.models.embeddings": ("ImageProjection", "MultiIPAdapterImageProjection", "TimestepEmbedding"),
     "diffusers.models.attention_processor": ("Attention", *_PROCESSORS),
     "diffusers.models.attention": ("Attention", "AttentionMixin", "BasicTransformerBlock", "FeedForward", "GEGLU"),
     "diffusers.models.activations": ("GEGLU",),

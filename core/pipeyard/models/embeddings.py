@@ -130,3 +130,40 @@ def broadcast_timesteps(
     elif timestep.ndim == 0:
         timestep = timestep[None]
     return timestep.to(device).expand(batch_size)
+
+
+class MultiIPAdapterImageProjection(nn.Module):
+    """One image projection per IP-Adapter, each applied to its own image embeddings."""
+
+    def __init__(self, IPAdapterImageProjectionLayers: list[nn.Module] | tuple[nn.Module, ...]) -> None:  # noqa: N803
+        super().__init__()
+        self.image_projection_layers = nn.ModuleList(IPAdapterImageProjectionLayers)
+
+    @property
+    def num_ip_adapters(self) -> int:
+        return len(self.image_projection_layers)
+
+    def forward(self, image_embeds: list[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
+        """``image_embeds``: one tensor per adapter, ``(batch, images, ...)``; a bare tensor is the
+        older single-adapter form ``(batch, ...)`` (deprecated, as in diffusers)."""
+        from .. import errors
+
+        if not isinstance(image_embeds, list):
+            import warnings
+
+            warnings.warn(
+                "image_embeds as one tensor is deprecated; pass a list with one tensor per IP-Adapter",
+                errors.PipeyardDeprecationWarning, stacklevel=2,
+            )
+            image_embeds = [image_embeds.unsqueeze(1)]
+        if len(image_embeds) != len(self.image_projection_layers):
+            raise errors.ModelInputError(
+                f"MultiIPAdapterImageProjection: {len(image_embeds)} image embedding tensor(s) for "
+                f"{len(self.image_projection_layers)} IP-Adapter projection(s); pass one per adapter"
+            )
+        projected = []
+        for embeds, layer in zip(image_embeds, self.image_projection_layers):
+            batch, images = embeds.shape[:2]
+            out = layer(embeds.reshape((batch * images, *embeds.shape[2:])))
+            projected.append(out.reshape((batch, images, *out.shape[1:])))
+        return projected
