@@ -151,9 +151,9 @@ def test_img2img_prepare_latents_from_latents_only_adds_noise(i2i_pair: tuple[An
 
 
 def test_img2img_strength_outside_unit_interval_is_refused_naming_the_value(i2i_pair: tuple[Any, Any]) -> None:
-    with pytest.raises(errors.PipelineInputError, match=r"strength must be between 0\.0 and 1\.0, got 1\.5") as info:
+    with pytest.raises(errors.StrengthError, match=r"strength must be between 0\.0 and 1\.0, got 1\.5") as info:
         i2i_pair[0](prompt="a cat", image=start_image(), strength=1.5)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) and info.value.strength == 1.5
 
 
 def test_img2img_old_callback_keyword_is_refused_naming_the_replacement(i2i_pair: tuple[Any, Any]) -> None:
@@ -177,9 +177,9 @@ def test_retrieve_latents_sample_argmax_and_latents_forms() -> None:
         latents = torch.ones(1)
 
     assert torch.equal(retrieve_latents(Direct()), torch.ones(1))
-    with pytest.raises(AttributeError, match="found no latents in a object") as info:
+    with pytest.raises(errors.EncoderLatentsError, match="found no latents in a object") as info:
         retrieve_latents(object())
-    assert isinstance(info.value, errors.PipeyardError)
+    assert isinstance(info.value, AttributeError)
 
 
 def test_deprecated_preprocess_equals_diffusers_and_warns() -> None:
@@ -264,8 +264,9 @@ def test_inpaint_prepare_mask_latents_equals_diffusers(inpaint4_pair: tuple[Any,
 def test_inpaint_unet_with_other_channel_count_is_refused(inpaint4_pair: tuple[Any, Any]) -> None:
     ours = inpaint4_pair[0]
     odd = StableDiffusionInpaintPipeline(**{**ours.components, "unet": _unet_with_channels(ours.unet, 5)})
-    with pytest.raises(errors.ComponentError, match="4 .* or 9 .*got 5"):
+    with pytest.raises(errors.UnetChannelsError, match="4 .* or 9 .*got 5") as info:
         odd(prompt="a cat", image=start_image(), mask_image=square_mask(), num_inference_steps=2)
+    assert isinstance(info.value, ValueError) and info.value.channels == 5
 
 
 def test_inpaint_mask_crop_is_refused_as_unsupported(inpaint4_pair: tuple[Any, Any]) -> None:

@@ -48,7 +48,7 @@ def retrieve_latents(encoder_output: Any, generator: Generator = None, sample_mo
     of its ``latent_dist``, or its ``latents`` for encoders that return them directly.
 
     Raises:
-        ComponentError (an AttributeError too): the output has neither.
+        EncoderLatentsError (an AttributeError too): the output has neither.
     """
     distribution = getattr(encoder_output, "latent_dist", None)
     if distribution is not None and sample_mode == "sample":
@@ -57,15 +57,7 @@ def retrieve_latents(encoder_output: Any, generator: Generator = None, sample_mo
         return distribution.mode()
     if hasattr(encoder_output, "latents"):
         return encoder_output.latents
-    raise _NoLatentsError(type(encoder_output).__name__, sample_mode)
-
-
-class _NoLatentsError(errors.ComponentError, AttributeError):
-    def __init__(self, output_type: str, sample_mode: str) -> None:
-        super().__init__(
-            f"retrieve_latents(sample_mode={errors.clip(repr(sample_mode))}) found no latents in a {output_type}: "
-            f"pass a VAE encode() output with a latent_dist (sample_mode 'sample' or 'argmax') or a .latents tensor"
-        )
+    raise errors.EncoderLatentsError(type(encoder_output).__name__, sample_mode)
 
 
 def preprocess(image: PIL.Image.Image | list[PIL.Image.Image] | torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -93,13 +85,10 @@ def check_strength(strength: float) -> None:
     """``strength`` must lie in [0, 1].
 
     Raises:
-        PipelineInputError: it does not.
+        StrengthError: it does not.
     """
     if not 0 <= strength <= 1:
-        raise errors.PipelineInputError(
-            f"strength must be between 0.0 and 1.0, got {strength!r}: 1.0 ignores the input image's content, "
-            f"0.0 keeps it unchanged (e.g. strength=0.8)"
-        )
+        raise errors.StrengthError(strength)
 
 
 def check_old_call_kwargs(kwargs: dict[str, Any], owner: str) -> None:

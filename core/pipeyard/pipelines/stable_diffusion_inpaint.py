@@ -47,15 +47,6 @@ logger = logging.getLogger(__name__)
 INPAINT_CALLBACK_TENSOR_INPUTS = ("latents", "prompt_embeds", "negative_prompt_embeds", "mask", "masked_image_latents")
 
 
-class _UnetChannelsError(errors.ComponentError, ValueError):
-    def __init__(self, owner: str, channels: int) -> None:
-        super().__init__(
-            f"{owner} needs a UNet with 4 input channels (a text-to-image UNet) or 9 (an inpainting UNet: latents, "
-            f"mask, masked-image latents), got {channels} (unet/config.json in_channels): load an inpainting "
-            f"repository's unet or a text-to-image one"
-        )
-
-
 class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
     """Inpainting with Stable Diffusion 1.x / 2.x, diffusers' interface.
 
@@ -297,7 +288,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
 
         Raises:
             PipelineInputError (and its subclasses): bad arguments, before any work.
-            ComponentError: a UNet with neither 4 nor 9 input channels.
+            UnetChannelsError: a UNet with neither 4 nor 9 input channels.
             UnsupportedFeatureError: ``padding_mask_crop``, IP-Adapter inputs.
         """
         owner = type(self).__name__
@@ -315,7 +306,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
         num_channels_unet = self.unet.config.in_channels
         if num_channels_unet not in (4, 9):
-            raise _UnetChannelsError(owner, num_channels_unet)
+            raise errors.UnetChannelsError(owner, num_channels_unet)
         total = prompt_batch_size(prompt, prompt_embeds) * num_images_per_prompt
         check_generators(generator, total, "len(prompts) * num_images_per_prompt")
         self._start_call(guidance_scale, 0.0, clip_skip, cross_attention_kwargs)
