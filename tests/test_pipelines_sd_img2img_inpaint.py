@@ -103,6 +103,10 @@ I2I_CASES = {
         num_images_per_prompt=2, seeds=[1, 2, 3, 4],
     ),
     "no-guidance-eta": dict(prompt="a cat", image=start_image(4), strength=0.5, guidance_scale=1.0, eta=0.3),
+    "latents-as-image-latent-output": dict(
+        prompt="a cat", image=torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9)), strength=0.5,
+        output_type="latent",
+    ),
 }
 
 
@@ -112,6 +116,53 @@ def test_img2img_images_equal_diffusers(i2i_pair: tuple[Any, Any], scheduler: st
     a, b = run_both(*i2i_pair, scheduler, **I2I_CASES[case])
     assert_images_equal(a.images, b.images)
     assert a.nsfw_content_detected == b.nsfw_content_detected
+
+
+def test_img2img_strength_0_with_pndm_runs_its_one_extra_step_like_diffusers(i2i_pair: tuple[Any, Any]) -> None:
+    a, b = run_both(*i2i_pair, "PNDMScheduler", prompt="a cat", image=start_image(5), strength=0.0)
+    assert_images_equal(a.images, b.images)
+
+
+def test_img2img_strength_leaving_no_timestep_is_refused(i2i_pair: tuple[Any, Any]) -> None:
+    ours = i2i_pair[0]
+    ours.scheduler = pipeyard.DDIMScheduler.from_config(ours.scheduler.config)
+    with pytest.raises(errors.PipelineInputError, match="strength=0.1 of num_inference_steps=4 leaves no timestep"):
+        ours("a cat", image=start_image(), strength=0.1, num_inference_steps=4)
+
+
+def test_img2img_callback_sees_the_kept_steps_and_replaces_latents(i2i_pair: tuple[Any, Any]) -> None:
+    ours = i2i_pair[0]
+    ours.scheduler = pipeyard.DDIMScheduler.from_config(ours.scheduler.config)
+    seen: list[int] = []
+
+    def zero_latents(pipe: Any, step: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        seen.append(int(timestep))
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    out = ours("a cat", image=start_image(), strength=0.5, num_inference_steps=4, output_type="latent",
+               callback_on_step_end=zero_latents)
+    assert len(seen) == 2 and ours.num_timesteps == 2
+    assert seen == ours.scheduler.timesteps[2:].tolist()
+    assert torch.equal(out.images, torch.zeros(1, 4, 8, 8))
+
+
+def test_subclass_overrides_of_the_helpers_are_used_by_the_call(tiny_sd_folder: Path) -> None:
+    calls: list[str] = []
+
+    class Recording(StableDiffusionImg2ImgPipeline):
+        def get_timesteps(self, num_inference_steps: int, strength: float, device: Any) -> Any:
+            calls.append("get_timesteps")
+            return super().get_timesteps(num_inference_steps, strength, device)
+
+        def prepare_latents(self, image: Any, timestep: Any, *args: Any) -> Any:
+            calls.append(f"prepare_latents {tuple(image.shape)} t={timestep.tolist()}")
+            return super().prepare_latents(image, timestep, *args)
+
+    pipe = Recording.from_pretrained(tiny_sd_folder)
+    pipe.set_progress_bar_config(disable=True)
+    pipe("a cat", image=start_image(), strength=0.5, num_inference_steps=4, output_type="latent")
+    assert calls[0] == "get_timesteps"
+    assert calls[1].startswith("prepare_latents (1, 3, 16, 16) t=")
 
 
 def test_img2img_one_image_for_two_prompts_repeats_with_a_future_warning(i2i_pair: tuple[Any, Any]) -> None:
@@ -236,6 +287,19 @@ def test_inpaint_9_channel_with_masked_image_latents_and_latents_equals_diffuser
         masked_image_latents=masked, latents=latents,
     )
     assert_images_equal(a.images, b.images)
+
+
+def test_inpaint_callback_receives_mask_and_masked_image_latents(inpaint9_pair: tuple[Any, Any]) -> None:
+    ours = inpaint9_pair[0]
+    received: list[tuple[int, ...]] = []
+
+    def record(pipe: Any, step: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        received.append(tuple(tensors["mask"].shape) + tuple(tensors["masked_image_latents"].shape))
+        return {}
+
+    ours("a cat", image=start_image(), mask_image=square_mask(), num_inference_steps=2, output_type="latent",
+         callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents", "mask", "masked_image_latents"])
+    assert received == [(2, 1, 8, 8, 2, 4, 8, 8)] * 2
 
 
 def test_inpaint_mask_processor_binarizes_grayscale_without_normalizing(inpaint4_pair: tuple[Any, Any]) -> None:

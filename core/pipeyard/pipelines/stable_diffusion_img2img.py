@@ -277,6 +277,11 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
         pixels = self.image_processor.preprocess(image)
         _, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         timesteps, num_inference_steps = self.get_timesteps(num_inference_steps, strength, device)
+        if len(timesteps) == 0:
+            raise errors.PipelineInputError(
+                f"strength={strength} of num_inference_steps={len(self.scheduler.timesteps)} leaves no timestep to "
+                f"start from (diffusers returns an empty batch here): raise strength or num_inference_steps"
+            )
         latents = self.prepare_latents(
             pixels, timesteps[:1].repeat(batch_size * num_images_per_prompt), batch_size, num_images_per_prompt,
             prompt_embeds.dtype, device, generator,
