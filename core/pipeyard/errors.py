@@ -39,7 +39,9 @@ change.
     │   ├── UnknownComponentClassError (LookupError)  a [library, Class] pair nothing can load
     │   ├── MissingComponentError (TypeError)       required components nobody supplied
     │   ├── UnexpectedArgumentError (TypeError)     a keyword that is neither component nor option
-    │   └── ComponentTypeError (TypeError)          a passed object of the wrong type
+    │   ├── ComponentTypeError (TypeError)          a passed object of the wrong type
+    │   ├── UnetChannelsError (ValueError)          an inpainting UNet with neither 4 nor 9 inputs
+    │   └── EncoderLatentsError (AttributeError)    a VAE encode output holding no latents
     ├── SchedulerError (ValueError)                 bad scheduler config or call order
     │   ├── SchedulerConfigError                    a config value outside the valid choices
     │   │   └── UnsupportedSchedulerOptionError (NotImplementedError)  kept, not implemented
@@ -59,7 +61,8 @@ change.
     │   ├── ImageSizeError                          height / width not a multiple of 8
     │   ├── ConflictingInputsError                  e.g. prompt and prompt_embeds both given
     │   ├── BatchSizeMismatchError                  generators / negative prompts of the wrong length
-    │   └── UnknownOutputTypeError                  output_type not "pil", "np", "pt" (or "latent")
+    │   ├── UnknownOutputTypeError                  output_type not "pil", "np", "pt" (or "latent")
+    │   └── StrengthError                           img2img / inpainting strength outside [0, 1]
     ├── UnsupportedFeatureError (NotImplementedError)  a diffusers pipeline feature pipeyard does not
     │                                               have yet (LoRA / textual inversion / IP-Adapter
     │                                               loading, single-file checkpoints, FreeU, ...)
@@ -1044,3 +1047,42 @@ class ScheduleRequestError(SchedulerError):
 
 class PipeyardDeprecationWarning(PipeyardWarning, FutureWarning):
     """A deprecated name, argument or behaviour was used (what :func:`pipeyard.utils.deprecate` warns)."""
+
+
+# --------------------------------------------------------------------------- image-to-image and inpainting
+
+
+class StrengthError(PipelineInputError):
+    """An image-to-image or inpainting ``strength`` outside [0, 1]."""
+
+    def __init__(self, strength: Any) -> None:
+        self.strength = strength
+        super().__init__(
+            f"strength must be between 0.0 and 1.0, got {clip(repr(strength))}: 1.0 ignores the input image's "
+            f"content, 0.0 keeps it unchanged (e.g. strength=0.8)"
+        )
+
+
+class UnetChannelsError(ComponentError, ValueError):
+    """An inpainting pipeline's UNet takes neither 4 (text-to-image) nor 9 (inpainting) input channels."""
+
+    def __init__(self, owner: str, channels: Any) -> None:
+        self.owner = owner
+        self.channels = channels
+        super().__init__(
+            f"{owner} needs a UNet with 4 input channels (a text-to-image UNet) or 9 (an inpainting UNet: "
+            f"latents, mask, masked-image latents), got {clip(repr(channels))} (unet/config.json in_channels): "
+            f"load an inpainting repository's unet or a text-to-image one"
+        )
+
+
+class EncoderLatentsError(ComponentError, AttributeError):
+    """``retrieve_latents`` got an encoder output with no ``latent_dist`` (for the mode asked) or ``latents``."""
+
+    def __init__(self, output_type: str, sample_mode: Any) -> None:
+        self.output_type = output_type
+        self.sample_mode = sample_mode
+        super().__init__(
+            f"retrieve_latents(sample_mode={clip(repr(sample_mode))}) found no latents in a {clip(output_type)}: "
+            f"pass a VAE encode() output with a latent_dist (sample_mode 'sample' or 'argmax') or a .latents tensor"
+        )

@@ -510,9 +510,13 @@ class StableDiffusionPipeline(
         extra_step_kwargs: dict[str, Any],
         callback: StepCallback | None,
         callback_inputs: Sequence[str],
+        timesteps: torch.Tensor | None = None,
     ) -> None:
-        """The sampling loop; updates ``tensors["latents"]`` (and what the callback replaces)."""
-        timesteps = self.scheduler.timesteps
+        """The sampling loop; updates ``tensors["latents"]`` (and what the callback replaces).
+
+        ``timesteps``: the part of the scheduler's timesteps to run (default: all of them).
+        """
+        timesteps = self.scheduler.timesteps if timesteps is None else timesteps
         order = getattr(self.scheduler, "order", 1)
         num_warmup_steps = len(timesteps) - num_inference_steps * order
         self._num_timesteps = len(timesteps)
