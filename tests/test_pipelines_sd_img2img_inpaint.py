@@ -353,3 +353,19 @@ def test_inpaint_strength_too_small_for_one_step_is_refused(inpaint4_pair: tuple
 def _unet_with_channels(unet: Any, channels: int) -> Any:
     config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
     return type(unet).from_config({**config, "in_channels": channels})
+
+
+def test_a_repository_naming_the_img2img_or_inpaint_class_builds_it(tiny_sd_folder, tmp_path):
+    """model_index.json's _class_name may name these built-in pipelines (pipeyard.names)."""
+    import json
+    import shutil
+
+    import pipeyard
+    from pipeyard import DiffusionPipeline
+
+    for name in ("StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"):
+        folder = tmp_path / name
+        shutil.copytree(tiny_sd_folder, folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": name}))
+        assert type(DiffusionPipeline.from_pretrained(folder)) is getattr(pipeyard, name)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .pipelines.ddpm import DDPMPipeline
     from .pipelines.outputs import ImagePipelineOutput, StableDiffusionPipelineOutput
     from .pipelines.stable_diffusion import StableDiffusionPipeline
+    from .pipelines.stable_diffusion_img2img import StableDiffusionImg2ImgPipeline
+    from .pipelines.stable_diffusion_inpaint import StableDiffusionInpaintPipeline
     from .schedulers.common import SchedulerMixin, SchedulerOutput
     from .schedulers.ddim import DDIMScheduler
     from .schedulers.ddpm import DDPMScheduler

@@ -47,6 +47,8 @@ BUILTIN_PIPELINES: dict[str, str] = {
     "DDIMPipeline": "pipelines.ddim",
     "DDPMPipeline": "pipelines.ddpm",
     "StableDiffusionPipeline": "pipelines.stable_diffusion",
+    "StableDiffusionImg2ImgPipeline": "pipelines.stable_diffusion_img2img",
+    "StableDiffusionInpaintPipeline": "pipelines.stable_diffusion_inpaint",
 }
 
 #: Component classes a model_index.json ``[library, Class]`` entry may name.

@@ -53,6 +53,10 @@ TARGETS: dict[str, str] = {
     "ImagePipelineOutput": "pipeyard.pipelines.outputs:ImagePipelineOutput",
     "StableDiffusionPipelineOutput": "pipeyard.pipelines.outputs:StableDiffusionPipelineOutput",
     "StableDiffusionPipeline": "pipeyard.pipelines.stable_diffusion:StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline": "pipeyard.pipelines.stable_diffusion_img2img:StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline": "pipeyard.pipelines.stable_diffusion_inpaint:StableDiffusionInpaintPipeline",
+    "retrieve_latents": "pipeyard.pipelines.stable_diffusion_img2img:retrieve_latents",
+    "preprocess": "pipeyard.pipelines.stable_diffusion_img2img:preprocess",
     "DDPMPipeline": "pipeyard.pipelines.ddpm:DDPMPipeline",
     "DDIMPipeline": "pipeyard.pipelines.ddim:DDIMPipeline",
     # models
@@ -110,7 +114,8 @@ TARGETS: dict[str, str] = {
     **{name: f"pipeyard.schedulers:{name}" for name in _SCHEDULER_FILES},
 }
 
-_PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "DDPMPipeline", "DDIMPipeline")
+_PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+              "StableDiffusionInpaintPipeline", "DDPMPipeline", "DDIMPipeline")
 _MODELS = ("ModelMixin", "AutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
 _SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES, "LCMScheduler", "RePaintScheduler")
 
@@ -122,6 +127,13 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.pipelines.pipeline_utils": ("DiffusionPipeline", "ImagePipelineOutput", "BaseOutput", "StableDiffusionMixin"),
     "diffusers.pipelines.stable_diffusion": (
         "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
+        "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+    ),
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img": (
+        "StableDiffusionImg2ImgPipeline", "retrieve_latents", "retrieve_timesteps", "preprocess",
+    ),
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint": (
+        "StableDiffusionInpaintPipeline", "retrieve_latents", "retrieve_timesteps",
     ),
     "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion": (
         "StableDiffusionPipeline", "StableDiffusionPipelineOutput", "StableDiffusionSafetyChecker",
