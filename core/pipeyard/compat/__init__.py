@@ -20,5 +20,8 @@ from __future__ import annotations
 #: The diffusers release whose module layout and behaviour this package follows.
 DIFFUSERS_VERSION = "0.42.1"
 
+#: Distributions a hosted module gets from this package, installed or not, and their version.
+PROVIDED_DISTRIBUTIONS = {"diffusers": DIFFUSERS_VERSION}
+
 #: Where the views live: ``diffusers.x.y`` is served as ``pipeyard.compat.diffusers.x.y``.
 VIEW_ROOT = "pipeyard.compat.diffusers"

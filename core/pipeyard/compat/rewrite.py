@@ -28,7 +28,8 @@ def _is_diffusers(module: str | None) -> bool:
     return module is not None and (module == "diffusers" or module.startswith("diffusers."))
 
 
-def _catches_import_error(node: ast.Try) -> bool:
+def catches_import_error(node: ast.Try) -> bool:
+    """True for ``try: ... except ImportError`` (or a base of it): the imports it guards are optional."""
     for handler in node.handlers:
         if handler.type is None:
             return True
@@ -45,7 +46,7 @@ def _imports(tree: ast.Module) -> Iterator[tuple[ast.Import | ast.ImportFrom, bo
         node, guarded = pending.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, guarded
-        inner_guarded = guarded or (isinstance(node, ast.Try) and _catches_import_error(node))
+        inner_guarded = guarded or (isinstance(node, ast.Try) and catches_import_error(node))
         for field in reversed(_BLOCK_FIELDS):
             block = getattr(node, field, ())
             # a try's own body is guarded by its handlers; its handlers and else are not

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from .. import errors
+from ..compat import PROVIDED_DISTRIBUTIONS
+from ..compat.rewrite import catches_import_error
 from .parse import dotted_name
 from .script_metadata import ScriptMetadata
 
@@ -34,18 +36,6 @@ _DISTRIBUTION_OF = {
 # --------------------------------------------------------------------------- imports
 
 
-def _guarded_by_import_error(node: ast.Try) -> bool:
-    """True for ``try: ... except ImportError`` (or a base of it) around optional imports."""
-    catching = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
-    for handler in node.handlers:
-        if handler.type is None:
-            return True
-        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-        if {dotted_name(t) for t in types} & catching:
-            return True
-    return False
-
-
 def _is_type_checking(test: ast.expr) -> bool:
     return dotted_name(test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
 
@@ -59,7 +49,7 @@ def _unconditional_imports(body: list[ast.stmt]) -> Iterator[str]:
         elif isinstance(node, ast.If) and not _is_type_checking(node.test):
             yield from _unconditional_imports(node.body)
             yield from _unconditional_imports(node.orelse)
-        elif isinstance(node, ast.Try) and not _guarded_by_import_error(node):
+        elif isinstance(node, ast.Try) and not catches_import_error(node):
             yield from _unconditional_imports(node.body)
 
 
@@ -79,7 +69,7 @@ def missing_imports(imports: tuple[str, ...], local_modules: frozenset[str] = fr
     for name in imports:
         if name in sys.stdlib_module_names or name in local_modules or name in sys.modules:
             continue
-        if name == "diffusers":  # served by pipeyard.compat to hosted modules, installed or not
+        if name in PROVIDED_DISTRIBUTIONS:  # served by pipeyard.compat to hosted modules
             continue
         if importlib.util.find_spec(name) is None:  # top-level names: finds, never imports
             missing.append(name)
@@ -98,23 +88,14 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
-def _provided_version(distribution: str) -> str | None:
-    """The version a hosted module gets: diffusers is pipeyard.compat's, whatever is installed."""
+def _available_version(distribution: str) -> tuple[str | None, str]:
+    """The version a hosted module gets, and how: pipeyard.compat's (diffusers), else installed."""
     from packaging.utils import canonicalize_name
 
-    if canonicalize_name(distribution) == "diffusers":
-        from ..compat import DIFFUSERS_VERSION
-
-        return DIFFUSERS_VERSION
-    return _installed_version(distribution)
-
-
-def _how_provided(distribution: str) -> str:
-    from packaging.utils import canonicalize_name
-
-    if canonicalize_name(distribution) == "diffusers":
-        return "is what pipeyard's diffusers compatibility provides"
-    return "installed"
+    provided = PROVIDED_DISTRIBUTIONS.get(canonicalize_name(distribution))
+    if provided is not None:
+        return provided, "is what pipeyard's diffusers compatibility provides"
+    return _installed_version(distribution), "installed"
 
 
 def unmet_dependencies(requirements: tuple[str, ...], path: str) -> list[tuple[str, str]]:
@@ -129,11 +110,11 @@ def unmet_dependencies(requirements: tuple[str, ...], path: str) -> list[tuple[s
             raise errors.PipelineVerificationError(path, f"dependency {text!r} is not valid: {exc}") from None
         if req.marker is not None and not req.marker.evaluate():
             continue
-        installed = _provided_version(req.name)
+        installed, how = _available_version(req.name)
         if installed is None:
             unmet.append((text, "not installed"))
         elif not req.specifier.contains(installed, prereleases=True):
-            unmet.append((text, f"{installed} {_how_provided(req.name)}"))
+            unmet.append((text, f"{installed} {how}"))
     return unmet
 
 
