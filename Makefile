@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BIN  := $(VENV)/bin
 PIP  := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test docs bench clean
+.PHONY: demo test reliability docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ test: $(VENV)/.test-installed
 	$(BIN)/pipeyard registry check
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The reliability suite's long profile (sweeps, longer hypothesis runs), then its table.
+RELIABILITY_REPORT := $(VENV)/reliability.jsonl
+reliability: $(VENV)/.test-installed
+	rm -f $(RELIABILITY_REPORT)
+	PIPEYARD_RELIABILITY_PROFILE=long PIPEYARD_RELIABILITY_REPORT=$(abspath $(RELIABILITY_REPORT)) \
+		$(BIN)/python -m pytest -n 2 -q tests/reliability $(PYTEST_ARGS)
+	$(BIN)/python scripts/reliability_table.py $(RELIABILITY_REPORT)
 
 docs: $(VENV)/.test-installed
 	$(BIN)/mkdocs build --strict --site-dir site
