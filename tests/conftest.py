@@ -176,6 +176,11 @@ class OlahHub:
         repo_id = name or f"alice/pipe-{uuid.uuid4().hex[:8]}"
         return repo_id, GitRepo(self.mirrors / "models" / repo_id)
 
+    def new_dataset(self, name: str | None = None) -> tuple[str, GitRepo]:
+        """A fresh empty dataset repo (diffusers' community mirror is one); its id and git repo."""
+        repo_id = name or f"mirror/community-{uuid.uuid4().hex[:8]}"
+        return repo_id, GitRepo(self.mirrors / "datasets" / repo_id)
+
 
 @pytest.fixture(scope="session")
 def olah_server(tmp_path_factory: pytest.TempPathFactory):

@@ -37,12 +37,20 @@ def test_folder_without_pipeline_py_is_not_found(tmp_path):
         resolve.resolve_source(tmp_path)
 
 
-def test_unknown_simple_name_tries_entry_points_bundled_and_hub():
+def test_unknown_simple_name_tries_entry_points_bundled_then_diffusers_mirror():
+    source = resolve.resolve_source("no_such_pipeline_xyz")
+    assert source.kind is SourceKind.MIRROR  # whether the mirror has it is known when fetching
+    assert [t.split(" ")[0] for t in source.attempts] == ["local", "local", "entry", "bundled"]
+    assert "one_step_unet" in source.attempts[3]  # the message lists what is available
+
+
+def test_unknown_simple_name_without_the_mirror_tries_entry_points_bundled_and_hub(monkeypatch):
+    monkeypatch.setenv("PIPEYARD_DIFFUSERS_MIRROR", "off")
     with pytest.raises(errors.PipelineNotFoundError) as caught:
         resolve.resolve_source("no_such_pipeline_xyz")
     tried = caught.value.tried
-    assert [t.split(" ")[0] for t in tried] == ["local", "local", "entry", "bundled", "Hub"]
-    assert "one_step_unet" in tried[3]  # the message lists what is available
+    assert [t.split(" ")[0] for t in tried] == ["local", "local", "entry", "bundled", "diffusers'", "Hub"]
+    assert "one_step_unet" in tried[3]
 
 
 def test_bundled_name_resolves_offline():

@@ -175,7 +175,7 @@ def test_pre_fetch_refusal_is_the_gate_decision_for_every_kind(monkeypatch):
             gate.refuse_before_fetch(Source(kind, "x", "x.py"))
         except errors.UntrustedCodeError:
             refused.add(kind)
-    assert refused == {SourceKind.HUB, SourceKind.EMBEDDED}
+    assert refused == {SourceKind.HUB, SourceKind.EMBEDDED, SourceKind.MIRROR, SourceKind.COMPONENT}
     for kind in refused:
         assert gate.trust_reason(Source(kind, "x", "x.py"), DIGEST, trust_remote_code=True) is None
     monkeypatch.delenv("PIPEYARD_DISABLE_REMOTE_CODE")

@@ -16,6 +16,10 @@ variable                               meaning
 ``PIPEYARD_DISABLE_PLUGIN_AUTOLOAD``   on: do not discover plugins through entry points
 ``PIPEYARD_COMMUNITY_URL``             URL template of community files at a revision,
                                        with ``{revision}`` and ``{name}`` fields
+``PIPEYARD_DIFFUSERS_MIRROR``          the Hub dataset holding diffusers' community
+                                       pipelines (default
+                                       ``diffusers/community-pipelines-mirror``); ``off``
+                                       (or ``0 false no``): never look names up there
 ``HF_ENDPOINT``                        the Hub's base URL (a mirror, or a test server)
 ``HF_HOME`` / ``HF_HUB_CACHE``         where Hub downloads are cached
 ``HF_TOKEN``                           the Hub token used when none is passed (read by
@@ -123,6 +127,37 @@ def community_url_template() -> str | None:
     installed distribution's metadata (``[project.urls]`` of ``pyproject.toml``).
     """
     return os.environ.get("PIPEYARD_COMMUNITY_URL") or None
+
+
+#: diffusers' community mirror: a Hub dataset with one folder per diffusers release.
+DEFAULT_DIFFUSERS_MIRROR = "diffusers/community-pipelines-mirror"
+
+
+def diffusers_mirror_repo() -> str | None:
+    """The dataset repo id of diffusers' community mirror (``PIPEYARD_DIFFUSERS_MIRROR``).
+
+    Unset or empty: :data:`DEFAULT_DIFFUSERS_MIRROR`; an off spelling (``off``, ``0``, ``false``,
+    ``no``): None, the mirror is never asked.
+
+    Raises:
+        EnvironmentVariableError: neither an ``owner/name`` repo id nor an off spelling.
+    """
+    import re
+
+    value = os.environ.get("PIPEYARD_DIFFUSERS_MIRROR", "")
+    text = value.strip()
+    if not text:
+        return DEFAULT_DIFFUSERS_MIRROR
+    if text.lower() in FALSE_SPELLINGS:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", text) or ".." in text:
+        from .errors import EnvironmentVariableError
+
+        raise EnvironmentVariableError(
+            "PIPEYARD_DIFFUSERS_MIRROR", value,
+            "a Hub dataset repo id 'owner/name', or off (" + ", ".join(FALSE_SPELLINGS) + ")",
+        )
+    return text
 
 
 def hub_endpoint() -> str | None:

@@ -28,6 +28,7 @@ import contextvars
 import functools
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,10 +40,12 @@ from .hub_options import HubOptions, PathLike, ProxiesArg, as_options, check_rep
 
 __all__ = [
     "FileSource", "HubOptions", "ProxiesArg", "RepoListing", "check_repo_id", "check_subfolder",
-    "download_file", "looks_like_local_path", "open_source", "proxy_for", "repo_listing", "resolve_file",
+    "download_dataset_file", "download_file", "looks_like_local_path", "open_source", "proxy_for", "repo_listing", "resolve_file",
 ]
 
 logger = logging.getLogger(__name__)
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 # ---------------------------------------------------------------------- names
@@ -225,6 +228,38 @@ def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
             etag_timeout=constants.network_timeout(),
         )
     return Path(path)
+
+
+def download_dataset_file(repo_id: str, filename: str, options: HubOptions) -> tuple[str, Path]:
+    """One file of a Hub *dataset* repo at ``options.revision`` (default ``main``): its commit and path.
+
+    A branch is first resolved to its commit with one metadata request made without
+    huggingface_hub's retries (a Hub that is not reached fails after ``PIPEYARD_TIMEOUT``, not
+    after a minute of backoff); the file is then read by commit, so a caller reading more files
+    of the dataset asks at that same commit. Used for diffusers' community mirror
+    (:mod:`pipeyard.host.mirror`).
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    revision = options.revision or "main"
+    with _hub_call(repo_id, options, filename):
+        if not options.offline and not _COMMIT.match(revision):
+            url = hf_hub_url(repo_id, filename, repo_type="dataset", revision=revision, endpoint=options.hub_endpoint())
+            metadata = get_hf_file_metadata(url, token=options.token, timeout=constants.network_timeout())
+            revision = metadata.commit_hash or revision
+        path = Path(hf_hub_download(
+            repo_id,
+            filename,
+            repo_type="dataset",
+            revision=revision,
+            cache_dir=options.hub_cache_dir(),
+            local_files_only=options.offline,
+            token=options.token,
+            endpoint=options.hub_endpoint(),
+            etag_timeout=constants.network_timeout(),
+        ))
+    snapshot = path.parents[len(PurePosixPath(filename).parts) - 1]  # .../snapshots/<commit>
+    return snapshot.name, path
 
 
 # ---------------------------------------------------------------------- internals

@@ -160,7 +160,9 @@ def resolution_record_key(source: Source, options: HubOptions | None = None) -> 
     options = options or HubOptions()
     if source.kind is SourceKind.GITHUB:
         return source.record_key(fetch.community_url(source.revision or "", source.filename))
-    if source.kind is SourceKind.HUB or (source.kind is SourceKind.EMBEDDED and not os.path.isdir(source.location)):
+    if source.kind in (SourceKind.HUB, SourceKind.MIRROR) or (
+        source.kind.is_repository_module and not os.path.isdir(source.location)
+    ):
         return source.record_key(options.hub_endpoint() or "huggingface_hub default")
     return None
 

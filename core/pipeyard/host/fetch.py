@@ -7,7 +7,8 @@ executed; relative imports are found with :mod:`ast`. The package is a closed se
 (:mod:`~pipeyard.host.boundary`): an import reaching above its root, and, in a local folder, a
 link leading out of it or a file that is not a regular one, are refused before being read.
 
-Only this module and :mod:`pipeyard.hub` touch the network. Hub files go through ``hub.py``;
+Only this module and :mod:`pipeyard.hub` touch the network. Hub files (diffusers' community
+mirror, a dataset, included) go through ``hub.py``;
 GitHub community files are plain HTTP GETs of a raw-file URL template, with the timeout of
 ``PIPEYARD_TIMEOUT``. Offline mode is checked before any request.
 """
@@ -206,6 +207,38 @@ def _fetch_hub(source: Source, options: HubOptions) -> FetchedPackage:
     return FetchedPackage(files, source.filename, listing.commit, origin)
 
 
+def _fetch_mirror(source: Source, options: HubOptions) -> FetchedPackage:
+    """``<folder>/<name>.py`` of diffusers' community mirror (a Hub dataset), at one commit.
+
+    The package's paths are relative to the folder (``<name>.py``), so it imports like any
+    single-file pipeline; siblings it imports relatively come from the same folder and commit.
+    A file, folder or mirror that is not there, or a Hub that cannot be reached, ends the
+    lookup: :class:`~pipeyard.errors.PipelineNotFoundError` lists every source tried.
+    """
+    from .. import hub
+
+    folder, where = source.revision or "", f"diffusers' community mirror {source.location!r}"
+    try:
+        commit, path = hub.download_dataset_file(source.location, f"{folder}/{source.filename}", options.at("main"))
+    except errors.EntryNotFoundError as exc:
+        reason = (f"no file {folder}/{source.filename} (folders are v<release> and main; pick one "
+                  f"with custom_revision='0.42.1' or 'main')")
+        raise errors.PipelineNotFoundError(source.name, [*source.attempts, f"{where}: {reason}"]) from exc
+    except errors.HubError as exc:
+        raise errors.PipelineNotFoundError(source.name, [*source.attempts, f"{where}: {exc}"]) from exc
+    at_commit = options.at(commit)
+
+    def read(name: str) -> bytes | None:
+        try:
+            return hub.download_dataset_file(source.location, f"{folder}/{name}", at_commit)[1].read_bytes()
+        except errors.EntryNotFoundError:
+            return None
+
+    origin = f"{source.location}@{commit}/{folder}"
+    files = collect_package(source.filename, read, path.read_bytes(), origin=origin)
+    return FetchedPackage(files, source.filename, commit, origin)
+
+
 def _fetch_github(source: Source) -> FetchedPackage:
     assert source.revision is not None
     read = github_reader(source.revision)
@@ -250,6 +283,8 @@ def fetch_package(source: Source, options: HubOptions | None = None) -> FetchedP
         return _fetch_entry_point(source)
     if source.kind is SourceKind.GITHUB:
         return _fetch_github(source)
+    if source.kind is SourceKind.MIRROR:
+        return _fetch_mirror(source, options or HubOptions())
     if source.kind is SourceKind.EMBEDDED and os.path.isdir(source.location):
         return _fetch_local(source, source.location)
     return _fetch_hub(source, options or HubOptions())

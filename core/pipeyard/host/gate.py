@@ -8,12 +8,15 @@ bundled                its content is bundled with the installed pipeyard: shipp
                        sha256 is that of a bundled registry entry
 explicit local         the caller named the local file or folder (``custom_pipeline=path``)
 installed              an installed distribution registers it as an entry point
+pinned mirror file     a file of diffusers' community mirror whose name and sha256 are pinned
+                       in pipeyard's registry (``[[mirror]]`` of ``registry/hub.toml``): the
+                       reviewed content only, another sha256 at that path is refused
 trust store            its digest was added with :func:`pipeyard.trust.add`
 trust_remote_code      the caller passed ``trust_remote_code=True``
 =====================  ===================================================================
 
-Everything else (a Hub repo, a community file at another revision, a pipeline module inside a
-model repo, local or not) raises :class:`~pipeyard.errors.UntrustedCodeError`. "Named by the
+Everything else (a Hub repo, a community file at another revision, an unpinned mirror file, a
+pipeline or component module inside a model repo, local or not) raises :class:`~pipeyard.errors.UntrustedCodeError`. "Named by the
 caller" is a property of how the :class:`~pipeyard.host.resolve.Source` was made: only
 :func:`~pipeyard.host.resolve.resolve_source` on the caller's own ``custom_pipeline`` value
 makes local sources; what a repository says is resolved by
@@ -28,6 +31,7 @@ CVE-2026-44513 were sources that skipped it).
 from __future__ import annotations
 
 from .. import constants, errors
+from . import mirror
 from .resolve import Source, SourceKind, bundled_digests
 from .trust_store import is_trusted
 
@@ -60,6 +64,8 @@ def trust_reason(source: Source, digest: str, *, trust_remote_code: bool) -> str
         return "a local path named by the caller"
     if source.kind is SourceKind.ENTRY_POINT:
         return "registered by an installed distribution"
+    if source.kind is SourceKind.MIRROR and mirror.is_pinned(source.name, digest):
+        return "a mirror file reviewed and pinned by sha256 in pipeyard's registry"
     if is_trusted(digest):
         return "its sha256 is in the trust store"
     if trust_remote_code:
@@ -76,6 +82,12 @@ def _refusal(
             source.describe(), commit, digest, path, _DISABLED_REASON, _DISABLED_REMEDY
         )
     why = "it is neither bundled, nor a local path you named, nor in your trust store"
+    if source.kind is SourceKind.MIRROR:
+        pinned = mirror.pinned_digest(source.name)
+        why = (
+            f"pipeyard's registry pins {source.name!r} at sha256 {pinned}, and this file differs"
+            if pinned else "diffusers' mirror is remote code, and pipeyard's registry pins no file of that name"
+        ) + ", and it is not in your trust store"
     return errors.UntrustedCodeError(source.describe(), commit, digest, path, why)
 
 

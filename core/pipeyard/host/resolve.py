@@ -9,10 +9,16 @@ every attempt:
 2. ``LOCAL_FOLDER``  an existing folder holding ``pipeline.py``
 3. ``ENTRY_POINT``   a name an installed distribution registers under ``pipeyard.pipelines``
 4. ``BUNDLED``       a community name shipped in ``community/`` (``GITHUB`` with a revision)
-5. ``HUB``           a Hub repo id ``owner/name``, its ``pipeline.py``
+5. ``MIRROR``        any other simple name: ``<folder>/<name>.py`` of diffusers' community
+                     mirror, a Hub dataset (:mod:`pipeyard.host.mirror` picks the folder:
+                     ``v`` + the diffusers release compat targets, or ``custom_revision``
+                     when it is a release number or ``main``; another revision means
+                     pipeyard's GitHub ``community/`` folder, ``GITHUB``)
+6. ``HUB``           a Hub repo id ``owner/name``, its ``pipeline.py``
 
-Whether a Hub repo or a GitHub revision exists is only known when fetching
-(:mod:`pipeyard.host.fetch`).
+Whether a Hub repo, a GitHub revision or a mirror file exists is only known when fetching
+(:mod:`pipeyard.host.fetch`); a source keeps the attempts made before it matched
+(:attr:`Source.attempts`), so a fetch that finds nothing lists them all.
 
 A repository's own data is resolved apart, by :func:`repository_source`, because it is a
 stranger's: a model_index.json may name only
@@ -36,13 +42,14 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .. import constants, errors
+from . import mirror
 
 #: The file a folder or Hub repo must hold.
 PIPELINE_FILENAME = "pipeline.py"
@@ -63,6 +70,8 @@ class SourceKind(str, enum.Enum):
     HUB = "Hub repo"
     EMBEDDED = "pipeline module of model repo"
     PLUGIN = "pipeline resolved by a plugin"
+    MIRROR = "community pipeline from diffusers' mirror"
+    COMPONENT = "component module of model repo"
 
     @property
     def is_remote(self) -> bool:
@@ -70,7 +79,14 @@ class SourceKind(str, enum.Enum):
 
         A plugin's answer is a local file, read like one.
         """
-        return self in (SourceKind.GITHUB, SourceKind.HUB, SourceKind.EMBEDDED)
+        return self in (
+            SourceKind.GITHUB, SourceKind.HUB, SourceKind.EMBEDDED, SourceKind.MIRROR, SourceKind.COMPONENT
+        )
+
+    @property
+    def is_repository_module(self) -> bool:
+        """A module a model repository's own model_index.json names (never the caller)."""
+        return self in (SourceKind.EMBEDDED, SourceKind.COMPONENT)
 
 
 @dataclass(frozen=True)
@@ -79,10 +95,16 @@ class Source:
 
     Attributes:
         kind: which of the sources matched.
-        location: a folder path, an entry point value, a community name or a repo id.
-        filename: the pipeline file, relative to ``location`` (``pipeline.py``, ``x.py``).
-        revision: the revision asked for (Hub/GitHub/embedded from a Hub repo), else None.
+        location: a folder path, an entry point value, a community name, a repo id (the
+            mirror's dataset repo id for ``MIRROR``).
+        filename: the pipeline file, relative to ``location`` (``pipeline.py``, ``x.py``;
+            for ``MIRROR``, ``<name>.py`` inside the folder ``revision``).
+        revision: the revision asked for (Hub/GitHub/embedded from a Hub repo; the mirror's
+            folder, ``v0.42.1`` or ``main``), else None.
         class_name: the class to take, when the source says (entry point, model_index).
+        component: the pipeline component whose class a ``COMPONENT`` module defines.
+        attempts: what resolution tried before this source matched (for a fetch that then
+            finds nothing); not part of the source's identity.
     """
 
     kind: SourceKind
@@ -90,6 +112,13 @@ class Source:
     filename: str
     revision: str | None = None
     class_name: str | None = None
+    component: str | None = None
+    attempts: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The community name of a ``MIRROR`` source (its file without ``.py``)."""
+        return self.filename[:-3] if self.filename.endswith(".py") else self.filename
 
     def describe(self) -> str:
         """A short human description for messages, e.g. ``Hub repo 'a/b' at 'main'``."""
@@ -98,6 +127,10 @@ class Source:
             return f"{self.kind.value} {os.path.join(self.location, self.filename)!r}"
         if self.kind is SourceKind.EMBEDDED:
             return f"{self.kind.value} {self.location!r} ({self.filename}){at}"
+        if self.kind is SourceKind.COMPONENT:
+            return f"module {self.filename!r} of component {self.component!r} of model repo {self.location!r}{at}"
+        if self.kind is SourceKind.MIRROR:
+            return f"community pipeline {self.name!r} from diffusers' mirror {self.location!r} ({self.revision}/{self.filename})"
         return f"{self.kind.value} {self.location!r}{at}"
 
     def record_key(self, server: str) -> str:
@@ -176,14 +209,13 @@ def entry_point_value(name: str) -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _registry_cached(path: str, mtime_ns: int) -> dict[str, Any]:
+def _index_cached(path: str, mtime_ns: int) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return {entry["name"]: entry for entry in data.get("pipelines", [])}
+        return json.load(handle)
 
 
-def bundled_registry() -> dict[str, Any]:
-    """Name -> entry of the bundled ``registry/index.json`` (re-read when the file changes)."""
+def bundled_index() -> dict[str, Any]:
+    """The bundled ``registry/index.json`` (re-read when the file changes; ``{}`` without one)."""
     from .._bundled import bundled_dir
 
     path = bundled_dir("registry") / "index.json"
@@ -191,7 +223,12 @@ def bundled_registry() -> dict[str, Any]:
         stat = path.stat()
     except FileNotFoundError:
         return {}
-    return _registry_cached(str(path), stat.st_mtime_ns)
+    return _index_cached(str(path), stat.st_mtime_ns)
+
+
+def bundled_registry() -> dict[str, Any]:
+    """Name -> community entry of the bundled ``registry/index.json``."""
+    return {entry["name"]: entry for entry in bundled_index().get("pipelines", [])}
 
 
 def bundled_digests() -> frozenset[str]:
@@ -243,12 +280,17 @@ def _named_source(name: str, revision: str | None, tried: list[str]) -> Source |
         tried.append(
             f"entry point {name!r} in group {constants.PIPELINE_ENTRY_POINT_GROUP!r}: no installed distribution registers it"
         )
-        if revision is not None:
+        bundled = name in bundled_registry()
+        repo, folder = constants.diffusers_mirror_repo(), mirror.mirror_folder(revision)
+        if revision is not None and (bundled or repo is None or folder is None):
             return Source(SourceKind.GITHUB, name, f"{name}.py", revision)
-        if name in bundled_registry():
+        if bundled:
             return Source(SourceKind.BUNDLED, name, f"{name}.py")
         available = ", ".join(sorted(bundled_registry())) or "none"
         tried.append(f"bundled community pipeline {name!r}: not in registry/index.json (available: {available})")
+        if repo is not None and folder is not None:
+            return Source(SourceKind.MIRROR, repo, f"{name}.py", folder, attempts=tuple(tried))
+        tried.append("diffusers' community mirror: off (PIPEYARD_DIFFUSERS_MIRROR)")
     if _REPO_ID.match(name):
         return Source(SourceKind.HUB, name, PIPELINE_FILENAME, revision or "main")
     tried.append(f"Hub repo {name!r}: not a repo id of the form 'owner/name'")
