@@ -453,15 +453,29 @@ class ComponentError(PipeyardError):
 
 
 class UnknownComponentClassError(ComponentError, LookupError):
-    def __init__(self, component: str, library: str, class_name: str, loadable: Iterable[str]):
+    """A model_index ``[library, ClassName]`` pair that nothing can load.
+
+    Attributes:
+        looked_for: the repository files that could have defined the class (``unet/my_unet.py``,
+            ``my_unet.py``) and do not exist; empty for a library pipeyard knows.
+    """
+
+    def __init__(
+        self, component: str, library: str, class_name: str, loadable: Iterable[str], looked_for: Sequence[str] = ()
+    ):
         self.component = component
         self.library = library
         self.class_name = class_name
         self.loadable = sorted(loadable)
+        self.looked_for = list(looked_for)
+        files = (
+            f"; the repository has no module {' or '.join(clip(repr(f)) for f in self.looked_for)} defining it either"
+            if self.looked_for else ""
+        )
         super().__init__(
             f"component {clip(repr(component))} names [{clip(repr(library))}, {clip(repr(class_name))}], which pipeyard cannot "
-            f"load; loadable libraries: {', '.join(self.loadable)}. Fix model_index.json, pass "
-            f"{component}=<object> yourself, or install a plugin that provides {library!r}"
+            f"load; loadable libraries: {', '.join(self.loadable)}{files}. Fix model_index.json, pass "
+            f"{component}=<object> yourself, or install a plugin that provides {clip(repr(library))}"
         )
 
 

@@ -11,10 +11,11 @@ One step per module, in the order they run::
     cache.py        allowed files         -> stored package    (content-addressed, locked, atomic)
     importer.py     stored package        -> module -> the class
 
-Two entries, one per origin of the name: :func:`load_pipeline_class` for a ``custom_pipeline``
-the caller passed, :func:`load_repository_pipeline_class` for what a repository's
-model_index.json names. Both run the same steps; only the first can name a local path (which
-the gate allows without a flag). ``import pipeyard.host`` imports neither torch nor any model code.
+Three entries, one per origin of the name: :func:`load_pipeline_class` for a ``custom_pipeline``
+the caller passed, :func:`load_repository_pipeline_class` for the pipeline class a repository's
+model_index.json names, :func:`load_component_class` for a component class it names from one of
+its own modules (``"unet": ["my_unet", "MyUNet"]``). All run the same steps; only the first can
+name a local path (which the gate allows without a flag). ``import pipeyard.host`` imports neither torch nor any model code.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from ..hub import HubOptions
 from . import cache, fetch, gate, importer, provenance, resolve, verify
 from .resolve import Source, SourceKind
 
-__all__ = ["Source", "SourceKind", "load_pipeline_class", "load_repository_pipeline_class", "resolution_record_key"]
+__all__ = [
+    "Source", "SourceKind", "load_component_class", "load_pipeline_class", "load_repository_pipeline_class",
+    "resolution_record_key",
+]
 
-# digest -> verified facts; content-addressed, so valid for the life of the process.
+# digest (``digest:Class`` for a component module) -> verified facts; content-addressed, so
+# valid for the life of the process.
 _VERIFIED: dict[str, verify.PipelineFileInfo] = {}
 # (digest, installed environment) pairs whose requirements were met.
 _REQUIREMENTS_MET: set[tuple[str, object]] = set()
@@ -111,13 +116,49 @@ def load_repository_pipeline_class(
     return _load(source, repository, options, trust_remote_code=trust_remote_code, refresh=refresh)
 
 
+def load_component_class(
+    component: str,
+    entry: tuple[str, str],
+    repository: Any,
+    *,
+    trust_remote_code: bool = False,
+    refresh: bool = False,
+) -> type | None:
+    """The class a ``[module, ClassName]`` component entry names from the repository's own files.
+
+    The module is ``<component>/<module>.py`` (where diffusers keeps it) or ``<module>.py`` at
+    the repository root (:func:`pipeyard.host.resolve.component_module_files`), read from the
+    same commit as the weights, verified to define the class, then trust-gated, stored and
+    imported like any remote code (a local folder included: the repository named it, not the
+    caller). Its diffusers imports get pipeyard's classes (:mod:`pipeyard.compat`).
+
+    Args:
+        component: the component's name (``unet``), for the file's place and for messages.
+        entry: the model_index.json pair.
+        repository: the :class:`pipeyard.hub.FileSource` the pipeline is loaded from.
+
+    Returns:
+        The class, or None when the repository holds no such module.
+
+    Raises:
+        UntrustedCodeError naming the component and the file, PipelineVerificationError (and
+        its leaves), RequirementsError, PipelineImportError, OfflineError.
+    """
+    location = os.fspath(getattr(repository, "location", repository))
+    source = resolve.component_source(component, entry, location, repository.commit, repository.has)
+    if source is None:
+        return None
+    options = getattr(repository, "options", None) or HubOptions()
+    return _load(source, repository, options, trust_remote_code=trust_remote_code, refresh=refresh)
+
+
 def _load(source: Source, repository: Any, options: HubOptions, *, trust_remote_code: bool, refresh: bool) -> type:
     """The steps both entries share: fetch, verify, trust, store, import."""
     gate.refuse_before_fetch(source)
     if source.kind is SourceKind.ENTRY_POINT:
         return _load_entry_point(source)
     package, commit, record_key, origin = _candidate(source, repository, options, refresh)
-    info = _verified(package)
+    info = _verified(package, source)
     _check_expected_class(source, info, str(package.main_path))
     _require_trust(source, package, commit, trust_remote_code)
     package = _kept(source, package, commit, record_key)
@@ -147,7 +188,7 @@ def _candidate(
             return stored, record.commit, record_key, record.origin or str(stored.root)  # type: ignore[union-attr]
     if record_key is not None and options.offline:
         raise errors.OfflineError(source.describe(), f"{options.offline_reason}, it was never loaded before,")
-    if source.kind is SourceKind.EMBEDDED and hasattr(repository, "fetch"):
+    if source.kind.is_repository_module and hasattr(repository, "fetch"):
         fetched = fetch.fetch_from_file_source(repository, source.filename)
     else:
         fetched = fetch.fetch_package(source, options)
@@ -167,11 +208,17 @@ def resolution_record_key(source: Source, options: HubOptions | None = None) -> 
     return None
 
 
-def _verified(package: cache.StoredPackage) -> verify.PipelineFileInfo:
-    info = _VERIFIED.get(package.digest)
+def _verified(package: cache.StoredPackage, source: Source) -> verify.PipelineFileInfo:
+    """The facts verification learnt: of a pipeline file, or of a component module (by class)."""
+    key = package.digest if source.kind is not SourceKind.COMPONENT else f"{package.digest}:{source.class_name}"
+    info = _VERIFIED.get(key)
     if info is None:
-        info = verify.verify_package(package.read_all(), package.main, str(package.root))
-        _VERIFIED[package.digest] = info
+        if source.kind is SourceKind.COMPONENT:
+            assert source.class_name is not None
+            info = verify.verify_component_package(package.read_all(), package.main, str(package.root), source.class_name)
+        else:
+            info = verify.verify_package(package.read_all(), package.main, str(package.root))
+        _VERIFIED[key] = info
     return info
 
 

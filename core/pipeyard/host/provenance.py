@@ -9,6 +9,11 @@
 * returns what model_index.json records: ``_class_name: [module_file, ClassName]`` and
   ``_pipeyard_source`` (origin, revision, commit, sha256).
 
+A component class loaded from a repository's own module (``"unet": ["my_unet", "MyUNet"]``)
+carries a provenance too: :func:`export_component_code` copies its module (and siblings)
+into the component's folder, where diffusers looks for it as well, and model_index.json
+records ``[module, ClassName]`` (:func:`component_module_name`).
+
 Saving trusts nothing by itself: the saved folder's module is code inside a repository, which
 the trust gate asks about on reload like any other. ``save_pretrained(..., trust_saved_code=True)``
 is the explicit way to add its sha256 to your trust store (:func:`trust_saved_code`).
@@ -18,9 +23,10 @@ is the explicit way to add its sha256 to your trust store (:func:`trust_saved_co
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import errors
@@ -111,3 +117,51 @@ def trust_saved_code(cls: type) -> str | None:
 
     add_trusted(provenance.sha256, source=f"saved by you ({provenance.origin})")
     return provenance.sha256
+
+
+def component_module_name(cls: type) -> str | None:
+    """``my_unet`` for a component class the host loaded from ``my_unet.py``; else None."""
+    provenance = provenance_of(cls)
+    if provenance is None or provenance.kind != SourceKind.COMPONENT.name:
+        return None
+    return PurePosixPath(provenance.main).stem
+
+
+def export_component_code(cls: type, folder: Path) -> str | None:
+    """Copy a component class's module into its component ``folder``; the saved package's digest.
+
+    The module lands at ``<folder>/<module>.py`` and its siblings at their paths relative to
+    the module's folder, so the saved repository reloads it from the component's folder. The
+    digest returned is the one the trust gate will see on reload (what ``trust_saved_code``
+    adds). None for a class that is not a component module loaded by the host.
+
+    Raises:
+        CustomPipelineError: a sibling lies above the module's folder, or a file would
+            overwrite one the component already saved.
+    """
+    provenance = provenance_of(cls)
+    if provenance is None or provenance.kind != SourceKind.COMPONENT.name or provenance.root is None:
+        return None
+    base = PurePosixPath(provenance.main).parent
+    hashes: dict[str, str] = {}
+    for name in provenance.files:
+        relative = PurePosixPath(name)
+        if base != PurePosixPath(".") and base not in relative.parents:
+            raise errors.CustomPipelineError(
+                f"cannot save component class {cls.__name__}: its module {provenance.main!r} imports "
+                f"{name!r}, which lies outside the module's folder; keep a component's modules together"
+            )
+        rebased = relative.relative_to(base) if base != PurePosixPath(".") else relative
+        target = folder.joinpath(*rebased.parts)
+        if target.exists():
+            raise errors.CustomPipelineError(
+                f"cannot save component class {cls.__name__}'s module file {name!r} into {folder}: "
+                f"the component already saved a file there; rename the module"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = Path(provenance.root).joinpath(*relative.parts).read_bytes()
+        target.write_bytes(data)
+        hashes[f"{folder.name}/{rebased.as_posix()}"] = hashlib.sha256(data).hexdigest()
+    from .cache import package_digest
+
+    return package_digest(hashes)

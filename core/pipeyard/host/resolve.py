@@ -43,7 +43,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -355,6 +355,49 @@ def repository_source(model_index: Mapping[str, Any], location: str, revision: s
     if isinstance(class_name, (list, tuple)):
         return _embedded_source(location, class_name, revision)
     return _recorded_entry_point(location, model_index.get(SOURCE_RECORD_KEY))
+
+
+_COMPONENT_MODULE = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def component_module_files(component: str, module: str) -> tuple[str, ...]:
+    """Where a repository may hold the module of a ``[module, Class]`` component entry, in order.
+
+    ``<component>/<module>.py`` (where diffusers looks, beside the component's weights), then
+    ``<module>.py`` at the repository root. None for a name that is not a plain module name.
+    """
+    if not _COMPONENT_MODULE.match(module) or not _COMPONENT_MODULE.match(component):
+        return ()
+    return (f"{component}/{module}.py", f"{module}.py")
+
+
+def component_source(
+    component: str, entry: tuple[str, str], location: str, revision: str | None, has: Callable[[str], bool]
+) -> Source | None:
+    """The repository file defining a component's class, as a :class:`Source`; None without one.
+
+    Like :func:`repository_source`, this turns a repository's data into code: the caller must
+    already have ruled out the libraries pipeyard loads itself (a repository file never
+    shadows ``diffusers``, ``transformers`` or a plugin's library).
+
+    Args:
+        entry: the model_index ``[module, ClassName]`` pair.
+        has: whether the repository holds a file (its listing, at the commit of the weights).
+
+    Raises:
+        InvalidPipelineNameError: a class name that is not a Python name.
+    """
+    module, class_name = entry
+    files = component_module_files(component, module)
+    found = next((name for name in files if has(name)), None)
+    if found is None:
+        return None
+    if not class_name.isidentifier():
+        raise errors.InvalidPipelineNameError(
+            class_name[:100], "the class of a component module must be a Python name",
+            f"model_index.json {component!r}",
+        )
+    return Source(SourceKind.COMPONENT, location, found, revision, class_name, component)
 
 
 def resolve_source(custom_pipeline: str | os.PathLike[str], *, custom_revision: str | None = None) -> Source:

@@ -64,6 +64,7 @@ __all__ = [
     "source_path",
     "top_level_imports",
     "unmet_dependencies",
+    "verify_component_package",
     "verify_package",
 ]
 
@@ -119,6 +120,31 @@ def verify_package(files: Mapping[str, bytes], main: str, root: str) -> Pipeline
         imports=top_level_imports(tree),
         docstring=ast.get_docstring(tree),
     )
+
+
+def verify_component_package(files: Mapping[str, bytes], main: str, root: str, class_name: str) -> PipelineFileInfo:
+    """The checks of :func:`verify_package` for a repository's component module (``[module, Class]``).
+
+    A component module defines a model or other component class, not a pipeline: the check is
+    that ``main`` defines ``class_name`` at its top level (a class only imported into it does
+    not count, as for pipelines).
+
+    Raises:
+        PipelineEncodingError, PipelineSyntaxError, DiffusersCompatibilityError, and
+        PipelineVerificationError when the class is not defined there.
+    """
+    modules = parse_package(files, main, root)
+    tree, text, path = modules[main].tree, modules[main].text, source_path(root, main)
+    check_diffusers_imports(modules, main, root)
+    defined = [(node.name, node.lineno) for node in tree.body if isinstance(node, ast.ClassDef)]
+    line = next((lineno for name, lineno in defined if name == class_name), None)
+    if line is None:
+        listed = ", ".join(f"{name} (line {lineno})" for name, lineno in defined) or "none"
+        raise errors.PipelineVerificationError(
+            path, f"model_index.json names class {class_name!r} from this module, but it defines no "
+            f"top-level class of that name (classes it defines: {listed})",
+        )
+    return PipelineFileInfo(class_name, line, script_metadata(text, path), top_level_imports(tree), ast.get_docstring(tree))
 
 
 def check_diffusers_imports(modules: Mapping[str, ParsedModule], main: str, root: str) -> None:

@@ -246,17 +246,21 @@ class DiffusionPipeline(ConfigMixin):
         The folder is built next to the target and swapped in at the end, so an interrupted
         save leaves the previous content (or nothing) rather than a half-written pipeline.
 
-        A custom pipeline's code is copied into the folder; reloading it asks the trust gate
-        like any code inside a repository. ``trust_saved_code=True`` adds that code's sha256 to
-        your trust store, so your own reloads need no flag (other machines still ask).
+        A custom pipeline's code is copied into the folder, and a component class loaded from a
+        repository's module has its module copied into the component's folder; reloading asks
+        the trust gate like any code inside a repository. ``trust_saved_code=True`` adds that
+        code's sha256 to your trust store, so your own reloads need no flag (other machines
+        still ask).
         """
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
+            component_digests = []
             for name, component in self.components.items():
                 if component is not None:
                     _save_component(component, staging / name, safe_serialization, variant)
+                    component_digests.append(_export_component_code(type(component), staging / name))
             index = self.config_to_save()
             index.update(_export_custom_code(type(self), staging))
             write_json_atomic(staging / self.config_name, index)
@@ -265,8 +269,11 @@ class DiffusionPipeline(ConfigMixin):
             shutil.rmtree(staging, ignore_errors=True)
         if trust_saved_code:
             from ..host.provenance import trust_saved_code as add_to_trust_store
+            from ..host.trust_store import add_trusted
 
             add_to_trust_store(type(self))
+            for digest in filter(None, component_digests):
+                add_trusted(digest, source=f"component module saved by you into {target}")
 
     # ------------------------------------------------------------------ loading
 
@@ -320,7 +327,7 @@ class DiffusionPipeline(ConfigMixin):
         pipeline_cls = cls._choose_class(model_index, source, custom_pipeline, custom_revision, trust_remote_code)
         plan = comp.plan_components(pipeline_cls, model_index, components)
         classes = {
-            name: comp.resolve_component_class(library, class_name, name)
+            name: comp.component_class(name, library, class_name, source, trust_remote_code=trust_remote_code)
             for name, (library, class_name) in plan.to_load.items()
         }
         options = comp.LoadOptions(torch_dtype, variant, use_safetensors, device, low_cpu_mem_usage, allow_pickle)
@@ -474,6 +481,15 @@ def _export_custom_code(cls: type, folder: Path) -> dict[str, Any]:
     from ..host.provenance import export_pipeline_code
 
     return export_pipeline_code(cls, folder)
+
+
+def _export_component_code(cls: type, folder: Path) -> str | None:
+    """For a component class loaded from a repository's module: copy the module; its digest."""
+    if "__pipeyard_provenance__" not in cls.__dict__:
+        return None
+    from ..host.provenance import export_component_code
+
+    return export_component_code(cls, folder)
 
 
 def _save_component(component: Any, folder: Path, safe_serialization: bool, variant: str | None) -> None:

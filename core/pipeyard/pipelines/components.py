@@ -13,6 +13,13 @@ A diffusers-format ``model_index.json`` names each component as ``[library, Clas
 installed plugins first, then pipeyard's own classes (for ``pipeyard``, ``diffusers`` and the
 diffusers pipeline modules that hold model classes), then transformers.
 
+A pair whose library is none of those may name a module of the repository itself
+(``"unet": ["my_unet", "MyUNet"]`` with ``unet/my_unet.py`` or ``my_unet.py``):
+:func:`component_class` then asks the custom-pipeline host, which verifies, trust-gates and
+imports it (:func:`pipeyard.host.load_component_class`). A repository file never shadows a
+library pipeyard loads itself. Saving such a component copies its module beside its weights
+(:func:`pipeyard.host.provenance.export_component_code`).
+
 :func:`plan_components` applies the injection rules for a pipeline class: for each
 ``__init__`` parameter the caller's keyword wins, else the model_index entry is loaded from its
 subfolder, else the parameter's default. Every error (unknown keywords, missing components,
@@ -84,6 +91,35 @@ def resolve_component_class(library: str, class_name: str, component: str = "?")
     return found
 
 
+def component_class(
+    component: str, library: str, class_name: str, repository: Any, *, trust_remote_code: bool = False
+) -> type:
+    """The class of a model_index entry of ``repository`` (a :class:`pipeyard.hub.FileSource`).
+
+    Libraries pipeyard loads (:func:`resolve_component_class`) first; for any other library
+    name, a module of the repository through the host (trust needed, see
+    :func:`pipeyard.host.load_component_class`).
+
+    Raises:
+        UnknownComponentClassError: neither answers; names the files looked for.
+        UntrustedCodeError: the repository's module is not trusted (names component and file).
+    """
+    try:
+        return resolve_component_class(library, class_name, component)
+    except errors.UnknownComponentClassError as unknown:
+        if library in loadable_libraries():
+            raise  # a known library's class: a repository file never stands in for it
+        from .. import host
+
+        found = host.load_component_class(component, (library, class_name), repository, trust_remote_code=trust_remote_code)
+        if found is None:
+            raise errors.UnknownComponentClassError(
+                component, library, class_name, unknown.loadable,
+                looked_for=host.resolve.component_module_files(component, library),
+            ) from None
+        return found
+
+
 def _pipeyard_class(class_name: str) -> type | None:
     """A class of :data:`pipeyard.names.LOADABLE_COMPONENTS`; None for any other name."""
     import pipeyard
@@ -103,10 +139,20 @@ def _transformers_class(class_name: str) -> type | None:
 
 
 def component_entry(obj: Any) -> list[str | None]:
-    """The ``[library, ClassName]`` pair that records ``obj`` in model_index.json."""
+    """The ``[library, ClassName]`` pair that records ``obj`` in model_index.json.
+
+    A class the host loaded from a repository's module is recorded as ``[module, ClassName]``
+    (saving copies the module beside the component's weights).
+    """
     if obj is None:
         return [None, None]
     cls = type(obj)
+    if "__pipeyard_provenance__" in cls.__dict__:
+        from ..host.provenance import component_module_name
+
+        module = component_module_name(cls)
+        if module is not None:
+            return [module, cls.__name__]
     return [cls.__module__.split(".")[0], cls.__name__]
 
 
