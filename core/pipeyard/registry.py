@@ -13,6 +13,10 @@ shipped inside the wheel; never edit it by hand. It has two lists::
      "hub": [                            copied from registry/hub.toml, pinned
        {"name": "...", "repo": "owner/name", "commit": "<40 hex>", "file": "pipeline.py",
         "sha256": "...", "summary": "...", "tags": [...], "dependencies": [...],
+        "added-in": "0.2.0"}],
+     "mirror": [                         copied from registry/hub.toml [[mirror]], pinned
+       {"name": "stable_diffusion_repaint", "release": "0.42.1", "sha256": "...",
+        "summary": "...", "tags": [...], "class": "...", "diffusers": "<static check>",
         "added-in": "0.2.0"}]}
 
 Community entries come from the file alone: :func:`pipeyard.host.verify.verify_package` (the
@@ -23,8 +27,14 @@ entry, carried over from the previous index on every rebuild.
 Only ``pipelines`` are bundled code: the host trusts a community file fetched at another
 revision when its sha256 equals one of them. ``hub`` entries are for discovery and integrity
 (a pinned commit and digest), never trust: a listed Hub pipeline still needs
-``pipeyard trust add`` or ``trust_remote_code=True``. :func:`check_registry` is what
-``pipeyard registry check`` runs.
+``pipeyard trust add`` or ``trust_remote_code=True``. ``mirror`` entries pin files of
+diffusers' community mirror (``v<release>/<name>.py``) that a maintainer reviewed: the host
+runs a mirror file without a flag only when its name and sha256 are pinned here
+(:mod:`pipeyard.host.mirror`). Their ``class`` and ``diffusers`` (what the static
+compatibility check says) come from the pinned bytes: found in the local module store,
+carried over from the previous index while the sha256 is unchanged, or fetched with
+``pipeyard registry build --fetch-mirror`` (verified only, nothing runs); None until then.
+:func:`check_registry` is what ``pipeyard registry check`` runs.
 """
 
 from __future__ import annotations
@@ -50,6 +60,11 @@ _HUB_PATTERNS = {
     "commit": re.compile(r"^[0-9a-f]{40}$"),
     "sha256": re.compile(r"^[0-9a-f]{64}$"),
     "file": re.compile(r"^pipeline\.py$"),  # what the host loads from a Hub repo
+}
+_MIRROR_PATTERNS = {
+    "name": _HUB_PATTERNS["name"],
+    "release": re.compile(r"^\d+\.\d+\.\d+$"),  # a diffusers release: its mirror folder v<release>
+    "sha256": _HUB_PATTERNS["sha256"],
 }
 
 
@@ -114,20 +129,55 @@ def _entry(path: Path, added_in: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- hub entries
 
 
+def _read_hub_toml(path: Path | None) -> tuple[Path, dict[str, Any]]:
+    source = path or _registry_dir() / HUB_SOURCES_NAME
+    if not source.is_file():
+        return source, {}
+    try:
+        return source, tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigFileError(source, str(exc)) from None
+
+
 def read_hub_sources(path: Path | None = None) -> list[dict[str, Any]]:
     """The Hub-hosted pipelines listed in ``registry/hub.toml`` (``[[pipeline]]`` tables).
 
     Raises:
         ConfigFileError: the file is not valid TOML, or an entry misses or malforms a field.
     """
-    source = path or _registry_dir() / HUB_SOURCES_NAME
-    if not source.is_file():
-        return []
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise errors.ConfigFileError(source, str(exc)) from None
+    source, data = _read_hub_toml(path)
     return [_hub_entry(item, source) for item in data.get("pipeline", [])]
+
+
+def read_mirror_pins(path: Path | None = None) -> list[dict[str, Any]]:
+    """The reviewed files of diffusers' mirror pinned in ``registry/hub.toml`` (``[[mirror]]``).
+
+    Raises:
+        ConfigFileError: the file is not valid TOML, or a pin misses or malforms a field, or
+            names one file twice.
+    """
+    source, data = _read_hub_toml(path)
+    pins = [_mirror_pin(item, source) for item in data.get("mirror", [])]
+    names = [pin["name"] for pin in pins]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise errors.ConfigFileError(source, f"[[mirror]] pins {', '.join(twice)} more than once; keep one sha256 per name")
+    return pins
+
+
+def _mirror_pin(item: dict[str, Any], source: Path) -> dict[str, Any]:
+    entry = {"summary": "", "tags": [], **item}
+    for key, pattern in _MIRROR_PATTERNS.items():
+        if not isinstance(entry.get(key), str) or not pattern.match(entry[key]):
+            name, value = entry.get("name", "?"), entry.get(key)
+            raise errors.ConfigFileError(
+                source, f"[[mirror]] {name!r}: {key} = {value!r} does not match {pattern.pattern}"
+            )
+    keys = ("name", "release", "sha256", "summary", "tags")
+    unknown = sorted(set(entry) - set(keys))
+    if unknown:
+        raise errors.ConfigFileError(source, f"[[mirror]] {entry['name']!r}: unknown key(s) {', '.join(unknown)}")
+    return {key: entry[key] for key in keys} | {"tags": sorted(entry["tags"])}
 
 
 def _hub_entry(item: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -170,13 +220,20 @@ def _added_in(previous: dict[str, Any] | None, kind: str) -> dict[str, str]:
 
 
 def build_index(
-    community: Path | None = None, previous: dict[str, Any] | None = None, hub_file: Path | None = None
+    community: Path | None = None, previous: dict[str, Any] | None = None, hub_file: Path | None = None,
+    *, fetch_mirror: bool = False,
 ) -> dict[str, Any]:
-    """The index for every ``*.py`` of ``community`` (default: bundled) and every Hub source.
+    """The index for every ``*.py`` of ``community`` (default: bundled), Hub source and mirror pin.
 
     Args:
         previous: the index being replaced (default: the committed one), whose ``added-in``
-            values are kept; entries new to it get the running pipeyard version.
+            values (and mirror pins' checks, while their sha256 is unchanged) are kept;
+            entries new to it get the running pipeyard version.
+        fetch_mirror: read pinned mirror files that are neither in the module store nor
+            checked in ``previous`` from diffusers' mirror (network; nothing runs).
+
+    Raises:
+        ConfigFileError: a fetched mirror file's sha256 is not the pinned one.
     """
     from ._bundled import bundled_dir
 
@@ -187,7 +244,96 @@ def build_index(
     entries = [_entry(p, known.get(p.stem, version)) for p in paths]
     known_hub = _added_in(previous, "hub")
     hub = [{**e, "added-in": known_hub.get(e["name"], version)} for e in read_hub_sources(hub_file)]
-    return {"version": INDEX_VERSION, "pipelines": entries, "hub": hub}
+    known_mirror = {e["name"]: e for e in (previous or {}).get("mirror", [])}
+    source = hub_file or _registry_dir() / HUB_SOURCES_NAME
+    mirror = [
+        _mirror_index_entry(pin, known_mirror.get(pin["name"]), version, fetch_mirror, source)
+        for pin in read_mirror_pins(hub_file)
+    ]
+    return {"version": INDEX_VERSION, "pipelines": entries, "hub": hub, "mirror": mirror}
+
+
+# --------------------------------------------------------------------------- mirror pins
+
+
+def diffusers_verdict(data: bytes, path: str) -> str:
+    """What the static diffusers check says of a pipeline file's bytes (nothing runs)."""
+    from .compat.rewrite import has_diffusers_imports, unsupported_imports
+    from .host.verify import parse_module
+
+    try:
+        tree = parse_module(data, path).tree
+    except errors.PipelineVerificationError as exc:
+        return f"refused: {exc}"
+    if not has_diffusers_imports(tree):
+        return "written for pipeyard (imports no diffusers)"
+    missing = unsupported_imports(tree)
+    if not missing:
+        return "diffusers-written; every name it imports is provided"
+    return "needs " + ", ".join(f"{name} (line {line})" for line, name in missing)
+
+
+def _mirror_facts(data: bytes, path: str) -> dict[str, Any]:
+    """``class`` and ``diffusers`` of a pinned mirror file, from its bytes."""
+    from .host.classes import pipeline_classes
+    from .host.verify import parse_module
+
+    try:
+        found = pipeline_classes(parse_module(data, path).tree)
+    except errors.PipelineVerificationError:
+        found = []
+    return {"class": found[0][0] if len(found) == 1 else None, "diffusers": diffusers_verdict(data, path)}
+
+
+def mirror_source(pin: dict[str, Any]) -> Any:
+    """The host's :class:`~pipeyard.host.resolve.Source` of a pin (the mirror in use, the pin's folder)."""
+    from . import constants
+    from .host.resolve import Source, SourceKind
+
+    repo = constants.diffusers_mirror_repo() or constants.DEFAULT_DIFFUSERS_MIRROR
+    return Source(SourceKind.MIRROR, repo, f"{pin['name']}.py", f"v{pin['release']}")
+
+
+def _pinned_mirror_bytes(pin: dict[str, Any], fetch: bool, hub_file: Path) -> tuple[bytes, str] | None:
+    """The pinned file's bytes and a path for messages: from the module store, else fetched."""
+    from .host import cache
+
+    try:
+        stored = cache.load_package(pin["sha256"])
+    except errors.PipelineVerificationError:
+        stored = None  # an edited store copy is no copy
+    if stored is not None:
+        return stored.read_all()[stored.main], str(stored.main_path)
+    if not fetch:
+        return None
+    from .host.fetch import fetch_package
+
+    source = mirror_source(pin)
+    fetched = fetch_package(source)
+    digest = cache.package_digest(cache.package_hashes(fetched.files))
+    if digest != pin["sha256"]:
+        raise errors.ConfigFileError(
+            hub_file, f"[[mirror]] {pin['name']!r}: pinned sha256 {pin['sha256']}, but {source.describe()} "
+            f"at commit {fetched.commit} has sha256 {digest}; review the new file before pinning it",
+        )
+    return fetched.files[fetched.main], f"{fetched.origin}/{fetched.main}"
+
+
+def _mirror_index_entry(
+    pin: dict[str, Any], previous: dict[str, Any] | None, version: str, fetch: bool, hub_file: Path
+) -> dict[str, Any]:
+    """The index entry of a pin: the pin, what its bytes say (``class``, ``diffusers``), ``added-in``."""
+    same = previous is not None and previous.get("sha256") == pin["sha256"]
+    checked = same and previous.get("diffusers") is not None  # type: ignore[union-attr]
+    found = _pinned_mirror_bytes(pin, fetch and not checked, hub_file)
+    if found is not None:
+        facts = _mirror_facts(*found)
+    elif same:
+        facts = {"class": previous.get("class"), "diffusers": previous.get("diffusers")}  # type: ignore[union-attr]
+    else:
+        facts = {"class": None, "diffusers": None}
+    added_in = previous.get("added-in", version) if previous is not None else version
+    return {**pin, **facts, "added-in": added_in}
 
 
 def render_index(index: dict[str, Any]) -> str:
@@ -205,7 +351,7 @@ def stale_entries(community: Path | None = None, path: Path | None = None, hub_f
     previous = _previous(path) or {}
     built = build_index(community, previous, hub_file)
     stale = set()
-    for kind in ("pipelines", "hub"):
+    for kind in ("pipelines", "hub", "mirror"):
         now = {e["name"]: e for e in built[kind]}
         committed = {e["name"]: e for e in previous.get(kind, [])}
         stale |= {name for name in now.keys() | committed.keys() if now.get(name) != committed.get(name)}
@@ -214,10 +360,16 @@ def stale_entries(community: Path | None = None, path: Path | None = None, hub_f
     return sorted(stale)
 
 
-def write_index(community: Path | None = None, path: Path | None = None, hub_file: Path | None = None) -> Path:
-    """Regenerate ``index.json`` from ``community/`` and ``hub.toml``; return its path."""
+def write_index(
+    community: Path | None = None, path: Path | None = None, hub_file: Path | None = None, *, fetch_mirror: bool = False
+) -> Path:
+    """Regenerate ``index.json`` from ``community/`` and ``hub.toml``; return its path.
+
+    ``fetch_mirror``: see :func:`build_index`.
+    """
     target = path or index_path()
-    target.write_text(render_index(build_index(community, _previous(target), hub_file)), encoding="utf-8")
+    index = build_index(community, _previous(target), hub_file, fetch_mirror=fetch_mirror)
+    target.write_text(render_index(index), encoding="utf-8")
     return target
 
 
@@ -253,6 +405,33 @@ def check_registry(
     problems += [f"hub entry {e['name']!r} has the name of a community pipeline" for e in hub if e["name"] in names]
     for entry in hub:
         problems += check_hub_entry_offline(entry)
+    pins = read_mirror_pins(hub_file)
+    problems += [f"mirror pin {p['name']!r} has the name of a community pipeline" for p in pins if p["name"] in names]
+    checked = {e["name"]: e for e in (_previous(path) or {}).get("mirror", [])}
+    for pin in pins:
+        problems += check_mirror_pin_offline(pin, checked.get(pin["name"]))
+    return problems
+
+
+def check_mirror_pin_offline(pin: dict[str, Any], indexed: dict[str, Any] | None) -> list[str]:
+    """What can be said of a mirror pin with no request: is it checked, does a load disagree?
+
+    A pin whose static check is missing from the index was never read (run
+    ``pipeyard registry build --fetch-mirror``); a resolution record of the pinned folder
+    pointing at another sha256 means the mirror's file changed since it was reviewed.
+    """
+    from .host import cache, resolution_record_key
+
+    label = f"mirror pin {pin['name']!r} (v{pin['release']}/{pin['name']}.py)"
+    problems = []
+    if indexed is not None and indexed.get("sha256") == pin["sha256"] and indexed.get("diffusers") is None:
+        problems.append(f"{label}: its file was never checked; run `pipeyard registry build --fetch-mirror`")
+    key = resolution_record_key(mirror_source(pin))
+    record = cache.read_record(key) if key is not None else None
+    if record is not None and record.digest != pin["sha256"]:
+        problems.append(
+            f"{label}: the pinned sha256 {pin['sha256']} differs from the file loaded from the mirror {record.digest}"
+        )
     return problems
 
 

@@ -1,6 +1,9 @@
 """``pipeyard list | search | info`` and ``pipeyard registry build | check``: the registry.
 
-All of them read ``registry/index.json`` (and ``community/`` files) as text: no torch.
+All of them read ``registry/index.json`` (and ``community/`` files) as text: no torch, and no
+network (but ``registry build --fetch-mirror``). Names of diffusers' community mirror are shown
+apart from bundled ones: pins of ``registry/hub.toml`` with their static check, and
+(``list --all``) names this machine loaded from the mirror before.
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ import click
 from .. import errors, registry
 
 
-def _entries() -> list[dict[str, Any]]:
-    """Community entries then Hub entries, Hub ones marked with ``"repo"``."""
+def _entries(*, mirror: bool = True) -> list[dict[str, Any]]:
+    """Community, Hub (marked with ``"repo"``) then mirror pins (marked with ``"release"``)."""
     index = registry.read_index()
-    return [*index.get("pipelines", []), *index.get("hub", [])]
+    return [*index.get("pipelines", []), *index.get("hub", []), *(index.get("mirror", []) if mirror else [])]
+
+
+def _where(entry: dict[str, Any]) -> str:
+    if "repo" in entry:
+        return f"hub:{entry['repo']}"
+    if "release" in entry:
+        return f"mirror:v{entry['release']}"
+    return "community"
 
 
 def _echo_table(entries: list[dict[str, Any]]) -> None:
@@ -26,19 +37,62 @@ def _echo_table(entries: list[dict[str, Any]]) -> None:
         return
     width = max(len(e["name"]) for e in entries)
     for entry in entries:
-        where = f"hub:{entry['repo']}" if "repo" in entry else "community"
-        click.echo(f"{entry['name']:<{width}}  {where:<10}  {entry['summary']}")
+        click.echo(f"{entry['name']:<{width}}  {_where(entry):<10}  {entry['summary']}")
+
+
+def _echo_mirror_section(pins: list[dict[str, Any]]) -> None:
+    """The mirror names apart: pinned ones with their static check, then ones loaded before."""
+    from .. import constants
+
+    repo = constants.diffusers_mirror_repo()
+    click.echo("")
+    if repo is None:
+        click.echo("diffusers' community mirror: off (PIPEYARD_DIFFUSERS_MIRROR)")
+        return
+    click.echo(f"diffusers' community mirror ({repo}): any other name is looked up there and needs trust;")
+    click.echo("pinned in registry/hub.toml (reviewed; run without a flag at exactly this sha256):")
+    width = max([len(p["name"]) for p in pins] + [4])
+    for pin in pins:
+        checked = pin.get("diffusers") or "not checked yet"
+        click.echo(f"  {pin['name']:<{width}}  v{pin['release']:<8}  {checked}  {pin['summary']}".rstrip())
+    if not pins:
+        click.echo("  (none)")
+    loaded = [s for s in _loaded_mirror_names() if s[0] not in {p["name"] for p in pins}]
+    if loaded:
+        click.echo("loaded from the mirror before on this machine (not pinned: trusted by you, or refused):")
+        for name, folder, verdict in loaded:
+            click.echo(f"  {name:<{width}}  {folder:<9}  {verdict}")
+
+
+def _loaded_mirror_names() -> list[tuple[str, str, str]]:
+    """``(name, folder, static check)`` of mirror files this machine resolved (records, no network)."""
+    from ..host import cache
+
+    found = []
+    for key, record in cache.list_records():
+        kind, _, filename, folder, _ = key
+        if kind != "MIRROR":
+            continue
+        stored = cache.load_package(record.digest, check=False)
+        verdict = (registry.diffusers_verdict(stored.read_all()[stored.main], str(stored.main_path))
+                   if stored is not None else "refused by the trust gate (not in the module store)")
+        found.append((filename[:-3], folder, verdict))
+    return sorted(set(found))
 
 
 @click.command("list")
-def list_pipelines() -> None:
+@click.option("--all", "show_all", is_flag=True,
+              help="Also show diffusers' community mirror: pinned names with their static check, and names loaded before.")
+def list_pipelines(show_all: bool) -> None:
     """List every pipeline of the registry (community files, then Hub-hosted ones)."""
-    _echo_table(_entries())
+    _echo_table(_entries(mirror=False))
+    if show_all:
+        _echo_mirror_section(registry.read_index().get("mirror", []))
 
 
 def matches(entry: dict[str, Any], words: tuple[str, ...]) -> bool:
     """True when every word occurs (case-insensitively) in the name, class, summary or tags."""
-    text = " ".join([entry["name"], entry.get("class", ""), entry["summary"], *entry["tags"]]).lower()
+    text = " ".join([entry["name"], entry.get("class") or "", entry["summary"], *entry["tags"]]).lower()
     return all(word.lower() in text for word in words)
 
 
@@ -94,7 +148,7 @@ def usage_example(entry: dict[str, Any]) -> str:
     from ..host.fetch import folder_reader
     from ..host.verify import verify_package
 
-    if "repo" not in entry:
+    if "repo" not in entry and "release" not in entry:
         folder = str(bundled_dir("community"))
         data = folder_reader(folder)(entry["file"])  # a regular file inside community/, or None
         if data is None:
@@ -105,38 +159,42 @@ def usage_example(entry: dict[str, Any]) -> str:
             return block
     source = entry.get("repo", entry["name"])
     revision = f', custom_revision="{entry["commit"]}"' if "commit" in entry else ""
+    if "release" in entry:
+        revision = f', custom_revision="{entry["release"]}"'
     return f'pipe = DiffusionPipeline.from_pretrained(MODEL, custom_pipeline="{source}"{revision})'
 
 
 def diffusers_compatibility(entry: dict[str, Any]) -> str:
     """What the static diffusers check says of an entry's file (bundled files; Hub ones once stored)."""
     from .._bundled import bundled_dir
-    from ..compat.rewrite import has_diffusers_imports, unsupported_imports
     from ..host import cache
     from ..host.fetch import folder_reader
-    from ..host.verify import parse_module
 
-    if "repo" in entry:
+    if "repo" in entry or "release" in entry:
         stored = cache.load_package(entry["sha256"])
         if stored is None:
+            if entry.get("diffusers"):  # a mirror pin, checked when the index was built
+                return entry["diffusers"]
             return "not checked: the file is not in the module store yet (load it once)"
         data, path = stored.read_all()[stored.main], str(stored.main_path)
     else:
         folder = str(bundled_dir("community"))
         data, path = folder_reader(folder)(entry["file"]) or b"", f"{folder}/{entry['file']}"
-    tree = parse_module(data, path).tree
-    if not has_diffusers_imports(tree):
-        return "written for pipeyard (imports no diffusers)"
-    missing = unsupported_imports(tree)
-    if not missing:
-        return "diffusers-written; every name it imports is provided"
-    return "needs " + ", ".join(f"{name} (line {line})" for line, name in missing)
+    return registry.diffusers_verdict(data, path)
 
 
 def _echo_info(entry: dict[str, Any]) -> None:
     click.echo(f"name:       {entry['name']}")
     if "repo" in entry:
         click.echo(f"hub:        {entry['repo']} @ {entry['commit']} ({entry['file']})")
+    elif "release" in entry:
+        from ..host import mirror
+
+        click.echo(f"mirror:     diffusers' community mirror, v{entry['release']}/{entry['name']}.py"
+                   f"  class {entry.get('class') or '?'}")
+        click.echo("trust:      pinned in pipeyard's registry: runs without a flag at exactly this sha256")
+        if f"v{entry['release']}" != mirror.default_folder():
+            click.echo(f"note:       pipeyard follows diffusers {mirror.default_folder()[1:]}; pass custom_revision=\"{entry['release']}\"")
     else:
         click.echo(f"file:       community/{entry['file']}  class {entry['class']}")
     click.echo(f"summary:    {entry['summary']}")
@@ -148,7 +206,7 @@ def _echo_info(entry: dict[str, Any]) -> None:
     click.echo("components: " + (", ".join(_component_text(c) for c in components) or "-"))
     click.echo("dependencies:")
     core = [f"pipeyard{entry['requires-core']}"] if "requires-core" in entry else []
-    for requirement in [*entry["dependencies"], *core]:
+    for requirement in [*entry.get("dependencies", []), *core]:
         click.echo(f"  {requirement:<28} {dependency_status(requirement)}")
 
 
@@ -168,6 +226,8 @@ def info(name: str) -> None:
     click.echo("usage (command line):")
     if "repo" in entry:
         run = f"{entry['repo']} --revision {entry['commit']} --model PATH_OR_REPO --trust-remote-code"
+    elif "release" in entry:
+        run = f"{entry['name']} --revision {entry['release']} --model PATH_OR_REPO"
     else:
         run = f"{entry['name']} --model PATH_OR_REPO"
     click.echo(f"    pipeyard run {run}")
@@ -182,9 +242,11 @@ def registry_group() -> None:
 
 
 @registry_group.command()
-def build() -> None:
+@click.option("--fetch-mirror", is_flag=True,
+              help="Read new [[mirror]] pins from diffusers' mirror to check them (network; nothing runs).")
+def build(fetch_mirror: bool) -> None:
     """Regenerate registry/index.json from community/*.py and registry/hub.toml."""
-    click.echo(f"wrote {registry.write_index()}")
+    click.echo(f"wrote {registry.write_index(fetch_mirror=fetch_mirror)}")
 
 
 @registry_group.command()

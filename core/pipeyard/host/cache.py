@@ -307,3 +307,22 @@ def write_record(key: str, record: ResolutionRecord) -> None:
     """Store the resolution of ``key`` (atomic; the last writer wins, all write the same)."""
     data = {"key": key, "commit": record.commit, "digest": record.digest, "origin": record.origin}
     atomic_write(_record_path(key), json.dumps(data, indent=1).encode(), what="record where a pipeline resolved")
+
+
+def list_records() -> list[tuple[tuple[str, ...], ResolutionRecord]]:
+    """Every readable resolution record, with its key's fields (``Source.record_key``'s list).
+
+    What this machine resolved before, read without any request (``pipeyard list --all``);
+    damaged records are skipped, as :func:`read_record` ignores them.
+    """
+    root = constants.pipeyard_home() / "records"
+    found = []
+    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
+        try:
+            key = json.loads(read_json_file(path).get("key", ""))
+        except (OSError, ValueError, errors.ConfigFileError):
+            continue
+        record = read_record(json.dumps(key)) if isinstance(key, list) and len(key) == 5 else None
+        if record is not None:
+            found.append((tuple(str(part) for part in key), record))
+    return found
