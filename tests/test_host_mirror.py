@@ -230,3 +230,9 @@ def test_an_unreachable_mirror_ends_the_lookup_with_the_reason():
     with pytest.raises(errors.PipelineNotFoundError, match="was not reached") as caught:
         load_pipeline_class("repaint_unreachable")
     assert isinstance(caught.value.__cause__, errors.OfflineError)
+
+
+def test_a_name_that_is_no_module_name_is_not_looked_up_in_the_mirror():
+    """``a.b`` would be imported as a submodule ``b`` of ``a``: never asked of the mirror."""
+    with pytest.raises(errors.PipelineNotFoundError, match="'a.b' is not a module name"):
+        resolve.resolve_source("a.b")

@@ -53,11 +53,13 @@ def load_pipeline_class(
 
     Args:
         custom_pipeline: a local ``.py`` file, a local folder with ``pipeline.py``, an entry
-            point name (group ``pipeyard.pipelines``), a bundled community name, or a Hub repo
-            id (see :mod:`pipeyard.host.resolve` for the order).
+            point name (group ``pipeyard.pipelines``), a bundled community name, another
+            community name (read from diffusers' mirror, :mod:`pipeyard.host.mirror`), or a
+            Hub repo id (see :mod:`pipeyard.host.resolve` for the order).
         custom_revision: branch, tag or commit: of the Hub repo (default ``main``), or of
             pipeyard's GitHub ``community/`` folder for a community name (default: the
-            bundled copy, no network).
+            bundled copy, no network); for a name pipeyard does not bundle, a diffusers
+            release number or ``main`` picks the mirror's folder instead.
         trust_remote_code: allow code that is neither bundled, local, installed nor in the
             trust store (see :mod:`pipeyard.host.gate`).
         hub_options: how Hub sources are reached (token, cache_dir, local_files_only,

@@ -28,7 +28,10 @@ stranger's: a model_index.json may name only
 * an installed entry point, by its registered name (a ``_pipeyard_source`` record of kind
   ``ENTRY_POINT``): looked up in the entry-point group, never used as a path or passed to
   plugins;
-* a built-in pipeline class by name (:func:`repository_source` returns None).
+* a built-in pipeline class by name (:func:`repository_source` returns None);
+* for a component entry ``[module, ClassName]`` whose library pipeyard does not load itself,
+  a module of that same repository, ``<component>/<module>.py`` or ``<module>.py``
+  (:func:`component_source`): ``COMPONENT``, trust-gated like ``EMBEDDED``.
 
 Nothing a repository says is ever resolved as if the caller had named it: the local sources
 (``LOCAL_FILE``, ``LOCAL_FOLDER``), which the gate allows without a flag, come only from
@@ -288,9 +291,12 @@ def _named_source(name: str, revision: str | None, tried: list[str]) -> Source |
             return Source(SourceKind.BUNDLED, name, f"{name}.py")
         available = ", ".join(sorted(bundled_registry())) or "none"
         tried.append(f"bundled community pipeline {name!r}: not in registry/index.json (available: {available})")
-        if repo is not None and folder is not None:
+        if repo is not None and folder is not None and name.isidentifier():
             return Source(SourceKind.MIRROR, repo, f"{name}.py", folder, attempts=tuple(tried))
-        tried.append("diffusers' community mirror: off (PIPEYARD_DIFFUSERS_MIRROR)")
+        tried.append(
+            "diffusers' community mirror: off (PIPEYARD_DIFFUSERS_MIRROR)" if repo is None
+            else f"diffusers' community mirror: {name!r} is not a module name (letters, digits, '_')"
+        )
     if _REPO_ID.match(name):
         return Source(SourceKind.HUB, name, PIPELINE_FILENAME, revision or "main")
     tried.append(f"Hub repo {name!r}: not a repo id of the form 'owner/name'")
