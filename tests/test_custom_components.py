@@ -228,3 +228,37 @@ def test_an_offline_reload_of_a_hub_repo_makes_zero_requests(olah_hub, tmp_path,
     warm = DDPMPipeline.from_pretrained(repo_id, trust_remote_code=True)
     assert type(warm.unet) is type(cold.unet)
     assert hub_requests == []
+
+
+@pytest.fixture
+def diffusers_modules_in_tmp(tmp_path, monkeypatch):
+    """diffusers copies dynamic modules to a cache it fixed at import (HF_HOME/modules): here a tmp dir."""
+    import sys
+
+    from diffusers.utils import dynamic_modules_utils
+
+    monkeypatch.setattr(dynamic_modules_utils, "HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [n for n in sys.modules if n.startswith("diffusers_modules")]:
+        monkeypatch.delitem(sys.modules, name)  # put back after the test
+    yield
+    for name in [n for n in sys.modules if n.startswith("diffusers_modules")]:
+        del sys.modules[name]
+
+
+def test_a_saved_diffusers_written_component_reloads_in_diffusers(tmp_path, diffusers_modules_in_tmp):
+    """The oracle: diffusers finds the module where pipeyard saved it and reads the same weights."""
+    import diffusers
+
+    from conftest import _quiet_diffusers
+
+    _quiet_diffusers()
+    build_repo(tmp_path / "repo", text=DIFFUSERS_MODULE)
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "repo", trust_remote_code=True)
+    pipe.save_pretrained(tmp_path / "saved")
+    index = json.loads((tmp_path / "saved" / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "DDPMScheduler"]  # the component this test is not about
+    (tmp_path / "saved" / "model_index.json").write_text(json.dumps(index))
+    theirs = diffusers.DDPMPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    assert type(theirs.unet).__name__ == "MyUNet"
+    assert torch.equal(theirs.unet.proj.weight, pipe.unet.proj.weight)
