@@ -149,3 +149,14 @@ def test_search_and_info_show_a_pin_as_a_mirror_name(invoke, tmp_path, registry_
 def test_list_all_says_when_the_mirror_is_off(invoke, monkeypatch):
     monkeypatch.setenv("PIPEYARD_DIFFUSERS_MIRROR", "off")
     assert "diffusers' community mirror: off" in invoke("list", "--all").output
+
+
+def test_list_all_online_lists_the_mirror_folder_in_one_request(invoke, mirror, hub_requests):
+    mirror.commit({f"{FOLDER}/alpha.py": REPAINT, f"{FOLDER}/one_step_unet.py": REPAINT,
+                   "v0.1.0/old_only.py": REPAINT})
+    result = invoke("list", "--all", "--online")
+    assert result.exit_code == 0, result.output
+    listing = result.output.partition(f"{FOLDER}/ now")[2]
+    assert "  alpha" in listing and "old_only" not in listing
+    assert "bundled with pipeyard, so the bundled file is used: one_step_unet" in listing
+    assert len([r for r in hub_requests if "/tree/" in r]) == 1 and len(hub_requests) == 1

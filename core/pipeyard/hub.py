@@ -40,7 +40,7 @@ from .hub_options import HubOptions, PathLike, ProxiesArg, as_options, check_rep
 
 __all__ = [
     "FileSource", "HubOptions", "ProxiesArg", "RepoListing", "check_repo_id", "check_subfolder",
-    "download_dataset_file", "download_file", "looks_like_local_path", "open_source", "proxy_for", "repo_listing", "resolve_file",
+    "dataset_folder_files", "download_dataset_file", "download_file", "looks_like_local_path", "open_source", "proxy_for", "repo_listing", "resolve_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -260,6 +260,22 @@ def download_dataset_file(repo_id: str, filename: str, options: HubOptions) -> t
         ))
     snapshot = path.parents[len(PurePosixPath(filename).parts) - 1]  # .../snapshots/<commit>
     return snapshot.name, path
+
+
+def dataset_folder_files(repo_id: str, folder: str, options: HubOptions) -> list[str]:
+    """The files directly in ``folder`` of a Hub dataset at ``options.revision`` (default ``main``).
+
+    One listing request (paginated by the Hub for very large folders); used by
+    ``pipeyard list --all --online`` for diffusers' community mirror.
+    """
+    from huggingface_hub import HfApi
+
+    if options.offline:
+        raise errors.OfflineError(f"the file list of {repo_id!r} {folder}/", options.offline_reason)
+    api = HfApi(endpoint=options.hub_endpoint(), token=options.token)
+    with _hub_call(repo_id, options):
+        entries = api.list_repo_tree(repo_id, path_in_repo=folder, repo_type="dataset", revision=options.revision or "main")
+        return sorted(PurePosixPath(e.path).name for e in entries if type(e).__name__ == "RepoFile")
 
 
 # ---------------------------------------------------------------------- internals

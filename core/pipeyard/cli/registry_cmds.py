@@ -40,7 +40,7 @@ def _echo_table(entries: list[dict[str, Any]]) -> None:
         click.echo(f"{entry['name']:<{width}}  {_where(entry):<10}  {entry['summary']}")
 
 
-def _echo_mirror_section(pins: list[dict[str, Any]]) -> None:
+def _echo_mirror_section(pins: list[dict[str, Any]], online: bool = False) -> None:
     """The mirror names apart: pinned ones with their static check, then ones loaded before."""
     from .. import constants
 
@@ -62,6 +62,27 @@ def _echo_mirror_section(pins: list[dict[str, Any]]) -> None:
         click.echo("loaded from the mirror before on this machine (not pinned: trusted by you, or refused):")
         for name, folder, verdict in loaded:
             click.echo(f"  {name:<{width}}  {folder:<9}  {verdict}")
+    if online:
+        _echo_online_listing(repo, {p["name"] for p in pins})
+
+
+def _echo_online_listing(repo: str, pinned: set[str]) -> None:
+    """Every name of the mirror's default folder (one listing request; nothing is downloaded)."""
+    from .. import hub
+    from ..host import mirror
+    from ..host.resolve import bundled_registry
+
+    folder = mirror.default_folder()
+    files = hub.dataset_folder_files(repo, folder, hub.HubOptions())
+    names = [f[:-3] for f in files if f.endswith(".py") and f[:-3].isidentifier()]
+    bundled = set(bundled_registry())
+    others = [n for n in names if n not in pinned and n not in bundled]
+    click.echo(f"in {repo} {folder}/ now ({len(names)} names; not reviewed here, each needs trust):")
+    for name in others:
+        click.echo(f"  {name}")
+    shadowed = sorted(set(names) & bundled)
+    if shadowed:
+        click.echo(f"  (bundled with pipeyard, so the bundled file is used: {', '.join(shadowed)})")
 
 
 def _loaded_mirror_names() -> list[tuple[str, str, str]]:
@@ -83,11 +104,13 @@ def _loaded_mirror_names() -> list[tuple[str, str, str]]:
 @click.command("list")
 @click.option("--all", "show_all", is_flag=True,
               help="Also show diffusers' community mirror: pinned names with their static check, and names loaded before.")
-def list_pipelines(show_all: bool) -> None:
+@click.option("--online", is_flag=True,
+              help="With --all: also list the names in the mirror's folder now (one Hub request).")
+def list_pipelines(show_all: bool, online: bool) -> None:
     """List every pipeline of the registry (community files, then Hub-hosted ones)."""
     _echo_table(_entries(mirror=False))
-    if show_all:
-        _echo_mirror_section(registry.read_index().get("mirror", []))
+    if show_all or online:
+        _echo_mirror_section(registry.read_index().get("mirror", []), online)
 
 
 def matches(entry: dict[str, Any], words: tuple[str, ...]) -> bool:
