@@ -15,7 +15,8 @@ Three entries, one per origin of the name: :func:`load_pipeline_class` for a ``c
 the caller passed, :func:`load_repository_pipeline_class` for the pipeline class a repository's
 model_index.json names, :func:`load_component_class` for a component class it names from one of
 its own modules (``"unet": ["my_unet", "MyUNet"]``). All run the same steps; only the first can
-name a local path (which the gate allows without a flag). ``import pipeyard.host`` imports neither torch nor any model code.
+name a local path (which the gate allows without a flag). ``import pipeyard.host`` imports
+neither torch nor any model code.
 """
 
 from __future__ import annotations

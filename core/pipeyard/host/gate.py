@@ -16,11 +16,13 @@ trust_remote_code      the caller passed ``trust_remote_code=True``
 =====================  ===================================================================
 
 Everything else (a Hub repo, a community file at another revision, an unpinned mirror file, a
-pipeline or component module inside a model repo, local or not) raises :class:`~pipeyard.errors.UntrustedCodeError`. "Named by the
-caller" is a property of how the :class:`~pipeyard.host.resolve.Source` was made: only
+pipeline or component module inside a model repo, local or not) raises
+:class:`~pipeyard.errors.UntrustedCodeError`. "Named by the caller" is a property of how the
+:class:`~pipeyard.host.resolve.Source` was made: only
 :func:`~pipeyard.host.resolve.resolve_source` on the caller's own ``custom_pipeline`` value
 makes local sources; what a repository says is resolved by
-:func:`~pipeyard.host.resolve.repository_source`, which makes none.
+:func:`~pipeyard.host.resolve.repository_source` and
+:func:`~pipeyard.host.resolve.component_source`, which make none.
 
 With ``PIPEYARD_DISABLE_REMOTE_CODE`` on, only bundled code runs, and a remote source that
 cannot be bundled is refused by :func:`refuse_before_fetch` before it is downloaded. There is

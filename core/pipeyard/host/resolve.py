@@ -133,7 +133,8 @@ class Source:
         if self.kind is SourceKind.COMPONENT:
             return f"module {self.filename!r} of component {self.component!r} of model repo {self.location!r}{at}"
         if self.kind is SourceKind.MIRROR:
-            return f"community pipeline {self.name!r} from diffusers' mirror {self.location!r} ({self.revision}/{self.filename})"
+            where = f"{self.revision}/{self.filename}"
+            return f"community pipeline {self.name!r} from diffusers' mirror {self.location!r} ({where})"
         return f"{self.kind.value} {self.location!r}{at}"
 
     def record_key(self, server: str) -> str:
