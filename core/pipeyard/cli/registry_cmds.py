@@ -132,7 +132,10 @@ def find_entry(name: str) -> dict[str, Any]:
         if entry["name"] == name:
             return entry
     names = ", ".join(sorted(e["name"] for e in _entries())) or "none"
-    raise errors.PipelineNotFoundError(name, [f"registry/index.json (names: {names}); try `pipeyard search`"])
+    raise errors.PipelineNotFoundError(name, [
+        f"registry/index.json (names: {names}); try `pipeyard search`, or `pipeyard list --all --online` "
+        f"for the names of diffusers' community mirror"
+    ])
 
 
 def dependency_status(requirement: str) -> str:
