@@ -262,3 +262,31 @@ def test_a_saved_diffusers_written_component_reloads_in_diffusers(tmp_path, diff
     theirs = diffusers.DDPMPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
     assert type(theirs.unet).__name__ == "MyUNet"
     assert torch.equal(theirs.unet.proj.weight, pipe.unet.proj.weight)
+
+
+SIBLING_MODULE = module_text("sibling").replace(
+    "from pipeyard import ModelMixin, register_to_config\n",
+    "from pipeyard import ModelMixin, register_to_config\n\nfrom .blocks import SCALE\n",
+)
+
+
+def test_a_component_module_with_a_sibling_is_one_package_saved_together(tmp_path):
+    build_repo(tmp_path / "repo", text=SIBLING_MODULE)
+    (tmp_path / "repo" / "unet" / "blocks.py").write_text("SCALE = 3\n")
+    with pytest.raises(errors.UntrustedCodeError) as caught:
+        DDPMPipeline.from_pretrained(tmp_path / "repo")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "repo", trust_remote_code=True)
+    assert __import__("sys").modules[type(pipe.unet).__module__].SCALE == 3
+    pipe.save_pretrained(tmp_path / "saved", trust_saved_code=True)
+    assert (tmp_path / "saved" / "unet" / "blocks.py").read_text() == "SCALE = 3\n"
+    assert type(DDPMPipeline.from_pretrained(tmp_path / "saved").unet).__name__ == "MyUNet"
+    assert caught.value.sha256 in {e.sha256 for e in pipeyard.trust.list()}  # the same package digest
+
+
+def test_a_sibling_above_the_module_folder_cannot_be_saved_apart(tmp_path):
+    build_repo(tmp_path / "repo", text=SIBLING_MODULE.replace("from .blocks", "from ..blocks"))
+    (tmp_path / "repo" / "blocks.py").write_text("SCALE = 3\n")
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "repo", trust_remote_code=True)
+    with pytest.raises(errors.CustomPipelineError, match="'blocks.py', which lies outside the module's folder"):
+        pipe.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()  # nothing half-written

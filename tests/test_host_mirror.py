@@ -17,7 +17,7 @@ import pipeyard._bundled
 import pipeyard.trust
 from pipeyard import errors
 from pipeyard.compat import DIFFUSERS_VERSION
-from pipeyard.host import load_pipeline_class, resolve
+from pipeyard.host import cache, load_pipeline_class, resolve
 from pipeyard.host.resolve import SourceKind
 
 FOLDER = f"v{DIFFUSERS_VERSION}"
@@ -236,3 +236,19 @@ def test_a_name_that_is_no_module_name_is_not_looked_up_in_the_mirror():
     """``a.b`` would be imported as a submodule ``b`` of ``a``: never asked of the mirror."""
     with pytest.raises(errors.PipelineNotFoundError, match="'a.b' is not a module name"):
         resolve.resolve_source("a.b")
+
+
+def test_a_sibling_module_comes_from_the_same_folder_at_the_recorded_commit(mirror):
+    main = "from .repaint_helpers import MARK\n" + mirror_file(marker="sibling")
+    mirror.commit({f"{FOLDER}/repaint_s.py": main, f"{FOLDER}/repaint_helpers.py": "MARK = 'first'\n",
+                   "main/repaint_helpers.py": "MARK = 'wrong folder'\n"})
+    latest = mirror.commit({f"{FOLDER}/repaint_helpers.py": "MARK = 'latest'\n"})
+    with pytest.raises(errors.UntrustedCodeError) as caught:
+        load_pipeline_class("repaint_s")
+    assert caught.value.commit == latest
+    files = {"repaint_s.py": main.encode(), "repaint_helpers.py": b"MARK = 'latest'\n"}
+    assert caught.value.sha256 == cache.package_digest(cache.package_hashes(files))  # trust covers both
+    cls = load_pipeline_class("repaint_s", trust_remote_code=True)
+    package = __import__("sys").modules[cls.__module__.rsplit(".", 1)[0]]
+    assert package.repaint_helpers.MARK == "latest"
+    assert cls.__pipeyard_provenance__.commit == latest
