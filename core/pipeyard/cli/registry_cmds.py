@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .. import errors, registry
+from .checkout import find_checkout, root_option
 
 
 def _entries() -> list[dict[str, Any]]:
@@ -178,21 +179,26 @@ def info(name: str) -> None:
 
 @click.group("registry")
 def registry_group() -> None:
-    """Build or check registry/index.json (run from a source checkout)."""
+    """Build or check registry/index.json of a source checkout (the current folder or --root)."""
 
 
 @registry_group.command()
-def build() -> None:
-    """Regenerate registry/index.json from community/*.py and registry/hub.toml."""
-    click.echo(f"wrote {registry.write_index()}")
+@root_option
+def build(root: Path) -> None:
+    """Regenerate ROOT/registry/index.json from ROOT/community/*.py and ROOT/registry/hub.toml."""
+    checkout = find_checkout(root, registry=True)
+    click.echo(f"wrote {registry.write_index(checkout.community, checkout.index, checkout.hub_file)}")
 
 
 @registry_group.command()
+@root_option
 @click.option("--tests-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where community tests live (default: tests/ next to community/).")
-def check(tests_dir: Path | None) -> None:
+              help="Where community tests live (default: ROOT/tests).")
+def check(root: Path, tests_dir: Path | None) -> None:
     """Fail on a stale index, a community file failing `pipeyard verify`, or one without a test."""
-    problems = registry.check_registry(tests_dir=tests_dir)
+    checkout = find_checkout(root, registry=True)
+    problems = registry.check_registry(checkout.community, checkout.index, tests_dir or checkout.tests,
+                                       checkout.hub_file)
     for problem in problems:
         click.echo(problem)
     if problems:
