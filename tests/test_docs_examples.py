@@ -5,6 +5,10 @@ One test per page. A page's blocks run in order, in a fresh temporary folder wit
 its Python blocks share one namespace, its shell blocks the same folder and environment, so a
 block may build on the ones above it. ```text, ```json, ```toml... blocks are not run.
 
+The working folder is a copy of this checkout's ``community/``, ``registry/``, ``tests/``,
+``scripts/`` and ``bench/`` with a ``.venv/bin/python`` (the running interpreter), so the
+contributor's commands (``pipeyard new``, ``registry build``) work on the copy.
+
 The line right before a block may say what it needs (comma-separated)::
 
     <!-- needs: network -->   run offline; it must raise OfflineError (a shell block is only
@@ -103,11 +107,30 @@ def console_commands(code: str) -> str:
 # --------------------------------------------------------------------------- environment
 
 
+#: What a page's working folder holds, copied from this checkout: a contributor's checkout
+#: after ``make test`` (``.venv/bin/python`` and ``.venv/bin/pipeyard`` are the running ones).
+CHECKOUT_FOLDERS = ("community", "registry", "tests", "scripts", "bench")
+
+
+def contributor_checkout(work: Path) -> None:
+    """Fill ``work`` like a source checkout, so contributor commands write into the copy."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for folder in CHECKOUT_FOLDERS:
+        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+    venv_bin = work / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").symlink_to(sys.executable)
+    (venv_bin / "pipeyard").symlink_to(Path(sys.executable).parent / "pipeyard")
+
+
 @pytest.fixture
 def docs_env(tmp_path, monkeypatch):
-    """A fresh folder, home and cache, offline; the ``pipeyard`` on PATH is this checkout's."""
+    """A fresh checkout copy, home and cache, offline; the ``pipeyard`` on PATH is this checkout's."""
     work = tmp_path / "work"
     work.mkdir()
+    contributor_checkout(work)
     env = {
         "PIPEYARD_HOME": str(tmp_path / "pipeyard-home"), "HF_HOME": str(tmp_path / "hf-home"),
         "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"), "PIPEYARD_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
