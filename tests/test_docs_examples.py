@@ -121,8 +121,10 @@ def contributor_checkout(work: Path) -> None:
         shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
     venv_bin = work / ".venv" / "bin"
     venv_bin.mkdir(parents=True)
-    (venv_bin / "python").symlink_to(sys.executable)
-    (venv_bin / "pipeyard").symlink_to(Path(sys.executable).parent / "pipeyard")
+    for name, target in (("python", sys.executable), ("pipeyard", Path(sys.executable).parent / "pipeyard")):
+        script = venv_bin / name  # a wrapper, not a link: a linked python would not find its venv
+        script.write_text(f'#!/bin/sh\nexec "{target}" "$@"\n')
+        script.chmod(0o755)
 
 
 @pytest.fixture
