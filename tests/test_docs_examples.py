@@ -11,8 +11,8 @@ contributor's commands (``pipeyard new``, ``registry build``) work on the copy.
 
 The line right before a block may say what it needs (comma-separated)::
 
-    <!-- needs: network -->   run offline; it must raise OfflineError (a shell block is only
-                              parsed: ``bash -n``)
+    <!-- needs: network -->   run offline; it must raise OfflineError (or another library's
+                              OSError saying offline); a shell block is only parsed (bash -n)
     <!-- needs: gpu -->       run where CUDA is available; elsewhere it must fail naming CUDA
     <!-- needs: ray -->       run where Ray can start; skipped (with the reason) elsewhere
 
@@ -217,11 +217,14 @@ def check_block(block: Block, namespace: dict, cwd: Path, env: dict[str, str]) -
 
 
 def _fails_clearly(exc: BaseException, needs: frozenset[str]) -> bool:
-    """An offline error for network blocks; an error naming CUDA for gpu blocks."""
+    """An offline error for network blocks (OfflineError, or an OSError saying offline); an
+    error naming CUDA for gpu blocks."""
     from pipeyard import errors
 
     if "network" in needs and isinstance(exc, errors.OfflineError):
         return True
+    if "network" in needs and isinstance(exc, OSError) and "offline" in str(exc).lower():
+        return True  # another library's offline error (transformers, huggingface_hub)
     return "gpu" in needs and "cuda" in str(exc).lower()
 
 
