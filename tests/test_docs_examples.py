@@ -141,11 +141,17 @@ def docs_env(tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    monkeypatch.chdir(work)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the examples' tensors are tiny: a second thread
+    monkeypatch.chdir(work)                     # only waits for a busy core (10x slower measured)
     core = str(ROOT / "core")
     shell_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                  "PYTHONPATH": os.pathsep.join(p for p in (core, os.environ.get("PYTHONPATH")) if p)}
-    return work, shell_env
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield work, shell_env
+    torch.set_num_threads(threads)
 
 
 def _cuda_available() -> bool:
