@@ -205,16 +205,7 @@ def check_block(block: Block, namespace: dict, cwd: Path, env: dict[str, str], a
             return None  # reported as a skip by the caller
     expect_failure = ("network" in block.needs) or ("gpu" in block.needs and not _cuda_available())
     if block.language != "python":
-        if "network" in block.needs:  # only parsed: a shell command would really try the network
-            done = subprocess.run(["bash", "-n", "-c", block.code], capture_output=True, text=True)
-            return None if done.returncode == 0 else f"does not parse as bash:\n{done.stderr}"
-        done = run_shell(block, cwd, env)
-        failed = done.returncode != 0
-        if failed and not expect_failure:
-            return f"exit status {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-        if expect_failure and "cuda" not in (done.stdout + done.stderr).lower():
-            return "marked needs: gpu, but did not fail naming CUDA on this machine without one"
-        return None
+        return check_shell(block, cwd, env, expect_failure)
     try:
         run_python(block, namespace)
     except Exception as exc:  # noqa: BLE001 - reported with its traceback
@@ -227,6 +218,22 @@ def check_block(block: Block, namespace: dict, cwd: Path, env: dict[str, str], a
         needs = ", ".join(sorted(block.needs))
         return f"marked needs: {needs}, but it ran here offline on this machine: drop or fix the marker"
     return None
+
+
+def check_shell(block: Block, cwd: Path, env: dict[str, str], expect_failure: bool) -> str | None:
+    """A shell block: exit 0; a ``needs: network`` one is only parsed, a ``needs: gpu`` one
+    must fail naming CUDA where there is none."""
+    script = console_commands(block.code) if block.language == "console" else block.code
+    if "network" in block.needs:  # only parsed: a shell command would really try the network
+        done = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        return None if done.returncode == 0 else f"does not parse as bash:\n{done.stderr}"
+    done = run_shell(block, cwd, env)
+    output = f"exit status {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    if not expect_failure:
+        return output if done.returncode else None
+    if done.returncode and "cuda" in (done.stdout + done.stderr).lower():
+        return None
+    return f"marked needs: gpu, but did not fail naming CUDA on this machine without one:\n{output}"
 
 
 def _fails_clearly(exc: BaseException, needs: frozenset[str]) -> bool:
@@ -301,3 +308,14 @@ def test_a_network_block_must_fail_with_an_offline_error(tmp_path, monkeypatch):
     assert "marked needs: network, but it ran here offline" in wrong
     other = check_block(Block(page, 1, "python", "1 / 0\n", frozenset({"network"})), {}, tmp_path, {})
     assert "ZeroDivisionError" in other
+
+
+def test_a_gpu_shell_block_must_fail_naming_cuda_where_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_cuda_available", lambda: False)
+    page = tmp_path / "page.md"
+    says_cuda = Block(page, 1, "shell", "echo 'no CUDA device' >&2; exit 1\n", frozenset({"gpu"}))
+    assert check_block(says_cuda, {}, tmp_path, dict(os.environ)) is None
+    runs = Block(page, 1, "shell", "true\n", frozenset({"gpu"}))
+    assert "marked needs: gpu, but did not fail naming CUDA" in check_block(runs, {}, tmp_path, dict(os.environ))
+    network = Block(page, 1, "console", "$ hf upload a/b . .\nuploaded\n", frozenset({"network"}))
+    assert check_block(network, {}, tmp_path, dict(os.environ)) is None  # parsed, not run
