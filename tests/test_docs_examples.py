@@ -167,11 +167,15 @@ _RAY_START: list[str | None] = []  # [None] once Ray started, [reason] once it c
 def _ray_unavailable() -> str | None:
     """Why Ray cannot start here (None when it can); tried once per session."""
     if not _RAY_START:
-        try:
-            import ray
+        import warnings
 
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-            ray.shutdown()
+        try:
+            with warnings.catch_warnings():  # Ray's own start-up warnings are not the docs' fault
+                warnings.simplefilter("ignore")
+                import ray
+
+                ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+                ray.shutdown()
             _RAY_START.append(None)
         except Exception as exc:  # noqa: BLE001 - any failure to start means: skip
             _RAY_START.append(f"Ray cannot start here: {type(exc).__name__}: {exc}")
