@@ -231,7 +231,10 @@ def check_shell(block: Block, cwd: Path, env: dict[str, str], expect_failure: bo
     if "network" in block.needs:  # only parsed: a shell command would really try the network
         done = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
         return None if done.returncode == 0 else f"does not parse as bash:\n{done.stderr}"
-    done = run_shell(block, cwd, env)
+    try:
+        done = run_shell(block, cwd, env)
+    except subprocess.TimeoutExpired:
+        return f"still running after {SHELL_TIMEOUT_S} s; examples must be quick (few steps, small sizes)"
     output = f"exit status {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     if not expect_failure:
         return output if done.returncode else None
@@ -267,7 +270,8 @@ def test_every_example_of_the_page_runs(page, docs_env):
         problem = check_block(block, namespace, cwd, env, after_offline)
         after_offline = after_offline or ("network" in block.needs and block.language == "python")
         if problem:
-            failures.append(f"{block.where} failed (first line: {block.code.splitlines()[0] if block.code.strip() else ''!r}):\n{problem}")
+            first = block.code.strip().splitlines()[0] if block.code.strip() else ""
+            failures.append(f"{block.where} failed (first line: {first!r}):\n{problem}")
             break  # later blocks of the page build on this one
     assert not failures, "\n\n".join(failures)
     if skipped:
