@@ -186,3 +186,16 @@ def test_an_unknown_image_suffix_is_a_usage_error_naming_the_ones_written(invoke
     result = invoke("run", "one_step_unet", "--model", tmp_path / "never-read", "--out", tmp_path / "x.gif")
     assert result.exit_code == 2
     assert "has no image suffix pipeyard writes; end it in .png, .jpg, .jpeg, .webp" in result.output
+
+
+def test_run_forwards_steps_and_count_to_a_community_pipeline_taking_kwargs(invoke, tiny_sd_folder, tmp_path):
+    """lpw_stable_diffusion's __call__ is (prompt, negative_prompt, **kwargs) over StableDiffusionPipeline's."""
+    out = tmp_path / "lpw.png"
+    result = invoke("run", "lpw_stable_diffusion", "--model", tiny_sd_folder, "--prompt", "a (cat:1.2)",
+                    "--steps", "2", "--num-images", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "ignored" not in result.output and "wrote" in result.output and "(2 image(s))" in result.output
+    with Image.open(out) as image:
+        assert image.size[0] == 2 * image.size[1]  # two images side by side
+    missing = invoke("run", "lpw_stable_diffusion", "--model", tiny_sd_folder, "--out", out)
+    assert missing.exit_code == 2 and "needs a prompt: pass --prompt TEXT" in missing.output
