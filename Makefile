@@ -2,11 +2,14 @@
 #
 # TORCH_SPEC picks the torch build installed before the project (default: plain `torch`;
 # CI sets torch==2.13.0, the CPU build on its disk). It is installed first so that pip does
-# not resolve `torch` on its own and pull a multi-GB CUDA build.
+# not resolve `torch` on its own and pull a multi-GB CUDA build. TORCH_INDEX is the package
+# index torch comes from; a CPU-only machine gets the small CPU build with
+#     make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
-PYTHON     ?= python3
-VENV       ?= .venv
-TORCH_SPEC ?= torch
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH_SPEC  ?= torch
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 BIN  := $(VENV)/bin
@@ -18,12 +21,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# Stamps: reinstall when pyproject.toml changes.
-$(VENV)/.torch-installed: | $(BIN)/python
-	$(PIP) install -q "$(TORCH_SPEC)"
+# Stamps: reinstall when pyproject.toml changes. The torch stamp's name carries a checksum of
+# TORCH_SPEC and TORCH_INDEX, so changing either installs torch again (and the project after it).
+TORCH_KEY   := $(firstword $(shell printf '%s|%s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | cksum))
+TORCH_STAMP := $(VENV)/.torch-installed-$(TORCH_KEY)
+
+$(TORCH_STAMP): | $(BIN)/python
+	rm -f $(VENV)/.torch-installed*
+	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	touch $@
 
-$(VENV)/.runtime-installed: pyproject.toml $(VENV)/.torch-installed
+$(VENV)/.runtime-installed: pyproject.toml $(TORCH_STAMP)
 	$(PIP) install -q -e .
 	touch $@
 

@@ -16,7 +16,8 @@ concatenated: the UNet's cross-attention reads them all. The negative prompt is 
 same number of windows.
 
 Emphasis syntax (weights multiply the words' embeddings; the mean of the whole embedding is
-then restored so that overall scale stays what the UNet expects):
+then restored so that overall scale stays what the UNet expects, unless that mean is too close
+to zero to divide by: then the weighted embedding is kept as it is):
 
 - ``(word)``: x1.1, ``((word))``: x1.21, ``[word]``: /1.1
 - ``(several words:1.3)``: an explicit weight
@@ -126,6 +127,21 @@ def chunk_windows(
     return torch.tensor(chunk_ids), torch.tensor(chunk_weights)
 
 
+def mean_ratio_is_meaningful(ratio: torch.Tensor, weights: torch.Tensor) -> bool:
+    """Whether ``mean(embeds) / mean(embeds * weights)`` can restore the mean.
+
+    Were all embedding values of one sign, the ratio would lie between ``1 / max(weights)`` and
+    ``1 / min(weights)``. Outside that range (or with weights <= 0) the mean is a near-cancelling
+    sum, close to zero: the ratio is noise, often huge or infinite (a text encoder ending in a
+    LayerNorm without bias gives a mean of exactly zero), so the weighted embedding is kept as it is.
+    """
+    low, high = float(weights.min()), float(weights.max())
+    if low <= 0 or not bool(torch.isfinite(ratio).all()):
+        return False
+    slack = 1e-4  # float rounding at the bounds
+    return bool(((ratio >= (1 - slack) / high) & (ratio <= (1 + slack) / low)).all())
+
+
 class LongPromptWeightingStableDiffusionPipeline(StableDiffusionPipeline):
     """Stable Diffusion that reads prompts past 77 tokens and honours ``(word:1.3)`` emphasis."""
 
@@ -138,7 +154,10 @@ class LongPromptWeightingStableDiffusionPipeline(StableDiffusionPipeline):
         weighted = embeds * weights
         if torch.all(weights == 1):
             return weighted
-        return weighted * (previous_mean / weighted.float().mean(dim=(-2, -1))).to(embeds.dtype)
+        ratio = previous_mean / weighted.float().mean(dim=(-2, -1))
+        if not mean_ratio_is_meaningful(ratio, weights):
+            return weighted  # a mean near zero: dividing by it would blow the embedding up (inf, NaN)
+        return weighted * ratio.to(embeds.dtype)
 
     @torch.no_grad()
     def long_prompt_embeddings(self, prompts: list[str], negatives: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,7 @@ def test_new_scaffold_passes_verify_registry_check_and_its_own_test(invoke, cont
         cwd=contributor_checkout, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
+    assert "2 passed" in done.stdout
 
 
 def test_new_refuses_to_overwrite_and_writes_nothing(invoke, contributor_checkout):
@@ -58,6 +58,23 @@ def test_new_refuses_names_that_are_not_lowercase_identifiers(invoke, contributo
     assert result.exit_code == 1
     assert result.output.startswith(f"InvalidPipelineNameError: name {name!r} is not valid: use a lowercase")
     assert list((contributor_checkout / "community").iterdir()) == []
+
+
+def test_new_outside_a_checkout_refuses_and_writes_nothing(invoke, tmp_path):
+    result = invoke("new", "my_sampler", "--root", tmp_path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"CheckoutNotFoundError: {tmp_path} is not a pipeyard source checkout "
+                                    f"(it has no community/ folder)")
+    assert "pass --root PATH_TO_CHECKOUT" in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_the_scaffold_draws_noise_with_randn_tensor_and_validates_its_inputs(invoke, contributor_checkout):
+    assert invoke("new", "checked", "--root", contributor_checkout).exit_code == 0
+    text = (contributor_checkout / "community" / "checked.py").read_text()
+    assert "randn_tensor(shape, generator=generator" in text and "torch.randn(" not in text
+    assert "batch_size must be a positive integer" in text
+    test = (contributor_checkout / "tests" / "community" / "test_checked.py").read_text()
+    assert "def test_checked_refuses_unusable_inputs_before_any_work" in test
 
 
 def test_class_names_do_not_double_the_pipeline_suffix():

@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_listing_verifying_and_inspecting_commands_do_not_import_torch(tmp_path, isolated_home):
+    (tmp_path / "community").mkdir()  # `new` writes into a checkout only
     env = {**os.environ, "PIPEYARD_HOME": str(isolated_home / "pipeyard")}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=120)

@@ -60,6 +60,20 @@ def test_info_shows_components_dependencies_and_usage(invoke):
     assert "pipeyard run one_step_unet --model PATH_OR_REPO" in out
 
 
+@pytest.mark.parametrize(("name", "usage"), [
+    ("lpw_stable_diffusion", 'pipeyard run lpw_stable_diffusion --model PATH_OR_REPO --prompt "a photo of a cat"'),
+    ("interpolate_stable_diffusion", "pipeyard run interpolate_stable_diffusion --model PATH_OR_REPO --prompt"),
+    ("one_step_unet", "(PATH_OR_REPO: a folder or Hub repo whose model_index.json has unet, scheduler)"),
+    ("img2img_stable_diffusion", "`pipeyard run` cannot run it: its __call__ needs image, which the command "
+                                 "line does not supply; use it from Python (above)"),
+])
+def test_info_prints_a_command_line_that_works_for_the_pipeline_or_what_it_needs(invoke, name, usage):
+    result = invoke("info", name)
+    assert result.exit_code == 0, result.output
+    command_line = result.output.split("usage (command line):\n", 1)[1]
+    assert usage in command_line
+
+
 def test_info_of_a_hub_entry_shows_the_pin_and_needs_trust(invoke, monkeypatch, tmp_path):
     index = registry.build_index(hub_file=_hub_toml(tmp_path, dependencies=["surely-not-installed-pkg"]))
     monkeypatch.setattr(registry, "read_index", lambda path=None: index)
@@ -141,23 +155,65 @@ def test_added_in_is_kept_across_rebuilds_and_new_entries_get_this_version(tmp_p
 # --------------------------------------------------------------------------- registry build / check
 
 
+CHECKOUT = bundled_dir("community").parent  # the source checkout these tests run from
+
+
 def test_registry_check_passes_on_this_checkout(invoke):
-    result = invoke("registry", "check")
+    result = invoke("registry", "check", "--root", CHECKOUT)
     assert result.exit_code == 0, result.output
     assert "index up to date, every community file verified and tested" in result.output
 
 
-def test_registry_build_writes_what_check_expects(invoke, monkeypatch, tmp_path):
+def _copy_of_this_checkout(tmp_path):
+    import shutil
+
+    root = tmp_path / "checkout"
+    for folder in ("community", "registry"):
+        shutil.copytree(CHECKOUT / folder, root / folder)
+    return root
+
+
+def test_registry_build_writes_what_check_expects(invoke, tmp_path):
+    root = _copy_of_this_checkout(tmp_path)
     committed = registry.read_index()
-    target = tmp_path / "index.json"
-    target.write_text(registry.render_index(committed))
-    monkeypatch.setattr(registry, "index_path", lambda: target)
-    result = invoke("registry", "build")
+    result = invoke("registry", "build", "--root", root)
+    target = root / "registry" / "index.json"
     assert result.exit_code == 0 and f"wrote {target}" in result.output
-    assert registry.stale_entries(path=target) == []
+    assert registry.stale_entries(root / "community", target, root / "registry" / "hub.toml") == []
     built = {e["name"]: e for e in registry.read_index(target)["pipelines"]}
     for entry in committed["pipelines"]:  # added-in is carried over from the committed index
         assert built.get(entry["name"], entry)["added-in"] == entry["added-in"]
+
+
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_registry_commands_outside_a_checkout_refuse_and_write_nothing(invoke, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    index_before = registry.index_path().read_bytes()
+    result = invoke("registry", command)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "CheckoutNotFoundError: . is not a pipeyard source checkout (it has no community/ folder); run the "
+        "command from the checkout's root folder or pass --root PATH_TO_CHECKOUT"
+    )
+    assert list(tmp_path.iterdir()) == [] and registry.index_path().read_bytes() == index_before
+    (tmp_path / "community").mkdir()
+    result = invoke("registry", command, "--root", tmp_path)
+    assert result.exit_code == 1 and "(it has no registry/ folder)" in result.output
+    assert isinstance(errors.CheckoutNotFoundError(".", "x"), FileNotFoundError)
+
+
+def test_new_and_registry_build_mean_the_same_community_folder(invoke, tmp_path, monkeypatch):
+    root = _copy_of_this_checkout(tmp_path)
+    (root / "tests").mkdir()
+    monkeypatch.chdir(root)
+    created = invoke("new", "my_sampler")
+    assert created.exit_code == 0, created.output
+    assert "pipeyard registry build   # adds it" in created.output  # the current folder: no --root
+    assert invoke("registry", "build").exit_code == 0
+    names = [e["name"] for e in registry.read_index(root / "registry" / "index.json")["pipelines"]]
+    assert "my_sampler" in names
+    assert registry.stale_entries(root / "community", root / "registry" / "index.json",
+                                  root / "registry" / "hub.toml") == []
 
 
 def _checkout_with(contributor_checkout, community_text, *, text=None, test=True):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeyard.cli import run_cmd
+from pipeyard import errors
+from pipeyard.cli import run_args, run_cmd
 from pipeyard.cli.scaffold import write_scaffold
 
 
@@ -93,3 +94,108 @@ def test_run_loads_pickle_weights_only_with_allow_pickle(invoke, tiny_ddpm_folde
     assert refused.exit_code == 1 and refused.output.startswith("PickleWeightsError:")
     done = invoke("run", "one_step_unet", "--model", model, "--out", tmp_path / "b.png", "--allow-pickle")
     assert done.exit_code == 0, done.output
+
+
+# --------------------------------------------------------------------------- what __call__ receives
+
+
+class _Base:
+    def __call__(self, prompt=None, num_inference_steps=50, num_images_per_prompt=1, generator=None):
+        return None
+
+
+class _ForwardsToBase(_Base):
+    def __call__(self, prompt, negative_prompt=None, **kwargs):
+        return None
+
+
+class _OpenKwargs:
+    def __call__(self, **kwargs):
+        return None
+
+
+class _NeedsImage:
+    def __call__(self, prompt, image, mask_image, strength=0.8):
+        return None
+
+
+def test_options_reach_a_call_that_forwards_kwargs_to_its_base_class(capsys):
+    kwargs = run_args.call_arguments(_ForwardsToBase(), "a cat", 7, 3, 2)
+    assert kwargs.keys() == {"prompt", "num_inference_steps", "num_images_per_prompt", "generator"}
+    assert kwargs["num_inference_steps"] == 7 and kwargs["num_images_per_prompt"] == 2
+    assert "ignored" not in capsys.readouterr().err
+
+
+def test_options_are_forwarded_into_kwargs_no_class_names_and_said_so(capsys):
+    kwargs = run_args.call_arguments(_OpenKwargs(), "a cat", 7, 3, 2)
+    assert kwargs.keys() == {"prompt", "num_inference_steps", "num_images_per_prompt", "generator"}
+    assert ("note: _OpenKwargs.__call__ takes **kwargs; forwarded --prompt as prompt, --steps as "
+            "num_inference_steps, --num-images as num_images_per_prompt") in capsys.readouterr().err
+    assert run_args.call_arguments(_OpenKwargs(), None, None, 0, 1).keys() == {"generator"}
+
+
+def test_required_inputs_the_command_cannot_supply_are_a_usage_error_naming_them():
+    with pytest.raises(click.UsageError, match=r"_NeedsImage.__call__ needs image, mask_image, which `pipeyard run` "
+                                               r"cannot supply .* call the pipeline from Python"):
+        run_args.call_arguments(_NeedsImage(), "a cat", None, 0, 1)
+
+
+def test_a_pipeline_needing_an_image_exits_2_before_sampling(invoke, tiny_ddpm_folder, tmp_path):
+    pipeline = write_scaffold("needs_image", tmp_path).pipeline
+    text = pipeline.read_text().replace("        batch_size: int = 1,\n", "        image: Any,\n        batch_size: int = 1,\n", 1)
+    pipeline.write_text(text)
+    result = invoke("run", pipeline, "--model", tiny_ddpm_folder, "--out", tmp_path / "x.png")
+    assert result.exit_code == 2, result.output
+    assert "NeedsImagePipeline.__call__ needs image, which `pipeyard run` cannot supply" in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+# --------------------------------------------------------------------------- --device and --out
+
+
+@pytest.mark.parametrize(("device", "reason"), [("nope", "is not a torch device name"),
+                                                 ("cuda:99", "is not present on this machine"),
+                                                 ("cpu:3", "is not present on this machine")])
+def test_a_device_that_does_not_exist_is_a_typed_error_before_loading(invoke, tmp_path, device, reason):
+    result = invoke("run", "one_step_unet", "--model", tmp_path / "never-read", "--device", device)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"DeviceError: device {device!r} {reason}; this machine has: cpu")
+    with pytest.raises(errors.DeviceError) as caught:
+        run_args.check_device(device)
+    assert isinstance(caught.value, ValueError) and "cpu" in caught.value.available
+
+
+def test_out_with_a_jpg_suffix_writes_jpeg(invoke, tiny_ddpm_folder, tmp_path):
+    out = tmp_path / "one.jpg"
+    result = invoke("run", "one_step_unet", "--model", tiny_ddpm_folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.format == "JPEG" and image.size == (16, 16)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_a_missing_output_folder_is_a_usage_error_and_is_not_created(invoke, tmp_path):
+    out = tmp_path / "missing" / "one.png"
+    result = invoke("run", "one_step_unet", "--model", tmp_path / "never-read", "--out", out)
+    assert result.exit_code == 2
+    assert f"folder '{out.parent}' of '{out}' does not exist; create it first" in result.output
+    assert not out.parent.exists()
+
+
+def test_an_unknown_image_suffix_is_a_usage_error_naming_the_ones_written(invoke, tmp_path):
+    result = invoke("run", "one_step_unet", "--model", tmp_path / "never-read", "--out", tmp_path / "x.gif")
+    assert result.exit_code == 2
+    assert "has no image suffix pipeyard writes; end it in .png, .jpg, .jpeg, .webp" in result.output
+
+
+def test_run_forwards_steps_and_count_to_a_community_pipeline_taking_kwargs(invoke, tiny_sd_folder, tmp_path):
+    """lpw_stable_diffusion's __call__ is (prompt, negative_prompt, **kwargs) over StableDiffusionPipeline's."""
+    out = tmp_path / "lpw.png"
+    result = invoke("run", "lpw_stable_diffusion", "--model", tiny_sd_folder, "--prompt", "a (cat:1.2)",
+                    "--steps", "2", "--num-images", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "ignored" not in result.output and "wrote" in result.output and "(2 image(s))" in result.output
+    with Image.open(out) as image:
+        assert image.size[0] == 2 * image.size[1]  # two images side by side
+    missing = invoke("run", "lpw_stable_diffusion", "--model", tiny_sd_folder, "--out", out)
+    assert missing.exit_code == 2 and "needs a prompt: pass --prompt TEXT" in missing.output

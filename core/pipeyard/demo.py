@@ -119,9 +119,7 @@ def _run_steps(out: Path, steps: int, batch_size: int, seed: int, echo: Callable
         images = pipe(batch_size=min(batch_size, 4), num_inference_steps=steps, generator=_seed(seed)).images
     report.images.append(_save_grid(images, out / "ddpm_grid.png"))
     _run_one_step_unet(report, out, batch_size, seed)
-    with _timed(report, "load from a Hub-style repo on 127.0.0.1 (download + build)"):
-        from_hub = _load_from_local_hub(report.model_dir, out / "hub-cache")
-    echo(f"loaded {type(from_hub).__name__} from Hub repo {DEMO_REPO_ID!r} (served locally)")
+    _run_hub_part(report, out, echo)
     _print_report(report, type(pipe).__name__, [type(ddim).__name__, report.custom], echo)
     return report
 
@@ -147,6 +145,19 @@ def _run_one_step_unet(report: DemoReport, out: Path, batch_size: int, seed: int
 
 #: The repo id the demo serves its model folder under.
 DEMO_REPO_ID = "demo/tiny-ddpm"
+
+
+def _run_hub_part(report: DemoReport, out: Path, echo: Callable[[str], Any]) -> None:
+    """Load the model from a Hub repo served on 127.0.0.1, unless offline mode forbids requests."""
+    from . import constants
+
+    if constants.is_offline():
+        echo("skipped: loading from a Hub-style repo on 127.0.0.1 (offline mode is on: "
+             "PIPEYARD_OFFLINE or HF_HUB_OFFLINE; unset it to run this part)")
+        return
+    with _timed(report, "load from a Hub-style repo on 127.0.0.1 (download + build)"):
+        from_hub = _load_from_local_hub(report.model_dir, out / "hub-cache")
+    echo(f"loaded {type(from_hub).__name__} from Hub repo {DEMO_REPO_ID!r} (served locally)")
 
 
 def _load_from_local_hub(model_dir: Path, cache: Path) -> Any:

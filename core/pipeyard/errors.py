@@ -79,7 +79,9 @@ change.
     │   ├── UntrustedCodeError (PermissionError)    the trust gate said no
     │   ├── TrustStoreError (ValueError)            trust.json is damaged
     │   ├── PipelineImportError (ImportError)       importing the verified file failed
-    │   └── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
+    │   ├── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
+    │   └── CheckoutNotFoundError (FileNotFoundError)  `new` / `registry build|check` outside a checkout
+    ├── DeviceError (ValueError)                    a device torch does not know or this machine lacks
     ├── PluginError                                 a plugin misbehaved at registration or call
     └── UtilityError                                diffusers-style helpers misused (pipeyard.utils)
         ├── DeprecationExpiredError (ValueError)    a deprecate() call past its removal version
@@ -965,6 +967,22 @@ class PipelineFileExistsError(CustomPipelineError, FileExistsError):
         super().__init__(f"{self.path} exists already; pick another name or delete the file first")
 
 
+class CheckoutNotFoundError(CustomPipelineError, FileNotFoundError):
+    """A contributor command (``new``, ``registry build|check``) run outside a source checkout.
+
+    They write ``community/`` and ``registry/`` files; outside a checkout that would mean
+    writing into the installed package, so they refuse and ask for ``--root``.
+    """
+
+    def __init__(self, root: str, missing: str) -> None:
+        self.root = str(root)
+        self.missing = missing
+        super().__init__(
+            f"{self.root} is not a pipeyard source checkout (it has no {missing}); run the command "
+            f"from the checkout's root folder or pass --root PATH_TO_CHECKOUT"
+        )
+
+
 # --------------------------------------------------------------------------- attention processors
 
 
@@ -978,6 +996,21 @@ class AttentionProcessorError(ModelInputError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{owner}.{action}: {clip(problem, 400)}; {fix}")
+
+
+# --------------------------------------------------------------------------- devices
+
+
+class DeviceError(PipeyardError, ValueError):
+    """A device name torch does not know, or a device this machine does not have."""
+
+    def __init__(self, device: str, reason: str, available: Iterable[str]) -> None:
+        self.device = device
+        self.available = list(available)
+        super().__init__(
+            f"device {clip(device, 100)!r} {reason}; this machine has: {', '.join(self.available)}; "
+            f"pick one of those (e.g. --device cpu)"
+        )
 
 
 # --------------------------------------------------------------------------- plugins

@@ -58,3 +58,16 @@ def test_a_weight_scales_its_tokens_and_keeps_the_mean(pipes):
     neighbour = weighted[0, 1].norm() / plain_embeds[0, 1].norm()
     assert float(ratio / neighbour) == pytest.approx(1.5, rel=1e-4)
     assert not np.array_equal(_run(custom, "a cat"), _run(custom, "a (cat:1.5)"))
+
+
+@pytest.mark.parametrize("prompt", [
+    "(cat:0.5) " + "a house and a tree " * 5,
+    "(dog:1.3) " + "a house and a tree " * 5,
+    "(big:1.1) a house and a tree ",
+])
+def test_weighted_prompts_whose_mean_is_near_zero_stay_finite(pipes, prompt):
+    """The tiny text encoder's embeddings average to ~0: restoring the mean divided by ~0 (NaN)."""
+    custom, _ = pipes
+    embeds, _ = custom.long_prompt_embeddings([prompt], [""])
+    assert torch.isfinite(embeds).all() and embeds.abs().max() < 100
+    assert np.isfinite(_run(custom, prompt)).all()

@@ -8,9 +8,10 @@ One module per area; only ``run`` and ``demo`` import torch (inside the command)
 
     registry_cmds.py   list, search, info, registry build|check
     contrib_cmds.py    verify, new (templates in scaffold.py)
+    checkout.py        the source checkout (--root) that new and registry build|check share
     cache_cmds.py      cache list|verify|clear
     trust_cmds.py      trust add|list|remove
-    run_cmd.py         run
+    run_cmd.py         run (its checks and __call__ arguments in run_args.py)
     __init__.py        the group, the error wrapper, demo
 """
 

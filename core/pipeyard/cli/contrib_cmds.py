@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import errors
+from .checkout import find_checkout, root_flag, root_option
 
 
 def pipeline_file(file_or_name: str) -> Path:
@@ -62,16 +63,16 @@ def verify(file_or_name: str, tests_dir: Path | None, no_test_check: bool) -> No
 
 @click.command()
 @click.argument("name")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="The checkout holding community/ and tests/.")
+@root_option
 def new(name: str, root: Path) -> None:
-    """Scaffold community/NAME.py and tests/community/test_NAME.py (they pass verify and pytest)."""
+    """Scaffold ROOT/community/NAME.py and ROOT/tests/community/test_NAME.py (they pass verify and pytest)."""
     from .scaffold import write_scaffold
 
+    find_checkout(root, registry=False)
     scaffold = write_scaffold(name, root)
     click.echo(f"wrote {scaffold.pipeline} (class {scaffold.class_name})")
     click.echo(f"wrote {scaffold.test}")
     click.echo("next: edit both, then")
     click.echo(f"  pipeyard verify {scaffold.pipeline}")
     click.echo(f"  pytest {scaffold.test}")
-    click.echo("  pipeyard registry build   # adds it to registry/index.json")
+    click.echo(f"  pipeyard registry build{root_flag(root)}   # adds it to registry/index.json")

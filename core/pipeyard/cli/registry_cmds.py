@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .. import errors, registry
+from .checkout import find_checkout, root_option
 
 
 def _entries(*, mirror: bool = True) -> list[dict[str, Any]]:
@@ -190,6 +191,56 @@ def usage_example(entry: dict[str, Any]) -> str:
     return f'pipe = DiffusionPipeline.from_pretrained(MODEL, custom_pipeline="{source}"{revision})'
 
 
+def call_parameters(source: bytes, class_name: str) -> tuple[list[str], set[str]] | None:
+    """``(required, named)`` parameters of ``class_name.__call__`` in ``source``, read with ast.
+
+    A class that inherits ``__call__`` from a ``StableDiffusion*`` pipeline takes a prompt;
+    None when it inherits one from anything else.
+    """
+    import ast
+
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "__call__":
+                    return _required_and_named(item.args)
+            bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases]
+            if any(base.startswith("StableDiffusion") for base in bases):
+                return [], {"prompt"}
+    return None
+
+
+def _required_and_named(args: Any) -> tuple[list[str], set[str]]:
+    positional = [*args.posonlyargs, *args.args][1:]  # drop self
+    first_default = len(positional) - len(args.defaults)
+    required = [a.arg for a in positional[:first_default]]
+    required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+    return required, {a.arg for a in [*positional, *args.kwonlyargs]}
+
+
+def command_line_usage(entry: dict[str, Any]) -> str:
+    """A ``pipeyard run`` line that works for the entry, or what the command line cannot give it."""
+    if "repo" in entry:
+        return (f"pipeyard run {entry['repo']} --revision {entry['commit']} --model PATH_OR_REPO "
+                f"--trust-remote-code")
+    if "release" in entry:  # a mirror pin: the pinned sha256 needs no flag
+        return f"pipeyard run {entry['name']} --revision {entry['release']} --model PATH_OR_REPO"
+    from .._bundled import bundled_dir
+
+    source = (bundled_dir("community") / entry["file"]).read_bytes()
+    required, named = call_parameters(source, entry["class"]) or ([], set())
+    cannot = [name for name in required if name != "prompt"]
+    if cannot:
+        return (f"`pipeyard run` cannot run it: its __call__ needs {', '.join(cannot)}, which the "
+                f"command line does not supply; use it from Python (above)")
+    prompt = ' --prompt "a photo of a cat"' if "prompt" in named else ""
+    line = f"pipeyard run {entry['name']} --model PATH_OR_REPO{prompt}"
+    components = [c["name"] for c in entry.get("components", []) if not c["optional"]]
+    if components:
+        line += f"\n(PATH_OR_REPO: a folder or Hub repo whose model_index.json has {', '.join(components)})"
+    return line
+
+
 def diffusers_compatibility(entry: dict[str, Any]) -> str:
     """What the static diffusers check says of an entry's file (bundled files; Hub ones once stored)."""
     from .._bundled import bundled_dir
@@ -250,13 +301,7 @@ def info(name: str) -> None:
     click.echo("usage (Python):")
     click.echo(textwrap.indent(usage_example(entry), "    "))
     click.echo("usage (command line):")
-    if "repo" in entry:
-        run = f"{entry['repo']} --revision {entry['commit']} --model PATH_OR_REPO --trust-remote-code"
-    elif "release" in entry:
-        run = f"{entry['name']} --revision {entry['release']} --model PATH_OR_REPO"
-    else:
-        run = f"{entry['name']} --model PATH_OR_REPO"
-    click.echo(f"    pipeyard run {run}")
+    click.echo(textwrap.indent(command_line_usage(entry), "    "))
 
 
 # --------------------------------------------------------------------------- registry group
@@ -264,23 +309,29 @@ def info(name: str) -> None:
 
 @click.group("registry")
 def registry_group() -> None:
-    """Build or check registry/index.json (run from a source checkout)."""
+    """Build or check registry/index.json of a source checkout (the current folder or --root)."""
 
 
 @registry_group.command()
+@root_option
 @click.option("--fetch-mirror", is_flag=True,
               help="Read new [[mirror]] pins from diffusers' mirror to check them (network; nothing runs).")
-def build(fetch_mirror: bool) -> None:
-    """Regenerate registry/index.json from community/*.py and registry/hub.toml."""
-    click.echo(f"wrote {registry.write_index(fetch_mirror=fetch_mirror)}")
+def build(root: Path, fetch_mirror: bool) -> None:
+    """Regenerate ROOT/registry/index.json from ROOT/community/*.py and ROOT/registry/hub.toml."""
+    checkout = find_checkout(root, registry=True)
+    index = registry.write_index(checkout.community, checkout.index, checkout.hub_file, fetch_mirror=fetch_mirror)
+    click.echo(f"wrote {index}")
 
 
 @registry_group.command()
+@root_option
 @click.option("--tests-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where community tests live (default: tests/ next to community/).")
-def check(tests_dir: Path | None) -> None:
+              help="Where community tests live (default: ROOT/tests).")
+def check(root: Path, tests_dir: Path | None) -> None:
     """Fail on a stale index, a community file failing `pipeyard verify`, or one without a test."""
-    problems = registry.check_registry(tests_dir=tests_dir)
+    checkout = find_checkout(root, registry=True)
+    problems = registry.check_registry(checkout.community, checkout.index, tests_dir or checkout.tests,
+                                       checkout.hub_file)
     for problem in problems:
         click.echo(problem)
     if problems:

@@ -1,14 +1,14 @@
-"""``pipeyard run``: load a (custom) pipeline, sample, write a PNG, print timings.
+"""``pipeyard run``: load a (custom) pipeline, sample, write an image, print timings.
 
 Loading goes through ``DiffusionPipeline.from_pretrained(model, custom_pipeline=...)``, so
 the host's resolve / verify / trust steps apply exactly as in Python. Download bars come from
 the Hub client, denoising bars from the pipeline's ``progress_bar``. Only this module and
-``demo`` import torch, and only inside the command.
+``demo`` import torch, and only inside the command. What is checked before the load and
+what ``__call__`` receives is in :mod:`.run_args`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from .. import errors
+from .run_args import call_arguments, check_device, image_format
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -58,25 +59,6 @@ def swap_scheduler(pipe: Any, name: str) -> None:
     pipe.scheduler = getattr(pipeyard, name).from_config(pipe.scheduler.config)
 
 
-def call_arguments(pipe: Any, prompt: str | None, steps: int | None, seed: int, num_images: int) -> dict[str, Any]:
-    """The options the pipeline's ``__call__`` accepts, by name; options it lacks are reported."""
-    import torch
-
-    params = inspect.signature(pipe.__call__).parameters
-    if "prompt" in params and params["prompt"].default is inspect.Parameter.empty and prompt is None:
-        raise click.UsageError(f"{type(pipe).__name__} needs a prompt: pass --prompt TEXT")
-    chosen = {"--prompt": ("prompt", prompt), "--steps": ("num_inference_steps", steps)}
-    count = next((k for k in ("num_images_per_prompt", "batch_size") if k in params), "batch_size")
-    chosen["--num-images"] = (count, num_images if num_images != 1 or count in params else None)
-    ignored = [flag for flag, (key, value) in chosen.items() if value is not None and key not in params]
-    if ignored:
-        click.echo(f"note: {type(pipe).__name__}.__call__ takes no {', '.join(ignored)}; ignored", err=True)
-    kwargs = {key: value for key, value in chosen.values() if key in params and value is not None}
-    if "generator" in params:
-        kwargs["generator"] = torch.Generator().manual_seed(seed)
-    return kwargs
-
-
 def output_images(output: Any) -> list[Any]:
     """PIL images from what the pipeline returned.
 
@@ -104,9 +86,11 @@ def output_images(output: Any) -> list[Any]:
     )
 
 
-def save_grid(images: list[Any], path: Path) -> Path:
-    """One image as is, several as a near-square grid; written as PNG."""
+def save_grid(images: list[Any], path: Path, fmt: str = "PNG") -> Path:
+    """One image as is, several as a near-square grid; written atomically in ``fmt``."""
     from PIL import Image
+
+    from ..fileio import atomic_replace
 
     columns = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
@@ -114,8 +98,8 @@ def save_grid(images: list[Any], path: Path) -> Path:
     grid = Image.new("RGB", (width * columns, height * rows))
     for i, image in enumerate(images):
         grid.paste(image.convert("RGB"), ((i % columns) * width, (i // columns) * height))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path, format="PNG")
+    with atomic_replace(path) as tmp:
+        grid.save(tmp, format=fmt)
     return path
 
 
@@ -144,9 +128,9 @@ def load_pipeline(model: str, custom_pipeline: str, revision: str | None, trust_
               help="Images per call (batch_size / num_images_per_prompt); several make a grid.")
 @click.option("--scheduler", default=None, help="A pipeyard scheduler class, e.g. EulerDiscreteScheduler.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=None, help="torch_dtype of the components.")
-@click.option("--device", default=None, help="e.g. cpu, cuda, cuda:1, mps.")
+@click.option("--device", default=None, help="e.g. cpu, cuda, cuda:1, mps (one this machine has).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("pipeyard-run.png"),
-              show_default=True)
+              show_default=True, help="Image file: .png, .jpg/.jpeg or .webp, in an existing folder.")
 @click.option("--revision", default=None, help="custom_revision of the custom pipeline.")
 @click.option("--trust-remote-code", is_flag=True, help="Run remote code that is not in your trust store.")
 @click.option("--allow-pickle", is_flag=True,
@@ -154,9 +138,12 @@ def load_pipeline(model: str, custom_pipeline: str, revision: str | None, trust_
 def run(name_or_path: str, model: str, prompt: str | None, steps: int | None, seed: int, num_images: int,
         scheduler: str | None, dtype: str | None, device: str | None, out: Path, revision: str | None,
         trust_remote_code: bool, allow_pickle: bool) -> None:
-    """Load NAME_OR_PATH as custom_pipeline over --model, sample, write a PNG, print timings."""
+    """Load NAME_OR_PATH as custom_pipeline over --model, sample, write an image, print timings."""
+    fmt = image_format(out)  # everything that can be checked is checked before the slow load
+    if device:
+        check_device(device)
     if scheduler:
-        check_scheduler_name(scheduler)  # before the slow load
+        check_scheduler_name(scheduler)
     timings: dict[str, float] = {}
     with timed(timings, "load"):
         pipe = load_pipeline(model, name_or_path, revision, trust_remote_code, dtype, device, allow_pickle)
@@ -167,7 +154,7 @@ def run(name_or_path: str, model: str, prompt: str | None, steps: int | None, se
         output = pipe(**kwargs)
     with timed(timings, "save"):
         images = output_images(output)
-        save_grid(images, out)
+        save_grid(images, out, fmt)
     click.echo(f"pipeline: {type(pipe).__name__}  scheduler: {type(getattr(pipe, 'scheduler', None)).__name__}")
     for step, seconds in timings.items():
         click.echo(f"  {seconds:7.2f} s  {step}")

@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pipeyard import DiffusionPipeline, ImagePipelineOutput
+from pipeyard import DiffusionPipeline, ImagePipelineOutput, randn_tensor
+from pipeyard.errors import BatchSizeMismatchError, PipelineInputError, UnknownOutputTypeError
 
 if TYPE_CHECKING:
     from pipeyard import SchedulerMixin, UNet2DModel
@@ -69,15 +70,24 @@ class {class_name}(DiffusionPipeline):
         self,
         batch_size: int = 1,
         num_inference_steps: int = 50,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
     ) -> ImagePipelineOutput:
-        """Sample ``batch_size`` images; ``output_type`` is ``"pil"`` or ``"np"``."""
+        """Sample ``batch_size`` images; ``output_type`` is ``"pil"`` or ``"np"``.
+
+        ``generator`` is one ``torch.Generator`` or a list with one per image (image ``i`` then
+        depends only on ``generator[i]``).
+
+        Raises:
+            PipelineInputError: ``batch_size`` is not a positive integer, ``output_type`` is
+                unknown, or a generator list has another length than ``batch_size``.
+        """
+        self.check_inputs(batch_size, generator, output_type)
         config = self.unet.config
         size = config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, config.in_channels, height, width)
-        sample = torch.randn(shape, generator=generator, dtype=self.unet.dtype).to(self.device)
+        sample = randn_tensor(shape, generator=generator, device=self.device, dtype=self.unet.dtype)
         sample = sample * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         step_kwargs = self._step_kwargs(generator)
@@ -88,7 +98,18 @@ class {class_name}(DiffusionPipeline):
         images = (sample / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
         return ImagePipelineOutput(images=self.numpy_to_pil(images) if output_type == "pil" else images)
 
-    def _step_kwargs(self, generator: torch.Generator | None) -> dict[str, Any]:
+    @staticmethod
+    def check_inputs(batch_size: Any, generator: Any, output_type: Any) -> None:
+        """Refuse unusable arguments before any work, naming the value and the fix."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise PipelineInputError(f"batch_size must be a positive integer, got {{batch_size!r}}")
+        if output_type not in ("pil", "np"):
+            raise UnknownOutputTypeError(output_type, ("pil", "np"))
+        if isinstance(generator, list) and len(generator) != batch_size:
+            fix = "pass one torch.Generator, or a list with exactly one per image"
+            raise BatchSizeMismatchError("generator", len(generator), batch_size, fix)
+
+    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None) -> dict[str, Any]:
         """Pass the generator to schedulers whose ``step`` draws noise (DDPM, ancestral ones)."""
         accepted = inspect.signature(self.scheduler.step).parameters
         return {{"generator": generator}} if "generator" in accepted else {{}}
@@ -101,9 +122,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeyard import DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
+from pipeyard.errors import BatchSizeMismatchError, PipelineInputError
 
 PIPELINE_FILE = Path(__file__).resolve().parents[2] / "community" / "{name}.py"
 
@@ -131,6 +154,19 @@ def test_{name}_makes_one_reproducible_image_per_batch_item(tmp_path):
     assert (first.images == again.images).all()
     images = pipe(batch_size=1, num_inference_steps=2).images
     assert images[0].size == (8, 8)
+
+    generators = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    listed = pipe(batch_size=2, num_inference_steps=2, generator=generators, output_type="np")
+    alone = pipe(batch_size=1, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="np")
+    assert abs(listed.images[1] - alone.images[0]).max() < 1e-4  # image i depends only on generator[i]
+
+
+def test_{name}_refuses_unusable_inputs_before_any_work(tmp_path):
+    pipe = DiffusionPipeline.from_pretrained(tiny_model_folder(tmp_path / "model"), custom_pipeline=str(PIPELINE_FILE))
+    with pytest.raises(PipelineInputError, match="batch_size must be a positive integer, got 0"):
+        pipe(batch_size=0)
+    with pytest.raises(BatchSizeMismatchError, match="generator has 1 entries but the batch has 2"):
+        pipe(batch_size=2, generator=[torch.Generator()])
 '''
 
 
