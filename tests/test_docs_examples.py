@@ -142,6 +142,9 @@ def docs_env(tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    import huggingface_hub.constants as hub_constants  # read once at its import: an earlier test's import
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # would otherwise keep transformers online
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the examples' tensors are tiny: a second thread
     monkeypatch.chdir(work)                     # only waits for a busy core (10x slower measured)
     core = str(ROOT / "core")
