@@ -92,9 +92,12 @@ def generate(
         >>> summary.done  # doctest: +SKIP
         8
     """
+    import time
+
     from .job import run_job
     from .pinning import pin_job
 
+    start = time.perf_counter()
     if device is None and gpus_per_worker > 0:
         device = "cuda"
     options = EngineOptions(engine, address, workers, cpus_per_worker, gpus_per_worker, batch_size, threads, retries)
@@ -105,7 +108,9 @@ def generate(
         trust_remote_code=trust_remote_code, hub_options=hub_options, torch_dtype=torch_dtype, device=device,
         allow_pickle=allow_pickle,
     )
-    return run_job(pinned, cls, job_items, os.fspath(out), options, progress)
+    summary = run_job(pinned, cls, job_items, os.fspath(out), options, progress)
+    summary.seconds = time.perf_counter() - start
+    return summary
 
 
 def _items(
@@ -128,3 +133,28 @@ def _items(
         return read_items_file(items)
     return check_unique([row if isinstance(row, Item) else make_item(row, f"items[{index}]")
                          for index, row in enumerate(items)])
+
+
+class _CallableModule(type(os)):  # type: ignore[misc]
+    """This package, callable as :func:`generate`.
+
+    ``pipeyard.generate`` is both this package and the public function. Python sets a parent's
+    attribute to the submodule when the submodule is first imported, so after
+    ``from pipeyard.generate import GenerateSummary`` the name ``pipeyard.generate`` is this
+    module, not the function; calling it then still runs :func:`generate`.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GenerateSummary:
+        return generate(*args, **kwargs)
+
+
+def _make_callable() -> None:
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    module.__class__ = _CallableModule
+    module.__signature__ = inspect.signature(generate)  # type: ignore[attr-defined]
+
+
+_make_callable()

@@ -16,7 +16,7 @@ class GenerateSummary:
         skipped: items finished by an earlier run (same id and hash), left untouched.
         retried: items a worker started more than once (a worker died and Ray retried them).
         failed: item id -> the error; not in the manifest, so the next run tries them again.
-        seconds: wall time of the run, pinning and loading included.
+        seconds: wall time of the run: pinning, loading the workers and making the images.
         output: the output folder.
         engine: ``local`` or ``ray``.
     """
