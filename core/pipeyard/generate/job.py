@@ -169,7 +169,9 @@ def _changes(row: Mapping[str, Any], item: Item, pinned: PinnedJob) -> str:
     """Which determinants differ from the finished row (for the conflict message)."""
     before = row.get("determinants") or {}
     now = _determinants(item, pinned)
-    changed = [name for name in now if before.get(name) != now[name]]
+    changed = [name for name in now if name != "request" and before.get(name) != now[name]]
+    asked, asked_now = before.get("request") or {}, now["request"]
+    changed[:0] = [name for name in asked_now if asked.get(name) != asked_now[name]]
     return "changed: " + (", ".join(changed) if changed else "the hash")
 
 
