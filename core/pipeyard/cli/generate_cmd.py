@@ -92,7 +92,7 @@ def grid_keywords(steps: int | None, guidance: float | None, size: tuple[int, ..
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads per worker (default: --cpus-per-worker on Ray, torch's own locally).")
 @click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Restarts of a dead Ray worker and retries of its batch.")
+              help="Runs again of an item whose Ray worker died; past that it is reported failed.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def generate(model: str, out: str, items_file: str | None, prompts: tuple[str, ...], seeds: str | None,
              schedulers: tuple[str, ...], steps: int | None, guidance: float | None, size: tuple[int, ...],

@@ -44,7 +44,8 @@ class EngineOptions:
         batch_size: items handed to a worker at a time (each still runs alone).
         threads: torch threads per worker; None: ``cpus_per_worker`` on Ray, torch's
             default locally.
-        retries: restarts of a dead worker and retries of its batch (Ray).
+        retries: how many times an item whose worker died is run again (Ray); past that it
+            is reported failed instead of killing more workers.
     """
 
     engine: str = "local"

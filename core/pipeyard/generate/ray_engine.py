@@ -4,10 +4,12 @@
   :class:`~ray.data.ActorPoolStrategy` pool: each actor builds
   :class:`~pipeyard.generate.worker.GenerateWorker` once (the pinned code and weights) and then
   takes batch after batch.
-* **Fault tolerance is Ray's.** A dead actor is restarted (``max_restarts``) and its batch
-  run again (``max_task_retries``), ``retries`` times each; past that the job stops with a
-  :class:`~pipeyard.errors.GenerateJobError` and a rerun resumes. A small tally actor counts
-  how often each item was started, which is how the summary knows what was retried.
+* **Fault tolerance is Ray's.** Ray Data restarts a dead actor and runs its batch again (its
+  defaults for actor pools: ``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60 takes these
+  only through the deprecated ``**ray_remote_args``, so they are left at that). A small tally
+  actor counts how often each item was started: the summary's ``retried``, and the bound:
+  an item started more than ``retries + 1`` times (a poison item that kills every worker
+  running it) is not run again but reported failed, and the job goes on.
 * **Streaming.** Results come back to the driver batch by batch (``iter_batches``) while other
   batches still run; the driver writes the images and the manifest, so workers need no shared
   filesystem and only one process ever writes the output folder.
@@ -34,15 +36,27 @@ if TYPE_CHECKING:
 class RayGenerateWorker(GenerateWorker):
     """The worker inside a Ray actor: tells the tally which items it starts, then works."""
 
-    def __init__(self, job: PinnedJob, threads: int | None, tally: Any) -> None:
+    def __init__(self, job: PinnedJob, threads: int | None, tally: Any, retries: int) -> None:
         super().__init__(job, threads)
         self.tally = tally
+        self.retries = retries
+        self.starts: dict[str, int] = {}
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         import ray
 
-        ray.get(self.tally.started.remote([str(i) for i in batch["id"]]))
+        self.starts = ray.get(self.tally.started.remote([str(i) for i in batch["id"]]))
         return super().__call__(batch)
+
+    def refused(self, item_id: str) -> tuple[Any, str, float, str] | None:
+        starts = self.starts.get(item_id, 1)
+        if starts <= self.retries + 1:
+            return None
+        from .worker import NO_IMAGE
+
+        reason = (f"GenerateJobError: the worker running this item died {starts - 1} times (retries={self.retries}); "
+                  f"not run again")
+        return NO_IMAGE, reason, 0.0, "null"
 
 
 class _Tally:
@@ -51,9 +65,10 @@ class _Tally:
     def __init__(self) -> None:
         self.starts: dict[str, int] = {}
 
-    def started(self, ids: list[str]) -> None:
+    def started(self, ids: list[str]) -> dict[str, int]:
         for item_id in ids:
             self.starts[item_id] = self.starts.get(item_id, 0) + 1
+        return {item_id: self.starts[item_id] for item_id in ids}
 
     def retried(self) -> int:
         return sum(1 for count in self.starts.values() if count > 1)
@@ -95,14 +110,12 @@ def _dataset(ray: Any, pinned: PinnedJob, requests: list[dict[str, str]], option
     threads = options.threads if options.threads is not None else max(1, int(options.cpus_per_worker))
     return ray.data.from_items(requests, override_num_blocks=blocks).map_batches(
         RayGenerateWorker,
-        fn_constructor_kwargs={"job": pinned, "threads": threads, "tally": tally},
+        fn_constructor_kwargs={"job": pinned, "threads": threads, "tally": tally, "retries": options.retries},
         batch_size=options.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=options.workers),
         num_cpus=options.cpus_per_worker,
         num_gpus=options.gpus_per_worker,
-        max_restarts=options.retries,
-        max_task_retries=options.retries,
     )
 
 

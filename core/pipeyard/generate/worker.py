@@ -54,7 +54,8 @@ class GenerateWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
-        results = [self.run_item(json.loads(str(request))) for request in batch["request"]]
+        results = [self.refused(str(item_id)) or self.run_item(json.loads(str(request)))
+                   for item_id, request in zip(batch["id"], batch["request"])]
         images = [image for image, _, _, _ in results]
         return {
             "id": np.asarray([str(i) for i in batch["id"]]),
@@ -65,6 +66,10 @@ class GenerateWorker:
             "scheduler": np.asarray([scheduler for _, _, _, scheduler in results]),
             "worker": np.asarray([self.name] * len(results)),
         }
+
+    def refused(self, item_id: str) -> tuple[np.ndarray, str, float, str] | None:
+        """A failed result for an item this worker must not run, else None (it runs)."""
+        return None
 
     def run_item(self, request: Mapping[str, Any]) -> tuple[np.ndarray, str, float, str]:
         """One image: ``(image, error or "", seconds, scheduler record as JSON)``."""

@@ -1,0 +1,128 @@
+"""``pipeyard.generate(engine="ray")`` on a real local Ray cluster (``ray.init(num_cpus=2)``).
+
+One cluster serves the whole test session (:func:`ray_cluster`); it keeps every file it writes
+under a temp folder (``_temp_dir``, ``RAY_TMPDIR``, the workers' ``PIPEYARD_HOME`` and Hub
+cache) and is shut down when the session ends. Starting actors costs seconds on two shared
+cores, so the tests are few and their jobs small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pipeyard
+
+pytest.importorskip("ray")
+
+# Ray Data's own DataContext sets deprecated fields when it is created; only those, only here.
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
+
+DDIM = "ddim_noise_comparative_analysis"
+FAST = {"num_inference_steps": 2}
+
+
+# ---- generate fixtures ----
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A local Ray cluster with 2 CPUs for the session; everything it writes stays in temp folders."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="pyray-")  # short: Ray's socket paths must fit 107 bytes
+    home = tmp_path_factory.mktemp("ray-workers-home")
+    env = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled", "PIPEYARD_HOME": str(home / "pipeyard"),
+           "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub")}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the cluster's processes inherit these
+    try:
+        ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeyard.demo import copy_demo_model
+
+    folder = tmp_path_factory.mktemp("generate-ray") / "demo-model"
+    copy_demo_model(folder)
+    return folder
+
+
+def manifest_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def image_shas(out: Path) -> dict[str, str]:
+    return {row["id"]: row["image_sha256"] for row in manifest_rows(out)}
+
+
+def test_ray_engine_resumes_a_local_run_and_makes_the_same_images(
+    ray_cluster: object, demo_model: Path, tmp_path: Path
+) -> None:
+    grid = {"custom_pipeline": DDIM, "keywords": FAST, "threads": 1, "progress": False}
+    pipeyard.generate(demo_model, tmp_path / "local", seeds=range(6), **grid)
+    pipeyard.generate(demo_model, tmp_path / "mixed", seeds=range(2), **grid)
+
+    summary = pipeyard.generate(demo_model, tmp_path / "mixed", seeds=range(6), engine="ray", workers=2,
+                                batch_size=1, **grid)
+
+    assert (summary.done, summary.skipped, summary.failed, summary.engine) == (4, 2, {}, "ray")
+    assert image_shas(tmp_path / "mixed") == image_shas(tmp_path / "local")
+    ray_rows = manifest_rows(tmp_path / "mixed")[2:]
+    workers = {row["worker"] for row in ray_rows}
+    assert 1 <= len(workers) <= 2 and f":{os.getpid()}" not in " ".join(workers)  # actors, not the driver
+
+
+DIE_ONCE = textwrap.dedent('''
+    """A DDIM pipeline whose process dies the first time it sees die_once_marker (a test fault)."""
+
+    import os
+    import signal
+
+    from pipeyard import DDIMPipeline
+
+
+    class DieOncePipeline(DDIMPipeline):
+        def __call__(self, die_once_marker=None, **kwargs):
+            if die_once_marker and not os.path.exists(die_once_marker):
+                open(die_once_marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(**kwargs)
+''')
+
+
+def test_a_worker_killed_mid_job_is_restarted_and_its_items_retried(
+    ray_cluster: object, demo_model: Path, tmp_path: Path
+) -> None:
+    pipeline = tmp_path / "die_once.py"
+    pipeline.write_text(DIE_ONCE)
+    marker = tmp_path / "died"
+    items = [{"id": "a", "seed": 1, **FAST}, {"id": "b", "seed": 2, "die_once_marker": str(marker), **FAST},
+             {"id": "c", "seed": 3, **FAST}]
+
+    summary = pipeyard.generate(demo_model, tmp_path / "ray", items=items, custom_pipeline=str(pipeline),
+                                engine="ray", workers=1, batch_size=1, threads=1, progress=False)
+
+    assert marker.exists(), "the worker never died: the fault was not injected"
+    assert (summary.done, summary.failed) == (3, {}) and summary.retried >= 1
+    assert sorted(row["id"] for row in manifest_rows(tmp_path / "ray")) == ["a", "b", "c"]
+    local = pipeyard.generate(demo_model, tmp_path / "local", items=items, custom_pipeline=str(pipeline),
+                              threads=1, progress=False)  # the marker exists: nothing dies here
+    assert local.done == 3 and image_shas(tmp_path / "local") == image_shas(tmp_path / "ray")
