@@ -1,19 +1,15 @@
 """``pipeyard.generate(engine="ray")`` on a real local Ray cluster (``ray.init(num_cpus=2)``).
 
-One cluster serves the whole test session (:func:`ray_cluster`); it keeps every file it writes
-under a temp folder (``_temp_dir``, ``RAY_TMPDIR``, the workers' ``PIPEYARD_HOME`` and Hub
-cache) and is shut down when the session ends. Starting actors costs seconds on two shared
-cores, so the tests are few and their jobs small.
+One cluster serves the whole test session (``ray_cluster`` in tests/conftest.py); it keeps every
+file it writes under a temp folder and is shut down when the session ends. Starting actors
+costs seconds on two shared cores, so the tests are few and their jobs small.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,33 +23,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.co
 
 DDIM = "ddim_noise_comparative_analysis"
 FAST = {"num_inference_steps": 2}
-
-
-# ---- generate fixtures ----
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A local Ray cluster with 2 CPUs for the session; everything it writes stays in temp folders."""
-    import ray
-
-    temp = tempfile.mkdtemp(prefix="pyray-")  # short: Ray's socket paths must fit 107 bytes
-    home = tmp_path_factory.mktemp("ray-workers-home")
-    env = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled", "PIPEYARD_HOME": str(home / "pipeyard"),
-           "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub")}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # the cluster's processes inherit these
-    try:
-        ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
-        yield ray
-    finally:
-        ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
