@@ -364,6 +364,28 @@ def test_a_worker_loads_the_pinned_bytes_not_the_file_the_name_points_to(demo_mo
     assert provenance.provenance_of(type(pipe)).sha256 == pinned.code.sha256
 
 
+def test_a_hub_model_is_pinned_to_the_commit_the_driver_resolved(olah_hub, tmp_path: Path) -> None:
+    from pipeyard.demo import BUNDLED_MODEL
+    from pipeyard.generate.pinning import load_pinned_pipeline, pin_job
+
+    files = {p.relative_to(BUNDLED_MODEL).as_posix(): p.read_bytes() for p in BUNDLED_MODEL.rglob("*") if p.is_file()}
+    repo_id, git = olah_hub.new_repo()
+    first = git.commit(files)
+    pinned, _ = pin_job(repo_id, custom_pipeline=DDIM)
+    config = json.loads(files["scheduler/scheduler_config.json"])
+    second = git.commit({"scheduler/scheduler_config.json": json.dumps({**config, "beta_end": 0.5})})  # main moves on
+
+    pipe = load_pinned_pipeline(pinned)
+
+    assert pinned.model.is_hub and pinned.model.revision == first
+    assert pipe.scheduler.config.beta_end == config["beta_end"]
+    summary = pipeyard.generate(repo_id, tmp_path / "out", seeds=[0], keywords=FAST, custom_pipeline=DDIM,
+                                progress=False)
+    row = manifest_rows(tmp_path / "out")[0]
+    assert summary.done == 1 and row["model"] == {"location": repo_id, "revision": second}
+    assert row["scheduler"]["config"]["beta_end"] == 0.5
+
+
 def test_untrusted_code_named_by_the_model_is_refused_on_the_driver(demo_model: Path, tmp_path: Path) -> None:
     import shutil
 

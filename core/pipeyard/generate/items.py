@@ -87,8 +87,8 @@ def make_item(row: Mapping[str, Any], where: str) -> Item:
     scheduler = _scheduler_name(keywords.pop("scheduler", None), where)
     keywords = _canonical_keywords(keywords, where)
     item = Item("", seed, scheduler, keywords, where)
-    return Item(_item_id(item_id, where) if item_id is not None else content_id(item.content()),
-                seed, scheduler, keywords, where)
+    item_id = _item_id(item_id, where) if item_id is not None else content_id(item.content())
+    return Item(item_id, seed, scheduler, keywords, where)
 
 
 def _seed(value: Any, where: str) -> int:

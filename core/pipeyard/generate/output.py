@@ -88,7 +88,9 @@ class OutputFolder:
         return kept
 
     def _image_ok(self, row: Mapping[str, Any]) -> bool:
-        path = self.root / str(row.get("file", ""))
+        if row.get("file") != f"{IMAGES_DIR}/{row['id']}.png":  # only the image the id names
+            return False
+        path = self.root / row["file"]
         try:
             return path.is_file() and path.stat().st_size == row.get("bytes")
         except OSError:

@@ -130,8 +130,9 @@ def pin_job(
     from .. import hub
 
     extra = dict(hub_options or {})
-    options = hub.HubOptions(revision, extra.get("token"), extra.get("cache_dir"),
-                             bool(extra.get("local_files_only", False)), None, extra.get("endpoint"))
+    options = hub.HubOptions(revision=revision, token=extra.get("token"), cache_dir=extra.get("cache_dir"),
+                             local_files_only=bool(extra.get("local_files_only", False)),
+                             endpoint=extra.get("endpoint"))
     source = hub.open_source(model, options)
     pinned_model = _pin_model(source, extra)
     if custom_pipeline is not None:
