@@ -81,8 +81,9 @@ def main() -> None:
         device = "cuda" if args.gpu else None
         pinned, cls = pin_job(work / "model", custom_pipeline="ddim_noise_comparative_analysis", device=device)
         items = pipeyard.generate.grid_items(seeds=range(args.items), keywords={"num_inference_steps": args.steps})
-        gpus = 1.0 if args.gpu else 0.0
-        ray.init(num_cpus=2, num_gpus=2 if args.gpu else 0, _temp_dir=str(work / "ray"),
+        gpu_count = _gpu_count() if args.gpu else 0
+        gpus = min(1.0, gpu_count / 2) if args.gpu else 0.0  # 2 workers share one GPU if there is one
+        ray.init(num_cpus=2, num_gpus=gpu_count, _temp_dir=str(work / "ray"),
                  include_dashboard=False, log_to_driver=False)
         results = {}
         runs = [("local, 1 worker", run_local, 1, "local"), ("ray, 1 worker", run_ray, 1, "ray"),
@@ -96,6 +97,14 @@ def main() -> None:
         _print_ratios(results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu: torch sees no CUDA device")
+    return torch.cuda.device_count()
 
 
 def _print_ratios(results: Mapping[str, tuple[float, float, int]]) -> None:
