@@ -423,6 +423,23 @@ def test_pipeyard_generate_is_callable_even_after_importing_the_package() -> Non
     assert GenerateSummary().complete
 
 
+def test_the_local_engine_imports_no_ray_and_the_package_no_torch(demo_model: Path, tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        import pipeyard.generate
+        assert "torch" not in sys.modules, "import pipeyard.generate imported torch"
+        pipeyard.generate({str(demo_model)!r}, {str(tmp_path / "out")!r}, seeds=[0], threads=1,
+                          keywords={{"num_inference_steps": 1}}, progress=False)
+        print(sorted(name for name in sys.modules if name == "ray" or name.startswith("ray.")))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert len(manifest_rows(tmp_path / "out")) == 1
+
+
 def test_cli_generate_prints_the_summary_and_resumes(demo_model: Path, tmp_path: Path, invoke) -> None:
     args = ["generate", demo_model, "--out", tmp_path / "out", "--pipeline", DDIM, "--seeds", "0-1,5",
             "--steps", "2", "--threads", "1", "--no-progress"]
