@@ -312,6 +312,11 @@ def test_an_unknown_scheduler_is_refused_before_any_image(demo_model: Path, tmp_
         run(demo_model, tmp_path / "out", seeds=[0], schedulers=["NoSuchScheduler"])
 
 
+def test_an_unknown_dtype_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    with pytest.raises(errors.JobSpecError, match="'float64x' is not a dtype name.*float16"):
+        pipeyard.generate("unused", tmp_path / "out", seeds=[0], torch_dtype="float64x", progress=False)
+
+
 def test_several_local_workers_are_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(errors.JobSpecError, match='engine="ray"'):
         pipeyard.generate("unused", tmp_path / "out", seeds=[0], workers=2, progress=False)

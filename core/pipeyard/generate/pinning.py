@@ -33,6 +33,10 @@ from typing import Any
 from .. import errors
 
 
+#: The ``torch_dtype`` names a job may ask for (strings: a job travels to workers as data).
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 @dataclass(frozen=True)
 class PinnedCode:
     """A verified, trusted pipeline package, as the driver loaded it.
@@ -129,6 +133,9 @@ def pin_job(
     """
     from .. import hub
 
+    if torch_dtype is not None and torch_dtype not in DTYPES:
+        raise errors.JobSpecError("torch_dtype", f"{errors.clip(repr(torch_dtype))} is not a dtype name",
+                                  f"use one of {', '.join(DTYPES)}")
     extra = dict(hub_options or {})
     options = hub.HubOptions(revision=revision, token=extra.get("token"), cache_dir=extra.get("cache_dir"),
                              local_files_only=bool(extra.get("local_files_only", False)),
