@@ -95,3 +95,27 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_items_retried(
     local = pipeyard.generate(demo_model, tmp_path / "local", items=items, custom_pipeline=str(pipeline),
                               threads=1, progress=False)  # the marker exists: nothing dies here
     assert local.done == 3 and image_shas(tmp_path / "local") == image_shas(tmp_path / "ray")
+
+
+def test_a_worker_whose_model_files_differ_from_the_pin_stops_the_job_with_the_reason(
+    ray_cluster: object, tmp_path: Path
+) -> None:
+    from pipeyard import errors
+    from pipeyard.demo import copy_demo_model
+    from pipeyard.generate import grid_items
+    from pipeyard.generate.job import EngineOptions, run_job
+    from pipeyard.generate.pinning import pin_job
+
+    copy_demo_model(tmp_path / "model")
+    pinned, cls = pin_job(tmp_path / "model", custom_pipeline=DDIM)
+    config = tmp_path / "model" / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace("1000", "999"))  # this "node" has other files
+
+    with pytest.raises(errors.GenerateJobError) as caught:
+        run_job(pinned, cls, grid_items(seeds=[0], keywords=FAST), str(tmp_path / "out"),
+                EngineOptions("ray", workers=1, batch_size=1, threads=1), progress=False)
+
+    message = str(caught.value)
+    assert "PinMismatchError" in message and "model files" in message and pinned.model.revision in message
+    assert "run the same job again to resume" in message
+    assert not (tmp_path / "out" / "images").exists() or not any((tmp_path / "out" / "images").iterdir())

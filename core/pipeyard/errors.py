@@ -1101,7 +1101,21 @@ class EncoderLatentsError(ComponentError, AttributeError):
 
 
 class GenerateError(PipeyardError):
-    """A batch generation job (:func:`pipeyard.generate`, ``pipeyard generate``) cannot go on."""
+    """A batch generation job (:func:`pipeyard.generate`, ``pipeyard generate``) cannot go on.
+
+    Picklable whatever the subclass's ``__init__`` takes: a worker's error crosses process
+    boundaries (Ray) and arrives as the same type.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_error, (type(self), self.message, dict(self.__dict__))
+
+
+def _rebuild_error(cls: type[PipeyardError], message: str, state: dict[str, Any]) -> PipeyardError:
+    error = cls.__new__(cls)
+    PipeyardError.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class JobSpecError(GenerateError, ValueError):
