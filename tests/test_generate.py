@@ -117,6 +117,28 @@ def test_the_built_in_pipeline_named_by_model_index_runs_without_custom_pipeline
     assert manifest_rows(tmp_path / "out")[0]["pipeline"] == {"class": "DDPMPipeline", "sha256": None}
 
 
+def test_workers_hand_back_uint8_arrays_not_pil_images(demo_model: Path) -> None:
+    from pipeyard.generate.pinning import pin_job
+    from pipeyard.generate.worker import GenerateWorker
+
+    pinned, _ = pin_job(demo_model, custom_pipeline=DDIM)
+    worker = GenerateWorker(pinned, threads=1)
+    request = json.dumps({"seed": 1, "scheduler": None, "keywords": FAST, "output_type": "np"})
+
+    out = worker({"id": ["a", "b"], "hash": ["h1", "h2"], "request": [request, request]})
+
+    assert out["image"].dtype == np.uint8 and out["image"].shape == (2, 16, 16, 3)
+    assert np.array_equal(out["image"][0], out["image"][1])  # same seed, same image
+    assert list(out["error"]) == ["", ""] and list(out["id"]) == ["a", "b"]
+
+
+def test_the_progress_bar_shows_images_per_second(demo_model: Path, tmp_path: Path, capsys) -> None:
+    pipeyard.generate(demo_model, tmp_path / "out", seeds=[0, 1], custom_pipeline=DDIM, keywords=FAST, threads=1)
+
+    err = capsys.readouterr().err
+    assert "generate" in err and "2/2" in err and "img/s" in err
+
+
 def test_a_failing_item_is_reported_with_its_reason_and_the_others_finish(demo_model: Path, tmp_path: Path) -> None:
     summary = run(demo_model, tmp_path / "out", items=[{"id": "ok", "seed": 1, **FAST},
                                                        {"id": "bad", "seed": 2, "num_inference_steps": 0}])
