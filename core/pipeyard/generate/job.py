@@ -69,6 +69,9 @@ class EngineOptions:
                                       'use engine="ray" for several workers')
         if self.threads is not None and self.threads < 1:
             raise errors.JobSpecError("threads", f"must be at least 1, got {self.threads}", "or leave it unset")
+        if self.retries < 0 or self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            raise errors.JobSpecError("retries, cpus_per_worker, gpus_per_worker", "must not be negative",
+                                      "use 0 or more")
 
 
 #: An engine: (pinned job, requests, accept one batch of results, options) -> items retried.
