@@ -588,3 +588,35 @@ def community_source(name: str = "demo_pipe", class_name: str = "DemoPipeline", 
 def community_text():
     """``community_text(name=..., class_name=..., body=..., dependencies='["x"]')``."""
     return community_source
+
+
+# ---- generate fixtures ----
+# pipeyard.generate's Ray engine (tests/test_generate_ray.py, tests/reliability/test_generate_faults.py).
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A local Ray cluster with 2 CPUs for the session; everything it writes stays in temp folders
+    (``_temp_dir``, ``RAY_TMPDIR``, the workers' ``PIPEYARD_HOME`` and Hub cache; token auth off, so
+    nothing goes to ``~/.ray``). Shut down when the session ends."""
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="pyray-")  # short: Ray's socket paths must fit 107 bytes
+    home = tmp_path_factory.mktemp("ray-workers-home")
+    env = {"RAY_TMPDIR": temp, "RAY_AUTH_MODE": "disabled", "PIPEYARD_HOME": str(home / "pipeyard"),
+           "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub")}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the cluster's processes inherit these
+    try:
+        ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
+        yield ray
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp, ignore_errors=True)

@@ -82,6 +82,15 @@ change.
     │   ├── PipelineFileExistsError (FileExistsError)  `pipeyard new` would overwrite a file
     │   └── CheckoutNotFoundError (FileNotFoundError)  `new` / `registry build|check` outside a checkout
     ├── DeviceError (ValueError)                    a device torch does not know or this machine lacks
+    ├── GenerateError                               a batch generation job (pipeyard.generate)
+    │   ├── JobSpecError (ValueError)               a bad items file row, grid or job option
+    │   │   └── DuplicateItemError                  two items with the same id
+    │   ├── ManifestError (ValueError)              manifest.jsonl damaged before its last line
+    │   ├── ItemConflictError (ValueError)          a finished item id asked again with other settings
+    │   ├── OutputBusyError (BlockingIOError)       another job holds the output folder
+    │   ├── PinMismatchError (PermissionError)      a worker got code or weights that differ from the pin
+    │   ├── EngineUnavailableError (ImportError)    --engine ray without ``pipeyard[ray]`` installed
+    │   └── GenerateJobError (RuntimeError)         the engine gave up (worker retries exhausted)
     ├── PluginError                                 a plugin misbehaved at registration or call
     └── UtilityError                                diffusers-style helpers misused (pipeyard.utils)
         ├── DeprecationExpiredError (ValueError)    a deprecate() call past its removal version
@@ -1132,4 +1141,132 @@ class EncoderLatentsError(ComponentError, AttributeError):
         super().__init__(
             f"retrieve_latents(sample_mode={clip(repr(sample_mode))}) found no latents in a {clip(output_type)}: "
             f"pass a VAE encode() output with a latent_dist (sample_mode 'sample' or 'argmax') or a .latents tensor"
+        )
+
+
+# --------------------------------------------------------------------------- batch generation (pipeyard.generate)
+
+
+class GenerateError(PipeyardError):
+    """A batch generation job (:func:`pipeyard.generate`, ``pipeyard generate``) cannot go on.
+
+    Picklable whatever the subclass's ``__init__`` takes: a worker's error crosses process
+    boundaries (Ray) and arrives as the same type.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_error, (type(self), self.message, dict(self.__dict__))
+
+
+def _rebuild_error(cls: type[PipeyardError], message: str, state: dict[str, Any]) -> PipeyardError:
+    error = cls.__new__(cls)
+    PipeyardError.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class JobSpecError(GenerateError, ValueError):
+    """A row of the items file, the grid or a job option is not usable.
+
+    Attributes:
+        where: the file and line (``items.jsonl:3``) or the option (``--seeds``).
+        problem: what is wrong.
+    """
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{clip(where)}: {clip(problem, 400)}; {fix}")
+
+
+class DuplicateItemError(JobSpecError):
+    """Two items of one job have the same id (an id names one image file)."""
+
+    def __init__(self, item_id: str, first: str, second: str) -> None:
+        self.item_id = item_id
+        super().__init__(
+            second, f"item id {clip(repr(item_id))} is already used by {clip(first)}",
+            "give each row its own \"id\", or drop the \"id\" keys to get ids from the rows' content",
+        )
+
+
+class ManifestError(GenerateError, ValueError):
+    """``manifest.jsonl`` is damaged somewhere other than a torn last line (edited by hand?)."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(
+            f"{clip(path)}:{line}: {clip(problem)}; restore the file, or move it away together with the "
+            f"images folder to start the job afresh"
+        )
+
+
+class ItemConflictError(GenerateError, ValueError):
+    """An item id already finished in the output folder is asked again with different settings.
+
+    Resuming never rewrites a finished image; a changed item needs a new id or a new folder.
+    """
+
+    def __init__(self, item_id: str, manifest: str, changed: str) -> None:
+        self.item_id = item_id
+        self.manifest = manifest
+        super().__init__(
+            f"item {clip(repr(item_id))} is finished in {clip(manifest)} with other settings ({clip(changed, 300)}): "
+            f"a finished image is never rewritten; give the changed item a new id, or use a new output folder"
+        )
+
+
+class OutputBusyError(GenerateError, BlockingIOError):
+    """Another generation job holds the output folder's lock."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        super().__init__(
+            f"another pipeyard generate job is writing to {clip(folder)} (it holds .generate.lock): wait for "
+            f"it to finish, or use another output folder"
+        )
+
+
+class PinMismatchError(GenerateError, PermissionError):
+    """A worker was handed pipeline code or model files that do not match what the driver pinned.
+
+    Attributes:
+        what: ``pipeline code`` or ``model files``.
+        expected, actual: the digests.
+    """
+
+    def __init__(self, what: str, where: str, expected: str, actual: str) -> None:
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the {what} at {clip(where)} hash to {clip(actual)}, but the job pinned {clip(expected)}: nothing was "
+            f"loaded; give every node the same files (or a Hub repo id, pinned to one commit) and run again"
+        )
+
+
+class EngineUnavailableError(GenerateError, ImportError):
+    """The engine asked for needs a package that is not installed."""
+
+    def __init__(self, engine: str, package: str) -> None:
+        self.engine = engine
+        super().__init__(
+            f"engine {clip(repr(engine))} needs {clip(package)}, which is not installed: "
+            f"pip install \"pipeyard[ray]\", or use engine=\"local\""
+        )
+
+
+class GenerateJobError(GenerateError, RuntimeError):
+    """The engine stopped the job (a worker kept dying past its retries, the cluster went away).
+
+    Finished items are in the manifest already: run the same job again to resume.
+    """
+
+    def __init__(self, engine: str, reason: str) -> None:
+        self.engine = engine
+        self.reason = reason
+        super().__init__(
+            f"the {engine} engine stopped the job: {clip(reason, 600)}; the finished items are kept "
+            f"in the manifest, run the same job again to resume"
         )

@@ -61,11 +61,12 @@ def demo(out_dir: str, steps: int, seed: int) -> None:
 def _add_commands() -> None:
     from .cache_cmds import cache_group
     from .contrib_cmds import new, verify
+    from .generate_cmd import generate
     from .registry_cmds import info, list_pipelines, registry_group, search
     from .run_cmd import run
     from .trust_cmds import trust_group
 
-    for command in (list_pipelines, search, info, verify, new, run, cache_group, trust_group, registry_group):
+    for command in (list_pipelines, search, info, verify, new, run, cache_group, trust_group, registry_group, generate):
         cli.add_command(command)
 
 
