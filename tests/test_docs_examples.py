@@ -177,8 +177,9 @@ def _ray_unavailable() -> str | None:
                 warnings.simplefilter("ignore")
                 import ray
 
-                ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-                ray.shutdown()
+                if not ray.is_initialized():  # a test's shared cluster already proves it starts
+                    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+                    ray.shutdown()
             _RAY_START.append(None)
         except Exception as exc:  # noqa: BLE001 - any failure to start means: skip
             _RAY_START.append(f"Ray cannot start here: {type(exc).__name__}: {exc}")
