@@ -15,6 +15,8 @@ change.
     │   │                                           an object, too large, too deep or repeats a key
     │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
     │   ├── UnexpectedConfigKeyError (TypeError)    an override the class does not take
+    │   ├── ConfigBuildError                        a config file whose values the class's __init__
+    │   │                                           fails on, past every check that names them
     │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
     ├── EntryNotFoundError (FileNotFoundError)      a file missing from a folder or repo
     ├── LocalPathError (FileNotFoundError)          a local path that does not exist
@@ -203,6 +205,30 @@ class UnexpectedConfigKeyError(ConfigError, TypeError):
         super().__init__(
             f"{class_name} takes no config argument {_preview(self.keys)}; "
             f"valid arguments: {_preview(self.valid, 60)}"
+        )
+
+
+class ConfigBuildError(ConfigError):
+    """A config read from a file whose values make the class's ``__init__`` fail.
+
+    A repository's config.json is data from a stranger: values of the wrong type or range (a
+    string where a channel count goes, a negative number of training steps) that no check of
+    the class names end here, not as a bare ``TypeError`` from deep inside a layer. The
+    original exception is chained (``__cause__``).
+
+    Attributes:
+        class_name: the class being built.
+        path: the config file.
+        reason: ``Type: message`` of what ``__init__`` raised.
+    """
+
+    def __init__(self, class_name: str, path: str, reason: str) -> None:
+        self.class_name = class_name
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{class_name} cannot be built from the config in {path}: {clip(reason, 300)}. Fix the "
+            f"config's values, or load a repository whose config matches this class"
         )
 
 

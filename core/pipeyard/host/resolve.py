@@ -177,9 +177,9 @@ def entry_point_value(name: str) -> str | None:
 
 @lru_cache(maxsize=4)
 def _registry_cached(path: str, mtime_ns: int) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return {entry["name"]: entry for entry in data.get("pipelines", [])}
+    from ..registry import read_index  # checked: an entry naming a path is a ConfigFileError
+
+    return {entry["name"]: entry for entry in read_index(Path(path)).get("pipelines", [])}
 
 
 def bundled_registry() -> dict[str, Any]:
