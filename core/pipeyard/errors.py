@@ -47,6 +47,7 @@ change.
     ├── SchedulerError (ValueError)                 bad scheduler config or call order
     │   ├── SchedulerConfigError                    a config value outside the valid choices
     │   │   └── UnsupportedSchedulerOptionError (NotImplementedError)  kept, not implemented
+    │   ├── SchedulerOptionTypeError (TypeError)    a number option that is not a number (null, "x", [])
     │   ├── InferenceStepsError                     num_inference_steps < 1 or > training steps
     │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
     │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
@@ -562,6 +563,24 @@ class UnsupportedSchedulerOptionError(SchedulerConfigError, NotImplementedError)
             f"{scheduler}: {key}={value!r} is not implemented in pipeyard (only the default "
             f"{default!r} is). Use {scheduler}.from_config(config, {key}={default!r}), or a "
             f"scheduler that implements it",
+        )
+
+
+class SchedulerOptionTypeError(SchedulerError, TypeError):
+    """A scheduler option annotated as a number whose value is not one (``null``, ``"10"``, ``[]``).
+
+    Checked when the scheduler is built, so a config file's wrong value is named there rather
+    than failing later in ``set_timesteps`` or ``step``.
+    """
+
+    def __init__(self, scheduler: str, key: str, value: Any, expected: str) -> None:
+        self.scheduler = scheduler
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(
+            f"{scheduler}: {clip(key)}={clip(repr(value))} is not {expected}. Fix it in the "
+            f"scheduler_config.json it came from, or pass {key}=... to from_pretrained / from_config"
         )
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-#: Audit events that change the file system, and which of their arguments are paths.
+#: Audit events that change the file system: (index of the path made or changed, index of its
+#: dir_fd argument or None). A link's target and a rename's source are not written.
 _PATH_EVENTS = {
-    "os.mkdir": (0,), "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.symlink": (0, 1),
-    "os.link": (0, 1), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,),
-    "shutil.copyfile": (1,), "shutil.copytree": (1,), "shutil.move": (1,), "shutil.rmtree": (0,),
+    "os.mkdir": (0, 2), "os.remove": (0, 1), "os.rmdir": (0, 1), "os.rename": (1, 3), "os.symlink": (1, 2),
+    "os.link": (1, 3), "os.truncate": (0, None), "os.chmod": (0, 2), "os.chown": (0, 3), "os.utime": (0, 3),
+    "shutil.copyfile": (1, None), "shutil.copytree": (1, None), "shutil.move": (1, None), "shutil.rmtree": (0, 1),
 }
 
 _active: list[WriteWatch] = []
@@ -43,9 +44,10 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         if writes:
             _active[-1].saw(event, path)
     elif event in _PATH_EVENTS:
-        for index in _PATH_EVENTS[event]:
-            if index < len(args):
-                _active[-1].saw(event, args[index])
+        index, fd_index = _PATH_EVENTS[event]
+        if index < len(args):
+            dir_fd = args[fd_index] if fd_index is not None and fd_index < len(args) else None
+            _active[-1].saw(event, args[index], dir_fd)
 
 
 class WriteWatch:
@@ -55,14 +57,18 @@ class WriteWatch:
         self.allowed = [os.path.realpath(os.fspath(p)) for p in allowed]
         self.outside: list[str] = []
 
-    def saw(self, event: str, path: Any) -> None:
+    def saw(self, event: str, path: Any, dir_fd: Any = None) -> None:
         if isinstance(path, int) or path is None:  # a descriptor: its open was seen already
             return
         try:
             text = os.fsdecode(path)
         except TypeError:
             return
-        real = os.path.realpath(os.path.abspath(text))
+        if isinstance(dir_fd, int) and dir_fd >= 0 and not os.path.isabs(text):
+            text = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), text)
+        # The folder that holds the entry decides (a link being made or removed is not followed).
+        parent, name = os.path.split(os.path.abspath(text))
+        real = os.path.join(os.path.realpath(parent), name)
         if real == os.devnull or any(real == root or real.startswith(root + os.sep) for root in self.allowed):
             return
         self.outside.append(f"{event} {real}")

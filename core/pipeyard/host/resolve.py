@@ -203,7 +203,11 @@ def bundled_digests() -> frozenset[str]:
 
 
 def _local_source(value: str, tried: list[str]) -> Source | None:
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # '~name' of a user this machine does not have
+        tried.append(f"local path {value!r}: no such user's home folder")
+        return None
     if path.is_file():
         if path.suffix != ".py":
             raise errors.InvalidPipelineNameError(value, "a local pipeline file must end in .py")
