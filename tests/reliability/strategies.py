@@ -148,7 +148,8 @@ def config_documents(base: dict[str, Any] | None = None) -> st.SearchStrategy[di
         "_class_name", "sample_size", "in_channels", "out_channels", "block_out_channels", "layers_per_block",
         "down_block_types", "up_block_types", "norm_num_groups", "num_train_timesteps", "beta_start", "beta_end",
         "beta_schedule", "trained_betas", "prediction_type", "timestep_spacing", "clip_sample", "steps_offset",
-        "attention_head_dim", "cross_attention_dim", "_name_or_path", "__class__", "", *(base or {}),
+        "attention_head_dim", "cross_attention_dim", "_name_or_path", "__class__", "", "auto_map",
+        "_attn_implementation_internal", "trust_remote_code", *(base or {}),
     }))
     return _mutated(base or {}, keys, json_values)
 

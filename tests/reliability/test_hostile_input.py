@@ -80,7 +80,9 @@ class Hostile:
 
 @pytest.fixture
 def hostile(tally) -> Callable[[str], Hostile]:
-    return lambda scenario: Hostile(tally, scenario)
+    """``hostile("scenario")``: the scenario's runner, one per test however many examples run."""
+    made: dict[str, Hostile] = {}
+    return lambda scenario: made.setdefault(scenario, Hostile(tally, scenario)) if scenario not in made else made[scenario]
 
 
 # --------------------------------------------------------------------------- names and revisions
@@ -230,7 +232,9 @@ def test_any_scheduler_config_loads_or_fails_typed(hermetic, hostile, document, 
 
 @s.examples(fast=20, long=300)
 @given(data=st.data())
-def test_any_unet_config_loads_or_fails_typed(hermetic, hostile, ddpm_parts, data):
+def test_any_unet_config_loads_or_fails_typed(hermetic, hostile, ddpm_parts, hub_requests, data):
+    """Also: no key of a config names code or a repository to fetch (transformers CVE-2026-4372's
+    ``_attn_implementation_internal``, ``auto_map``): no Hub request is made."""
     from pipeyard import UNet2DModel
 
     base = json.loads((ddpm_parts / "unet" / "config.json").read_text())
@@ -239,6 +243,7 @@ def test_any_unet_config_loads_or_fails_typed(hermetic, hostile, ddpm_parts, dat
     shutil.copy(ddpm_parts / "unet" / "diffusion_pytorch_model.safetensors", folder)
     (folder / "config.json").write_bytes(document)
     hostile("hostile input: model configs").run(lambda: UNet2DModel.from_pretrained(folder))
+    assert hub_requests == []
 
 
 # --------------------------------------------------------------------------- weights
@@ -272,6 +277,30 @@ def test_a_model_with_any_weights_file_loads_or_fails_typed(hermetic, hostile, d
     shutil.copy(ddpm_parts / "unet" / "config.json", folder)
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(data)
     hostile("hostile input: model weights").run(lambda: UNet2DModel.from_pretrained(folder))
+
+
+@pytest.mark.parametrize("lie", ["overlap", "gap", "uncovered tail", "past the end"])
+def test_safetensors_ranges_that_overlap_or_leave_holes_are_refused(hermetic, hostile, lie):
+    """Two tensors on the same bytes, or bytes no tensor owns (a polyglot's hiding place)."""
+    import torch
+
+    from pipeyard import checkpoints
+
+    spans = {"overlap": ([0, 8], [0, 8], 8), "gap": ([0, 8], [12, 20], 20), "uncovered tail": ([0, 8], [8, 16], 24),
+             "past the end": ([0, 8], [8, 16], 12)}
+    first, second, data_size = spans[lie]
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": first},
+                         "b": {"dtype": "F32", "shape": [2], "data_offsets": second}}).encode()
+    path = _example_dir(hermetic) / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(data_size))
+
+    def call() -> None:
+        checkpoints.read_checkpoint_shapes(path, "safetensors")
+        list(checkpoints.load_checkpoint_file(path, "safetensors", torch.device("cpu"), None, {}))
+
+    raised = hostile("hostile input: safetensors headers").run(call)
+    assert isinstance(raised, errors.CorruptWeightsError), raised
+    assert str(path) in str(raised)
 
 
 def test_a_lying_header_at_every_length_is_refused_typed(hermetic, hostile):

@@ -279,9 +279,11 @@ def test_a_symlink_out_of_a_hub_snapshot_is_refused_unread(olah_hub, tiny_ddpm_f
     {"_class_name": ["sub/../../evil", "Evil"]},
     {"_class_name": "DDPMPipeline", "unet": ["evil", "Evil"], "scheduler": ["pipeyard", "DDPMScheduler"]},
     {"_class_name": "DDPMPipeline", "unet": ["../evil", "Evil"], "scheduler": ["pipeyard", "DDPMScheduler"]},
+    {"_class_name": "DDPMPipeline", "unet": [None, "Evil"], "scheduler": ["pipeyard", "DDPMScheduler"]},
     {"_class_name": "DDPMPipeline", "unet": ["pipeyard", "UNet2DModel"], "scheduler": ["pipeyard", "DDPMScheduler"],
      "../outside": ["pipeyard", "UNet2DModel"]},
-], ids=["class-parent", "class-absolute", "class-dotdot", "component-module", "component-parent", "component-folder"])
+], ids=["class-parent", "class-absolute", "class-dotdot", "component-module", "component-parent", "component-none",
+        "component-folder"])
 @pytest.mark.parametrize("where", ["folder", "hub"])
 def test_a_model_index_pointing_outside_the_repository_runs_and_reads_nothing_outside(
     olah_hub, tiny_ddpm_folder, tmp_path, scenario, document, where
@@ -289,7 +291,7 @@ def test_a_model_index_pointing_outside_the_repository_runs_and_reads_nothing_ou
     run = scenario("a model_index pointing outside the repo")
     evil = _marked("from pipeyard import DiffusionPipeline\n\nclass Evil(DiffusionPipeline):\n    pass\n", run.marker)
     (tmp_path / "evil.py").write_bytes(evil)  # what '../evil' would reach from a folder inside tmp_path
-    files = {"model_index.json": json.dumps(document).encode(), "evil.py": evil}
+    files = {"model_index.json": json.dumps(document).encode(), "evil.py": evil, "None.py": evil}  # None.py: CVE-2026-44827
     if where == "hub":
         repo_id, _ = _publish_ddpm(olah_hub, tiny_ddpm_folder, files)
         target: object = repo_id
@@ -303,6 +305,10 @@ def test_a_model_index_pointing_outside_the_repository_runs_and_reads_nothing_ou
     if "../outside" in document:  # a component key is not a path: the extra key is ignored, nothing outside read
         pipe = run.attempt(lambda: DiffusionPipeline.from_pretrained(target), None)
         assert set(pipe.components) == {"unet", "scheduler"}
+        return
+    if document.get("unet", [""])[0] is None:  # [null, X] means "no such component", never a module named None
+        pipe = run.attempt(lambda: DiffusionPipeline.from_pretrained(target, trust_remote_code=True), None)
+        assert pipe.unet is None
         return
     expected = errors.InvalidPipelineNameError if isinstance(document["_class_name"], list) else errors.UnknownComponentClassError
     run.attempt(lambda: DiffusionPipeline.from_pretrained(target, trust_remote_code=True), expected)
