@@ -206,6 +206,9 @@ def _check_community_entry(entry: dict[str, Any]) -> str | None:
          "64 hexadecimal digits"),
         *((key, isinstance(entry.get(key), str), "a string") for key in _INDEX_STRINGS),
         *((key, _strings(entry.get(key)), "a list of strings") for key in _INDEX_LISTS),
+        ("dependencies", _requirements(entry.get("dependencies")), "a list of requirements (PEP 508)"),
+        ("requires-core", _specifier(entry.get("requires-core")), "a version specifier such as '>=0.1'"),
+        ("requires-python", _specifier(entry.get("requires-python")), "a version specifier such as '>=3.10'"),
         ("components", isinstance(entry.get("components", []), list), "a list"),
     ]
     return next((p for key, ok, expected in checks if (p := _field_problem(entry, key, ok, expected))), None)
@@ -218,12 +221,35 @@ def _check_indexed_hub_entry(entry: dict[str, Any]) -> str | None:
           for key, pattern in _HUB_PATTERNS.items()),
         *((key, isinstance(entry.get(key), str), "a string") for key in ("summary", "added-in")),
         *((key, _strings(entry.get(key)), "a list of strings") for key in _INDEX_LISTS),
+        ("dependencies", _requirements(entry.get("dependencies")), "a list of requirements (PEP 508)"),
     ]
     return next((p for key, ok, expected in checks if (p := _field_problem(entry, key, ok, expected))), None)
 
 
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _requirements(value: Any) -> bool:
+    """A list of PEP 508 requirement strings (what ``pipeyard info`` checks against the installed)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return _strings(value) and all(Requirement(v) for v in value)
+    except InvalidRequirement:
+        return False
+
+
+def _specifier(value: Any) -> bool:
+    """None, or a version specifier string (``>=0.1``)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if value is None:
+        return True
+    try:
+        return isinstance(value, str) and SpecifierSet(value) is not None
+    except InvalidSpecifier:
+        return False
 
 
 def _added_in(previous: dict[str, Any] | None, kind: str) -> dict[str, str]:

@@ -205,7 +205,7 @@ def bundled_digests() -> frozenset[str]:
 def _local_source(value: str, tried: list[str]) -> Source | None:
     try:
         path = Path(value).expanduser()
-    except RuntimeError:  # '~name' of a user this machine does not have
+    except (RuntimeError, ValueError):  # '~name' of a user this machine does not have; a NUL in it
         tried.append(f"local path {value!r}: no such user's home folder")
         return None
     if path.is_file():

@@ -326,6 +326,18 @@ def check_number_options(scheduler: type, config: Any) -> None:
             raise errors.SchedulerOptionTypeError(scheduler.__name__, key, value, wording)
 
 
+def _check_trained_betas(scheduler: str, betas: Any, num_train_timesteps: int) -> None:
+    """``trained_betas`` must be one number per training step (an empty or ragged list breaks later)."""
+    try:
+        values = np.asarray(betas.cpu() if isinstance(betas, torch.Tensor) else betas)
+    except (ValueError, TypeError):  # ragged lists
+        values = None
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iuf" or len(values) != num_train_timesteps:
+        raise errors.SchedulerOptionTypeError(
+            scheduler, "trained_betas", betas, f"a list of num_train_timesteps ({num_train_timesteps}) numbers"
+        )
+
+
 class SchedulerMixin(ConfigMixin):
     """Base of every scheduler: config I/O, ``compatibles``, construction and step-index bookkeeping.
 
@@ -417,6 +429,7 @@ class SchedulerMixin(ConfigMixin):
         """
         check_number_options(type(self), self.config)
         if trained_betas is not None:
+            _check_trained_betas(type(self).__name__, trained_betas, num_train_timesteps)
             self.betas = torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
         else:
             check_choice(type(self).__name__, "beta_schedule", beta_schedule, beta_schedules)
