@@ -24,6 +24,7 @@ import pipeyard.trust
 from pipeyard import DiffusionPipeline, errors
 from pipeyard.host import cache, load_pipeline_class
 
+from .conftest import _profile_name
 from .watch import WriteWatch, allowed_roots
 
 BUNDLED = "one_step_unet"
@@ -236,24 +237,37 @@ def _snapshot(repo_id: str, commit: str) -> Path:
     return Path(os.environ["HF_HUB_CACHE"]) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / commit
 
 
-@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
-@pytest.mark.parametrize("planted", [
-    "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-    "scheduler/scheduler_config.json", "unet",
-])
-def test_a_symlink_out_of_a_hub_snapshot_is_refused_unread(olah_hub, tiny_ddpm_folder, tmp_path, scenario, monkeypatch, planted, online):
+_PLANTED = ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json", "unet")
+#: Where a planted link leads: a folder outside the Hub cache, or the same entry of another
+#: cached repository (a content swap that stays inside the cache). The long profile sweeps all.
+_LINK_CASES = [
+    (planted, online, target)
+    for target in ("outside", "another repo") for planted in _PLANTED for online in (False, True)
+    if _profile_name() == "long" or target == "outside" or planted == "unet/diffusion_pytorch_model.safetensors"
+]
+
+
+@pytest.mark.parametrize(("planted", "online", "target"), _LINK_CASES,
+                         ids=[f"{p}-{'online' if o else 'offline'}-{t}" for p, o, t in _LINK_CASES])
+def test_a_symlink_out_of_a_hub_snapshot_is_refused_unread(
+    olah_hub, tiny_ddpm_folder, tmp_path, scenario, monkeypatch, planted, online, target
+):
     """A file (or folder) of a cached snapshot replaced by a link leading outside the repository's
     cache folder: refused whether the load is offline or online, never read."""
     run = scenario("symlinks in a Hub snapshot")
     repo_id, commit = _publish_ddpm(olah_hub, tiny_ddpm_folder)
     DiffusionPipeline.from_pretrained(repo_id)  # warm the cache
-    outside = tmp_path / "outside"
-    (outside / "unet").mkdir(parents=True)
-    for name in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                 "scheduler/scheduler_config.json"):
-        target = outside / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((tiny_ddpm_folder / name).read_bytes())
+    if target == "another repo":
+        other_id, other_commit = _publish_ddpm(olah_hub, tiny_ddpm_folder, {"README.md": b"other\n"})
+        DiffusionPipeline.from_pretrained(other_id)
+        destination = _snapshot(other_id, other_commit) / planted
+    else:
+        outside = tmp_path / "outside"
+        for name in _PLANTED[:4]:
+            (outside / name).parent.mkdir(parents=True, exist_ok=True)
+            (outside / name).write_bytes((tiny_ddpm_folder / name).read_bytes())
+        destination = outside / planted
     link = _snapshot(repo_id, commit) / planted
     if link.is_dir() and not link.is_symlink():
         import shutil
@@ -261,7 +275,7 @@ def test_a_symlink_out_of_a_hub_snapshot_is_refused_unread(olah_hub, tiny_ddpm_f
         shutil.rmtree(link)
     else:
         link.unlink()
-    link.symlink_to(outside / planted, target_is_directory=(outside / planted).is_dir())
+    link.symlink_to(destination, target_is_directory=destination.is_dir())
     if not online:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if planted == "unet" and not online:  # the offline listing does not enter a linked folder: its files are absent
