@@ -10,9 +10,11 @@ per entry point in ``make test``, hundreds in ``make reliability``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -82,7 +84,13 @@ class Hostile:
 def hostile(tally) -> Callable[[str], Hostile]:
     """``hostile("scenario")``: the scenario's runner, one per test however many examples run."""
     made: dict[str, Hostile] = {}
-    return lambda scenario: made.setdefault(scenario, Hostile(tally, scenario)) if scenario not in made else made[scenario]
+
+    def runner(scenario: str) -> Hostile:
+        if scenario not in made:
+            made[scenario] = Hostile(tally, scenario)
+        return made[scenario]
+
+    return runner
 
 
 # --------------------------------------------------------------------------- names and revisions
@@ -175,6 +183,62 @@ def test_a_pipeline_file_the_caller_names_loads_or_fails_typed(hermetic, hostile
 
     path, marker = _pipeline_file(hermetic, data)
     hostile("hostile input: pipeline files (load by path)").run(lambda: load_pipeline_class(path), extra_allowed=(path.parent,))
+
+
+class FileHub:
+    """A Hub fake serving one repo per example: ``publish(files)`` returns its new repo id."""
+
+    def __init__(self, httpserver) -> None:
+        self.repos: dict[str, dict[str, bytes]] = {}
+        httpserver.expect_request(re.compile(r"/api/models/alice/[^/]+/revision/.*")).respond_with_handler(self.info)
+        httpserver.expect_request(re.compile(r"/alice/[^/]+/resolve/.*")).respond_with_handler(self.file)
+
+    def publish(self, files: dict[str, bytes]) -> str:
+        repo_id = f"alice/hostile-{len(self.repos)}"
+        self.repos[repo_id] = files
+        return repo_id
+
+    @staticmethod
+    def _commit(repo_id: str) -> str:
+        return hashlib.sha1(repo_id.encode()).hexdigest()
+
+    def info(self, request):
+        from werkzeug import Response
+
+        repo_id = "/".join(request.path.split("/")[3:5])
+        siblings = [{"rfilename": name} for name in sorted(self.repos.get(repo_id, {}))]
+        body = {"id": repo_id, "sha": self._commit(repo_id), "siblings": siblings}
+        return Response(json.dumps(body), content_type="application/json")
+
+    def file(self, request):
+        from werkzeug import Response
+
+        parts = request.path.lstrip("/").split("/", 4)  # alice, name, resolve, commit, path
+        data = self.repos.get(f"{parts[0]}/{parts[1]}", {}).get(parts[4])
+        if data is None:
+            return Response("not found", status=404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": parts[3], "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}
+        return Response(data, headers=headers)
+
+
+@pytest.fixture
+def file_hub(hermetic, httpserver, monkeypatch) -> FileHub:
+    monkeypatch.setenv("HF_ENDPOINT", httpserver.url_for("").rstrip("/"))
+    return FileHub(httpserver)
+
+
+@s.examples(fast=15, long=200)
+@given(data=s.pipeline_sources("__MARKER__"), helper=s.pipeline_sources("__MARKER__"))
+def test_a_hub_pipeline_of_any_content_is_refused_or_typed_and_never_runs(hermetic, hostile, file_hub, data, helper):
+    """A Hub repo as custom_pipeline (and a sibling module it may import), fetched over HTTP:
+    verification or the gate stops it; not one line runs, nothing lands outside the roots."""
+    from pipeyard.host import load_pipeline_class
+
+    marker = _example_dir(hermetic) / "MARKER"
+    mark = os.fsencode(marker)
+    repo_id = file_hub.publish({"pipeline.py": data.replace(b"__MARKER__", mark), "helper.py": helper.replace(b"__MARKER__", mark)})
+    raised = hostile("hostile input: Hub pipelines").run(lambda: load_pipeline_class(repo_id), marker=marker)
+    assert raised is not None
 
 
 @s.HYPOTHESIS
