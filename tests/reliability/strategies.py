@@ -31,7 +31,7 @@ _COMMON = dict(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-settings.register_profile("reliability-fast", max_examples=25, **_COMMON)
+settings.register_profile("reliability-fast", max_examples=20, **_COMMON)
 settings.register_profile("reliability-long", max_examples=400, **_COMMON)
 
 #: The settings of the running profile: ``@HYPOTHESIS`` above ``@given``.

@@ -104,7 +104,7 @@ def test_any_pipeline_name_and_revision_resolve_or_fail_typed(hermetic, hostile,
     hostile("hostile input: custom_pipeline names").run(lambda: resolve.resolve_source(name, custom_revision=revision))
 
 
-@s.examples(fast=15, long=200)
+@s.examples(fast=10, long=200)
 @given(name=s.pipeline_names(), revision=s.revisions())
 def test_any_pipeline_name_and_revision_load_or_fail_typed_offline(hermetic, hostile, monkeypatch, name, revision):
     from pipeyard.host import load_pipeline_class
@@ -146,7 +146,7 @@ def test_any_pipeline_file_verifies_or_fails_typed_and_nothing_runs(hermetic, ho
     )
 
 
-@s.examples(fast=15, long=200)
+@s.examples(fast=10, long=200)
 @given(data=s.pipeline_sources("__MARKER__"))
 def test_cli_verify_of_any_file_prints_a_typed_error_and_runs_nothing(hermetic, hostile, invoke, data):
     path, marker = _pipeline_file(hermetic, data)
@@ -159,7 +159,7 @@ def test_cli_verify_of_any_file_prints_a_typed_error_and_runs_nothing(hermetic, 
         assert "error" in result.output.lower() and "Traceback" not in result.output, result.output
 
 
-@s.examples(fast=15, long=200)
+@s.examples(fast=10, long=200)
 @given(data=s.pipeline_sources("__MARKER__"), module=st.sampled_from(["pipe", "pipeline", "one_step_unet"]))
 def test_a_model_folder_naming_any_module_never_runs_it_untrusted(hermetic, hostile, data, module):
     """A repository's module is code the caller did not name: refused (or not valid), never run."""
@@ -175,7 +175,7 @@ def test_a_model_folder_naming_any_module_never_runs_it_untrusted(hermetic, host
     assert raised is not None
 
 
-@s.examples(fast=15, long=200)
+@s.examples(fast=10, long=200)
 @given(data=s.pipeline_sources("__MARKER__"))
 def test_a_pipeline_file_the_caller_names_loads_or_fails_typed(hermetic, hostile, data):
     """An explicit local path is trusted: its code may run (after verification), errors stay typed."""
@@ -227,7 +227,7 @@ def file_hub(hermetic, httpserver, monkeypatch) -> FileHub:
     return FileHub(httpserver)
 
 
-@s.examples(fast=15, long=200)
+@s.examples(fast=10, long=200)
 @given(data=s.pipeline_sources("__MARKER__"), helper=s.pipeline_sources("__MARKER__"))
 def test_a_hub_pipeline_of_any_content_is_refused_or_typed_and_never_runs(hermetic, hostile, file_hub, data, helper):
     """A Hub repo as custom_pipeline (and a sibling module it may import), fetched over HTTP:
@@ -266,7 +266,7 @@ def _model_folder(root: Path, parts: Path, model_index: bytes) -> Path:
     return folder
 
 
-@s.examples(fast=20, long=300)
+@s.examples(fast=12, long=300)
 @given(data=st.data())
 def test_any_model_index_loads_or_fails_typed(hermetic, hostile, ddpm_parts, data):
     from pipeyard import DiffusionPipeline
@@ -294,7 +294,7 @@ def test_any_scheduler_config_loads_or_fails_typed(hermetic, hostile, document, 
     hostile("hostile input: scheduler configs").run(call)
 
 
-@s.examples(fast=20, long=300)
+@s.examples(fast=12, long=300)
 @given(data=st.data())
 def test_any_unet_config_loads_or_fails_typed(hermetic, hostile, ddpm_parts, hub_requests, data):
     """Also: no key of a config names code or a repository to fetch (transformers CVE-2026-4372's
@@ -332,7 +332,7 @@ def test_any_safetensors_header_is_read_or_refused_typed(hermetic, hostile, data
     assert raised is None or isinstance(raised, errors.CorruptWeightsError), repr(raised)
 
 
-@s.examples(fast=20, long=300)
+@s.examples(fast=12, long=300)
 @given(data=s.safetensors_files())
 def test_a_model_with_any_weights_file_loads_or_fails_typed(hermetic, hostile, ddpm_parts, data):
     from pipeyard import UNet2DModel
@@ -417,7 +417,7 @@ def _index_documents() -> st.SearchStrategy[bytes]:
     ))
 
 
-@s.examples(fast=20, long=300)
+@s.examples(fast=12, long=300)
 @given(document=_index_documents(), name=st.one_of(st.just("one_step_unet"), s.pipeline_names()))
 def test_any_registry_index_is_read_or_refused_typed(registry_dir, hostile, invoke, document, name):
     from pipeyard.host import resolve
