@@ -363,7 +363,27 @@ class ConfigMixin:
 
         options = hub.HubOptions(revision, token, cache_dir, local_files_only, proxies, endpoint)
         config = cls._read_config_file(pretrained_model_name_or_path, subfolder, options)
-        return cls.from_config(config, **overrides)
+        where = os.path.join(os.fspath(pretrained_model_name_or_path), subfolder or "", cls.config_name)
+        return cls.from_file_config(config, where, **overrides)
+
+    @classmethod
+    def from_file_config(cls: type[T], config: Mapping[str, Any], path: str, **overrides: Any) -> T:
+        """:meth:`from_config` of a config read from ``path``: what its values break is typed.
+
+        A config file is data from a stranger; a value that ``__init__`` fails on without a
+        check of its own (a string where a number goes) is a :class:`ConfigBuildError`
+        naming the file, instead of a bare ``TypeError`` from deep inside.
+
+        Raises:
+            ConfigBuildError: ``__init__`` raised something that is not a PipeyardError.
+            MissingConfigKeyError, UnexpectedConfigKeyError: as :meth:`from_config`.
+        """
+        try:
+            return cls.from_config(config, **overrides)
+        except errors.PipeyardError:
+            raise
+        except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError, RuntimeError, MemoryError) as exc:
+            raise errors.ConfigBuildError(cls.__name__, path, f"{type(exc).__name__}: {exc}") from exc
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **_: Any) -> None:
         """Save what rebuilds this object (for a config-only object: its config)."""

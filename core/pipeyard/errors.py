@@ -15,6 +15,8 @@ change.
     │   │                                           an object, too large, too deep or repeats a key
     │   ├── MissingConfigKeyError (TypeError)       a required __init__ argument is not in the config
     │   ├── UnexpectedConfigKeyError (TypeError)    an override the class does not take
+    │   ├── ConfigBuildError                        a config file whose values the class's __init__
+    │   │                                           fails on, past every check that names them
     │   └── FrozenConfigError (TypeError)           someone tried to mutate ``obj.config``
     ├── EntryNotFoundError (FileNotFoundError)      a file missing from a folder or repo
     ├── LocalPathError (FileNotFoundError)          a local path that does not exist
@@ -45,6 +47,7 @@ change.
     ├── SchedulerError (ValueError)                 bad scheduler config or call order
     │   ├── SchedulerConfigError                    a config value outside the valid choices
     │   │   └── UnsupportedSchedulerOptionError (NotImplementedError)  kept, not implemented
+    │   ├── SchedulerOptionTypeError (TypeError)    a number option that is not a number (null, "x", [])
     │   ├── InferenceStepsError                     num_inference_steps < 1 or > training steps
     │   ├── SchedulerNotReadyError (RuntimeError)   step() before set_timesteps()
     │   ├── TimestepNotInScheduleError (LookupError)  a timestep the schedule does not hold
@@ -214,6 +217,30 @@ class UnexpectedConfigKeyError(ConfigError, TypeError):
         super().__init__(
             f"{class_name} takes no config argument {_preview(self.keys)}; "
             f"valid arguments: {_preview(self.valid, 60)}"
+        )
+
+
+class ConfigBuildError(ConfigError):
+    """A config read from a file whose values make the class's ``__init__`` fail.
+
+    A repository's config.json is data from a stranger: values of the wrong type or range (a
+    string where a channel count goes, a negative number of training steps) that no check of
+    the class names end here, not as a bare ``TypeError`` from deep inside a layer. The
+    original exception is chained (``__cause__``).
+
+    Attributes:
+        class_name: the class being built.
+        path: the config file.
+        reason: ``Type: message`` of what ``__init__`` raised.
+    """
+
+    def __init__(self, class_name: str, path: str, reason: str) -> None:
+        self.class_name = class_name
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{class_name} cannot be built from the config in {path}: {clip(reason, 300)}. Fix the "
+            f"config's values, or load a repository whose config matches this class"
         )
 
 
@@ -561,6 +588,24 @@ class UnsupportedSchedulerOptionError(SchedulerConfigError, NotImplementedError)
             f"{scheduler}: {key}={value!r} is not implemented in pipeyard (only the default "
             f"{default!r} is). Use {scheduler}.from_config(config, {key}={default!r}), or a "
             f"scheduler that implements it",
+        )
+
+
+class SchedulerOptionTypeError(SchedulerError, TypeError):
+    """A scheduler option annotated as a number whose value is not one (``null``, ``"10"``, ``[]``).
+
+    Checked when the scheduler is built, so a config file's wrong value is named there rather
+    than failing later in ``set_timesteps`` or ``step``.
+    """
+
+    def __init__(self, scheduler: str, key: str, value: Any, expected: str) -> None:
+        self.scheduler = scheduler
+        self.key = key
+        self.value = value
+        self.expected = expected
+        super().__init__(
+            f"{scheduler}: {clip(key)}={clip(repr(value))} is not {expected}. Fix it in the "
+            f"scheduler_config.json it came from, or pass {key}=... to from_pretrained / from_config"
         )
 
 

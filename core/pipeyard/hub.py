@@ -227,7 +227,35 @@ def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
             endpoint=options.hub_endpoint(),
             etag_timeout=constants.network_timeout(),
         )
-    return Path(path)
+    return _checked_download(repo_id, filename, options.revision, Path(path))
+
+
+def _checked_download(repo_id: str, filename: str, revision: str | None, path: Path) -> Path:
+    """The path huggingface_hub returned, once it is known to be the file asked for.
+
+    huggingface_hub hands back a snapshot entry already on disk without looking at it, and
+    files the answer under the commit the server names. So: the entry must not lead out of the
+    repository's cache folder (a link planted in ``snapshots/``), and a file asked for at a
+    commit must come from that commit (a server answering another one: the ref moved under a
+    load, or it lies).
+
+    Raises:
+        OutsideRepositoryError: the entry is a link out of the repository's cache folder.
+        HubError: the file was filed under another commit than the one asked for.
+    """
+    snapshot = path.parents[len(PurePosixPath(filename).parts) - 1]
+    _check_closed(snapshot, [filename])
+    if revision is not None and _is_commit(revision) and snapshot.name != revision:
+        raise errors.HubError(
+            f"the Hub answered commit {snapshot.name} for {filename!r} of {repo_id!r}, which was asked "
+            f"for at commit {revision}: one load never mixes two commits. Load again; if it persists, "
+            f"the server (HF_ENDPOINT, a mirror, a proxy) does not serve files by commit"
+        )
+    return path
+
+
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
 def download_dataset_file(repo_id: str, filename: str, options: HubOptions) -> tuple[str, Path]:

@@ -340,7 +340,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     ) -> M:
         target = torch.device(device) if device is not None else torch.device("cpu")
         with parameters_on_meta() if low_cpu_mem_usage else contextlib.nullcontext():
-            model = cls.from_config(config, **overrides)
+            where = os.fspath(paths[0].parent / cls.config_name) if paths else str(config.get("_name_or_path"))
+            model = cls.from_file_config(config, where, **overrides)
         checkpoint = ", ".join(os.fspath(p) for p in paths)
         shapes: dict[str, tuple[int, ...]] = {}
         for path in paths:

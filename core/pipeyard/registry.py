@@ -47,7 +47,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, fileio
 
 INDEX_VERSION = 2
 HUB_SOURCES_NAME = "hub.toml"
@@ -209,8 +209,109 @@ def index_path() -> Path:
 
 
 def read_index(path: Path | None = None) -> dict[str, Any]:
-    """The committed index."""
-    return json.loads((path or index_path()).read_text(encoding="utf-8"))
+    """The committed index, checked entry by entry before anyone uses it.
+
+    The index names files and digests the host trusts, so it is read like data from a
+    stranger: a community entry's ``file`` must be ``<name>.py`` (never a path such as
+    ``../x.py`` or ``/etc/x.py``), names are simple names, digests 64 hexadecimal digits.
+
+    Raises:
+        ConfigFileError: the file is not a JSON object of this index version, or an entry
+            misses or malforms a field (the message names the entry, the field and the fix).
+    """
+    target = path or index_path()
+    data = fileio.read_json_file(target)
+    if data.get("version") != INDEX_VERSION:
+        raise errors.ConfigFileError(target, f"index version {errors.clip(repr(data.get('version')))}, this "
+                                     f"pipeyard reads version {INDEX_VERSION}; {_FIX_INDEX}")
+    checks = (("pipelines", _check_community_entry), ("hub", _check_indexed_hub_entry),
+              ("mirror", _check_indexed_mirror_pin))
+    for kind, check in checks:
+        entries = data.get(kind, [])
+        if not isinstance(entries, list):
+            raise errors.ConfigFileError(target, f"{kind!r} is a {type(entries).__name__}, not a list; {_FIX_INDEX}")
+        for number, entry in enumerate(entries):
+            problem = check(entry) if isinstance(entry, dict) else "it is not an object"
+            if problem:
+                label = errors.clip(repr(entry.get("name") if isinstance(entry, dict) else entry), 60)
+                raise errors.ConfigFileError(target, f"{kind}[{number}] ({label}): {problem}; {_FIX_INDEX}")
+    return data
+
+
+_FIX_INDEX = "rebuild it with `pipeyard registry build` (a checkout) or reinstall pipeyard"
+_INDEX_STRINGS = ("class", "summary", "added-in")
+_INDEX_LISTS = ("tags", "dependencies")
+
+
+def _field_problem(entry: dict[str, Any], key: str, ok: bool, expected: str) -> str | None:
+    return None if ok else f"{key} = {errors.clip(repr(entry.get(key)), 80)} is not {expected}"
+
+
+def _check_community_entry(entry: dict[str, Any]) -> str | None:
+    """What is wrong with one ``pipelines`` entry of the index, or None."""
+    name = entry.get("name")
+    checks = [
+        ("name", isinstance(name, str) and bool(_HUB_PATTERNS["name"].match(name)) and ".." not in name,
+         "a simple name (letters, digits, '_', '.', '-')"),
+        ("file", entry.get("file") == f"{name}.py", "'<name>.py', a file of the community folder"),
+        ("sha256", isinstance(entry.get("sha256"), str) and bool(_HUB_PATTERNS["sha256"].match(entry["sha256"])),
+         "64 hexadecimal digits"),
+        *((key, isinstance(entry.get(key), str), "a string") for key in _INDEX_STRINGS),
+        *((key, _strings(entry.get(key)), "a list of strings") for key in _INDEX_LISTS),
+        ("dependencies", _requirements(entry.get("dependencies")), "a list of requirements (PEP 508)"),
+        ("requires-core", _specifier(entry.get("requires-core")), "a version specifier such as '>=0.1'"),
+        ("requires-python", _specifier(entry.get("requires-python")), "a version specifier such as '>=3.10'"),
+        ("components", isinstance(entry.get("components", []), list), "a list"),
+    ]
+    return next((p for key, ok, expected in checks if (p := _field_problem(entry, key, ok, expected))), None)
+
+
+def _check_indexed_hub_entry(entry: dict[str, Any]) -> str | None:
+    """What is wrong with one ``hub`` entry of the index, or None."""
+    checks = [
+        *((key, isinstance(entry.get(key), str) and bool(pattern.match(entry[key])), f"matching {pattern.pattern}")
+          for key, pattern in _HUB_PATTERNS.items()),
+        *((key, isinstance(entry.get(key), str), "a string") for key in ("summary", "added-in")),
+        *((key, _strings(entry.get(key)), "a list of strings") for key in _INDEX_LISTS),
+        ("dependencies", _requirements(entry.get("dependencies")), "a list of requirements (PEP 508)"),
+    ]
+    return next((p for key, ok, expected in checks if (p := _field_problem(entry, key, ok, expected))), None)
+
+
+def _check_indexed_mirror_pin(entry: dict[str, Any]) -> str | None:
+    """What is wrong with one ``mirror`` pin of the index, or None (a pin lets code run unflagged)."""
+    checks = [
+        *((key, isinstance(entry.get(key), str) and bool(pattern.match(entry[key])), f"matching {pattern.pattern}")
+          for key, pattern in _MIRROR_PATTERNS.items()),
+        ("tags", _strings(entry.get("tags", [])), "a list of strings"),
+    ]
+    return next((p for key, ok, expected in checks if (p := _field_problem(entry, key, ok, expected))), None)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _requirements(value: Any) -> bool:
+    """A list of PEP 508 requirement strings (what ``pipeyard info`` checks against the installed)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return _strings(value) and all(Requirement(v) for v in value)
+    except InvalidRequirement:
+        return False
+
+
+def _specifier(value: Any) -> bool:
+    """None, or a version specifier string (``>=0.1``)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if value is None:
+        return True
+    try:
+        return isinstance(value, str) and SpecifierSet(value) is not None
+    except InvalidSpecifier:
+        return False
 
 
 def _added_in(previous: dict[str, Any] | None, kind: str) -> dict[str, str]:
@@ -342,8 +443,12 @@ def render_index(index: dict[str, Any]) -> str:
 
 
 def _previous(path: Path | None) -> dict[str, Any] | None:
+    """The committed index; None when there is none or it is damaged (a rebuild replaces it)."""
     target = path or index_path()
-    return read_index(target) if target.is_file() else None
+    try:
+        return read_index(target) if target.is_file() else None
+    except errors.ConfigFileError:
+        return None
 
 
 def stale_entries(community: Path | None = None, path: Path | None = None, hub_file: Path | None = None) -> list[str]:

@@ -214,8 +214,9 @@ def entry_point_value(name: str) -> str | None:
 
 @lru_cache(maxsize=4)
 def _index_cached(path: str, mtime_ns: int) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    from ..registry import read_index  # checked: an entry naming a path is a ConfigFileError
+
+    return read_index(Path(path))
 
 
 def bundled_index() -> dict[str, Any]:
@@ -244,7 +245,11 @@ def bundled_digests() -> frozenset[str]:
 
 
 def _local_source(value: str, tried: list[str]) -> Source | None:
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except (RuntimeError, ValueError):  # '~name' of a user this machine does not have; a NUL in it
+        tried.append(f"local path {value!r}: no such user's home folder")
+        return None
     if path.is_file():
         if path.suffix != ".py":
             raise errors.InvalidPipelineNameError(value, "a local pipeline file must end in .py")

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -293,6 +294,50 @@ def _init_defaults(cls: type) -> dict[str, Any]:
     return {name: param.default for name, param in init_parameters(cls).items()}
 
 
+#: ``__init__`` annotations whose values must be numbers: annotation -> (accepted types, name).
+_NUMBER_ANNOTATIONS = {"int": ((numbers.Integral,), "an integer"), "float": ((numbers.Real,), "a number")}
+
+
+@functools.cache
+def _number_options(cls: type) -> dict[str, tuple[tuple[type, ...], str, bool]]:
+    """Options of ``cls`` annotated ``int`` / ``float`` (optionally ``| None``): types, wording, None allowed."""
+    found = {}
+    for name, param in init_parameters(cls).items():
+        text = str(param.annotation).replace(" ", "")
+        optional = text.endswith("|None") or text.startswith("None|")
+        bare = text.removesuffix("|None").removeprefix("None|")
+        if bare in _NUMBER_ANNOTATIONS:
+            types, wording = _NUMBER_ANNOTATIONS[bare]
+            found[name] = (types, wording, optional)
+    return found
+
+
+def check_number_options(scheduler: type, config: Any) -> None:
+    """Refuse a number option holding anything else (a config file's ``null``, ``"10"``, ``[]``).
+
+    Raises:
+        SchedulerOptionTypeError: naming the option, its value and what it must be.
+    """
+    for key, (types, wording, optional) in _number_options(scheduler).items():
+        value = config.get(key)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise errors.SchedulerOptionTypeError(scheduler.__name__, key, value, wording)
+
+
+def _check_trained_betas(scheduler: str, betas: Any, num_train_timesteps: int) -> None:
+    """``trained_betas`` must be one number per training step (an empty or ragged list breaks later)."""
+    try:
+        values = np.asarray(betas.cpu() if isinstance(betas, torch.Tensor) else betas)
+    except (ValueError, TypeError):  # ragged lists
+        values = None
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iuf" or len(values) != num_train_timesteps:
+        raise errors.SchedulerOptionTypeError(
+            scheduler, "trained_betas", betas, f"a list of num_train_timesteps ({num_train_timesteps}) numbers"
+        )
+
+
 class SchedulerMixin(ConfigMixin):
     """Base of every scheduler: config I/O, ``compatibles``, construction and step-index bookkeeping.
 
@@ -382,7 +427,9 @@ class SchedulerMixin(ConfigMixin):
         subnormal, as diffusers does). Last, :meth:`_init_train_state` sets what the scheduler
         holds before ``set_timesteps``; ``num_inference_steps`` is None until then.
         """
+        check_number_options(type(self), self.config)
         if trained_betas is not None:
+            _check_trained_betas(type(self).__name__, trained_betas, num_train_timesteps)
             self.betas = torch.tensor(np.asarray(trained_betas), dtype=torch.float32)
         else:
             check_choice(type(self).__name__, "beta_schedule", beta_schedule, beta_schedules)
