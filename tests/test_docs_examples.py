@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,12 +152,15 @@ def docs_env(tmp_path, monkeypatch):
     core = str(ROOT / "core")
     shell_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                  "PYTHONPATH": os.pathsep.join(p for p in (core, os.environ.get("PYTHONPATH")) if p)}
+    shell_env.pop("RAY_ADDRESS", None)  # a Ray block starts its own cluster, never joins a test's
+    shell_env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="docs-ray-")  # short: Ray's socket paths
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield work, shell_env
     torch.set_num_threads(threads)
+    shutil.rmtree(shell_env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def _cuda_available() -> bool:
@@ -164,26 +169,18 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-_RAY_START: list[str | None] = []  # [None] once Ray started, [reason] once it could not
-
-
 def _ray_unavailable() -> str | None:
-    """Why Ray cannot start here (None when it can); tried once per session."""
-    if not _RAY_START:
-        import warnings
+    """Why a ``needs: ray`` block cannot run here (None when it can).
 
-        try:
-            with warnings.catch_warnings():  # Ray's own start-up warnings are not the docs' fault
-                warnings.simplefilter("ignore")
-                import ray
+    Only whether Ray is installed: the block itself starts its own local cluster in a
+    subprocess. Nothing here starts Ray in the test process, where a start and shutdown would
+    leave Ray Data's process-wide state pointing at a dead cluster for a later test's cluster.
+    """
+    import importlib.util
 
-                if not ray.is_initialized():  # a test's shared cluster already proves it starts
-                    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-                    ray.shutdown()
-            _RAY_START.append(None)
-        except Exception as exc:  # noqa: BLE001 - any failure to start means: skip
-            _RAY_START.append(f"Ray cannot start here: {type(exc).__name__}: {exc}")
-    return _RAY_START[0]
+    if importlib.util.find_spec("ray") is None:
+        return "Ray is not installed (pip install 'pipeyard[ray]')"
+    return None
 
 
 # --------------------------------------------------------------------------- running blocks
