@@ -7,7 +7,9 @@ It serves one repository at one commit, in the shape huggingface_hub reads: the 
 with a status, hang, cut the body, send more or less than ``Content-Length``, redirect
 elsewhere or lie in its headers. Every request is logged in ``requests`` as ``METHOD path``.
 
-``slow`` streams every body ``chunk`` bytes at a time with a pause between (kill -9 sweeps).
+``slow`` streams every body ``chunk`` bytes at a time with a pause between, and ``sent`` counts
+the bytes of bodies written so far (kill -9 sweeps wait on it). ``/raw/<revision>/<name>``
+serves the same files in GitHub's raw-URL shape (``raw_template`` for PIPEYARD_COMMUNITY_URL).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class FaultyHub:
         self.faults: list[Fault] = []
         self.requests: list[str] = []
         self.slow: tuple[int, float] | None = None  # (chunk bytes, pause seconds)
+        self.sent = 0
         self._lock = threading.Lock()
         hub = self
 
@@ -69,6 +72,7 @@ class FaultyHub:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.raw_template = f"{self.endpoint}/raw/{{revision}}/{{name}}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -110,6 +114,8 @@ class FaultyHub:
         prefix = f"/api/models/{self.repo_id}/revision/"
         if path.startswith(prefix):
             self._revision(handler, method)
+        elif path.startswith("/raw/"):
+            self._raw(handler, method, path.split("/", 3)[3])
         elif path.startswith(f"/{self.repo_id}/resolve/"):
             self._file(handler, method, path.split("/resolve/", 1)[1].split("/", 1)[1], fault)
         else:
@@ -121,6 +127,14 @@ class FaultyHub:
         info = {"id": self.repo_id, "sha": COMMIT, "siblings": [{"rfilename": n} for n in sorted(self.files)]}
         handler.send_response(200)
         self._end(handler, json.dumps(info).encode() if method == "GET" else b"", "application/json")
+
+    def _raw(self, handler: http.server.BaseHTTPRequestHandler, method: str, name: str) -> None:
+        data = self.files.get(name)
+        handler.send_response(200 if data is not None else 404)
+        handler.send_header("Content-Length", str(len(data or b"")))
+        handler.end_headers()
+        if method == "GET" and data:
+            self._stream(handler, data)
 
     def _file(self, handler: http.server.BaseHTTPRequestHandler, method: str, name: str, fault: Fault | None) -> None:
         data = self.files.get(name)
@@ -155,13 +169,12 @@ class FaultyHub:
             handler.close_connection = True
 
     def _stream(self, handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
-        if self.slow is None:
-            handler.wfile.write(body)
-            return
-        chunk, pause = self.slow
+        chunk, pause = self.slow or (len(body) or 1, 0.0)
         for at in range(0, len(body), chunk):
             handler.wfile.write(body[at : at + chunk])
             handler.wfile.flush()
+            with self._lock:
+                self.sent += len(body[at : at + chunk])
             time.sleep(pause)
 
     @staticmethod
