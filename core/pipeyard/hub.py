@@ -119,6 +119,11 @@ class FileSource:
                 raise self.missing(repr(name), errors.EntryNotFoundError(self.location, name, self.commit))
         if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
             _check_closed(self.root, names)
+            if self.commit is not None:  # a Hub cache snapshot (offline): each file against its ETag
+                from .hub_integrity import check_hub_file
+
+                for name in names:
+                    check_hub_file(self.location, name, self.root.joinpath(*name.split("/")), self.commit)
             return self.root
         assert self.commit is not None
         return _download_files(self.location, names, self.options.at(self.commit))
@@ -220,9 +225,21 @@ def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
         HubDownloadError: it arrived (or lies in the cache) other than the Hub described it.
         HubCacheError: the Hub cache cannot be written.
     """
-    from huggingface_hub import hf_hub_download
-
     from .hub_integrity import check_hub_file
+
+    path = _hf_download(repo_id, filename, options)
+    try:
+        check_hub_file(repo_id, filename, path, options.revision)
+    except errors.HubDownloadError:
+        if options.offline:
+            raise
+        path = _hf_download(repo_id, filename, options)  # the damaged copy is gone: once more
+        check_hub_file(repo_id, filename, path, options.revision)
+    return path
+
+
+def _hf_download(repo_id: str, filename: str, options: HubOptions) -> Path:
+    from huggingface_hub import hf_hub_download
 
     with _hub_call(repo_id, options, filename), _download_errors(repo_id, filename, options):
         path = hf_hub_download(
@@ -235,7 +252,6 @@ def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
             endpoint=options.hub_endpoint(),
             etag_timeout=constants.network_timeout(),
         )
-    check_hub_file(repo_id, filename, Path(path), options.revision)
     return Path(path)
 
 

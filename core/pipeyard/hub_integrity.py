@@ -10,9 +10,10 @@ be loaded as is. :func:`check_hub_file` hashes the blob and compares:
 - a file found under another commit's snapshot than the one asked for (a lying
   ``X-Repo-Commit``) is refused too.
 
-A mismatch removes the damaged blob and its link, so the next online load downloads it again,
-and raises :class:`~pipeyard.errors.HubDownloadError`. Offline, that error stays: nothing is
-loaded from a file that does not match.
+A mismatch removes the damaged blob and its link and raises
+:class:`~pipeyard.errors.HubDownloadError`; online, :func:`pipeyard.hub.download_file` then
+downloads the file once more (and raises if that copy is wrong too). Offline the error stays:
+nothing is loaded from a file that does not match.
 
 Cost: hashing runs once per blob, at ~1-2 GB/s (a 3.4 GB SD 1.5 UNet: about two seconds).
 A verified blob gets a stamp (size, mtime, inode) in ``PIPEYARD_HOME/hub-verified/``; a later
@@ -86,7 +87,12 @@ def _digest(blob: Path, length: int, size: int) -> str:
 
 
 def _remove(*paths: Path) -> None:
+    import shutil
+
     for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)  # a blob replaced by a folder
+            continue
         with contextlib.suppress(OSError):
             os.unlink(path)
 

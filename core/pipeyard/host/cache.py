@@ -229,6 +229,25 @@ def _write_package(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def discard_package(digest: str) -> None:
+    """Remove a (damaged) stored package: renamed aside in one step under its lock, then deleted.
+
+    Raises:
+        PipeyardHomeError: it cannot be removed.
+    """
+    import shutil
+
+    root = modules_dir() / digest
+    if not _is_digest(digest):
+        return
+    with home_errors(root, "remove a damaged package from the module store"), _package_lock(digest):
+        if not root.exists():
+            return
+        aside = root.with_name(f".{STAGING_PREFIX}{os.getpid()}-discarded-{digest}")
+        os.rename(root, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def _read_manifest(digest: str, root: Path) -> StoredPackage:
     try:
         data = read_json_file(root / MANIFEST_NAME)
@@ -264,7 +283,8 @@ def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
     actual = {name: sha256(data) for name, data in contents.items()}
     if actual != dict(stored.files) or package_digest(actual) != digest:
         raise errors.PipelineVerificationError(
-            str(root), "the cached files no longer match their digest; delete this folder and load again"
+            str(root), "the cached files no longer match their digest, so nothing of them is imported; "
+            "load again online (a remote pipeline is fetched anew) or delete this folder and load again"
         )
     return StoredPackage(digest, root, stored.main, stored.files, contents)
 
