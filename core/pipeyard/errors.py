@@ -10,6 +10,8 @@ change.
     PipeyardError
     ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
     ├── PipeyardHomeError (OSError)                 PIPEYARD_HOME cannot be read or written
+    ├── SaveError (OSError)                         save_pretrained cannot write its folder (disk full,
+    │                                               read-only); the previous content is kept
     ├── ConfigError (ValueError)
     │   ├── ConfigFileError                         a config / index JSON file that is not valid JSON, not
     │   │                                           an object, too large, too deep or repeats a key
@@ -148,6 +150,23 @@ class PipeyardHomeError(PipeyardError, OSError):
         super().__init__(
             f"cannot {action}: {self.path}: {reason}. PIPEYARD_HOME must be a writable folder; "
             f"fix its permissions, free space, or point PIPEYARD_HOME elsewhere"
+        )
+
+
+class SaveError(PipeyardError, OSError):
+    """``save_pretrained`` could not write its folder; what was there before is unchanged.
+
+    Attributes:
+        path: the file or folder that failed.
+        reason: the operating system's words.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot save to {self.path}: {reason}. The folder keeps its previous content; free "
+            f"space, fix the permissions, or save elsewhere"
         )
 
 

@@ -69,6 +69,23 @@ def atomic_replace(path: PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def write_errors(target: PathLike) -> Iterator[None]:
+    """Turn a failed write (``OSError``, safetensors' I/O error) into :class:`~pipeyard.errors.SaveError`."""
+    try:
+        yield
+    except errors.PipeyardError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError):
+            reason, path = exc.strerror or str(exc), str(exc.filename or target)
+        elif type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc):
+            reason, path = str(exc).split("I/O error:", 1)[1].strip(), str(target)
+        else:
+            raise
+        raise errors.SaveError(path, reason) from None
+
+
 def write_bytes_atomic(path: PathLike, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
 

@@ -248,6 +248,10 @@ class DiffusionPipeline(ConfigMixin):
         between them), so an interrupted save, even by ``kill -9``, leaves the previous
         content (or nothing) rather than a half-written or mixed pipeline.
 
+        Raises:
+            SaveError: the folder cannot be written (disk full, read-only); the previous
+                content is left as it was.
+
         A custom pipeline's code is copied into the folder; reloading it asks the trust gate
         like any code inside a repository. ``trust_saved_code=True`` adds that code's sha256 to
         your trust store, so your own reloads need no flag (other machines still ask).
@@ -258,13 +262,14 @@ class DiffusionPipeline(ConfigMixin):
         fileio.remove_stale_staging(target.parent, f".{target.name}.tmp-")  # folders of saves killed while writing
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-{os.getpid()}-"))
         try:
-            for name, component in self.components.items():
-                if component is not None:
-                    _save_component(component, staging / name, safe_serialization, variant)
-            index = self.config_to_save()
-            index.update(_export_custom_code(type(self), staging))
-            write_json_atomic(staging / self.config_name, index)
-            _swap_in(staging, target)
+            with fileio.write_errors(target):
+                for name, component in self.components.items():
+                    if component is not None:
+                        _save_component(component, staging / name, safe_serialization, variant)
+                index = self.config_to_save()
+                index.update(_export_custom_code(type(self), staging))
+                write_json_atomic(staging / self.config_name, index)
+                _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if trust_saved_code:
