@@ -2,6 +2,7 @@
 
 Modes:
     load NAME [REVISION]    load a custom pipeline (trust_remote_code) and print its class name
+    loadmany NAME[@REV]...  load each (test_load.py); print ``LOADED name class digest`` per name
     save SOURCE TARGET      load the pipeline folder SOURCE and save_pretrained it to TARGET
 
 ``PIPEYARD_TEST_KILL_AT=N`` (a test-only variable) makes the process SIGKILL itself right
@@ -67,6 +68,13 @@ def main(argv: list[str]) -> None:
         revision = argv[2] if len(argv) > 2 else None
         cls = load_pipeline_class(argv[1], custom_revision=revision, trust_remote_code=True)
         print("CLASS", cls.__name__)
+    elif mode == "loadmany":
+        from pipeyard.host import load_pipeline_class
+
+        for spec in argv[1:]:
+            name, _, revision = spec.partition("@")
+            cls = load_pipeline_class(name, custom_revision=revision or None, trust_remote_code=True)
+            print("LOADED", spec, cls.__name__, cls.__pipeyard_provenance__.sha256, flush=True)
     elif mode == "save":
         from pipeyard import DiffusionPipeline
 

@@ -79,17 +79,36 @@ def _parse(path: Path, raw: bytes) -> dict[str, TrustEntry]:
     return entries
 
 
-def read_entries() -> dict[str, TrustEntry]:
-    """Every trusted digest -> its entry; empty when there is no store yet."""
+# The last store parsed, by path and file identity: a warm load asks the gate once per load,
+# and parsing 10,000 entries strictly takes ~100 ms. Any write (an atomic replace: a new
+# inode) or hand edit (a new mtime / size) makes the next read parse again.
+_PARSED: dict[str, tuple[tuple[int, int, int, int], dict[str, TrustEntry]]] = {}
+
+
+def _entries() -> dict[str, TrustEntry]:
+    """The parsed store, shared: callers must not change it (see :func:`read_entries`)."""
     path = trust_file()
     with home_errors(path, "read the trust store"):
         try:
-            if path.stat().st_size > MAX_TRUST_FILE_BYTES:
+            status = path.stat()
+            if status.st_size > MAX_TRUST_FILE_BYTES:
                 raise _damaged(path, f"it is larger than {MAX_TRUST_FILE_BYTES} bytes")
+            identity = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+            cached = _PARSED.get(str(path))
+            if cached is not None and cached[0] == identity:
+                return cached[1]
             raw = path.read_bytes()
         except FileNotFoundError:
             return {}
-    return _parse(path, raw)
+    entries = _parse(path, raw)
+    _PARSED.clear()
+    _PARSED[str(path)] = (identity, entries)
+    return entries
+
+
+def read_entries() -> dict[str, TrustEntry]:
+    """Every trusted digest -> its entry (a copy); empty when there is no store yet."""
+    return dict(_entries())
 
 
 def _write(entries: dict[str, TrustEntry]) -> None:
@@ -142,4 +161,4 @@ def list_trusted() -> list[TrustEntry]:
 
 def is_trusted(sha256: str) -> bool:
     """Whether this digest is in the trust store."""
-    return sha256 in read_entries()
+    return sha256 in _entries()
