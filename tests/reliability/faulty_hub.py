@@ -52,6 +52,7 @@ class FaultyHub:
         self.repo_id, self.files = repo_id, files
         self.faults: list[Fault] = []
         self.requests: list[str] = []
+        self.authorized: list[str] = []  # requests that carried an Authorization header
         self.slow: tuple[int, float] | None = None  # (chunk bytes, pause seconds)
         self.sent = 0
         self._lock = threading.Lock()
@@ -94,6 +95,8 @@ class FaultyHub:
         return None
 
     def _answer(self, handler: http.server.BaseHTTPRequestHandler, method: str) -> None:
+        if handler.headers.get("Authorization"):
+            self.authorized.append(f"{method} {handler.path}")
         fault = self._fault_for(method, handler.path)
         if fault is not None and fault.kind == "hang":
             time.sleep(fault.seconds)

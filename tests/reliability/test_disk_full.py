@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeyard import constants, errors
+from pipeyard import errors
 from pipeyard.host import load_pipeline_class
 
 
