@@ -155,13 +155,25 @@ def replace_folder(staging: PathLike, target: PathLike) -> None:
 
 
 def restore_interrupted_folder(target: PathLike) -> None:
-    """Undo a :func:`replace_folder` cut between its two renames: put the backup back."""
+    """Finish a :func:`replace_folder` whose process died between its renames.
+
+    Cut before the new folder was renamed in, the target is missing: its backup
+    (``.<name>.old-<pid>``) is put back. Cut after, the backup is left over: it is removed.
+    Backups of living processes are left alone.
+    """
     target = Path(target)
-    if target.exists() or not target.parent.is_dir():
+    if not target.parent.is_dir():
         return
-    backups = sorted(target.parent.glob(f".{glob.escape(target.name)}.old-*"), key=lambda p: p.stat().st_mtime)
-    if backups:
-        os.replace(backups[-1], target)
+    prefix = f".{target.name}.old-"
+    dead = [
+        p for p in target.parent.glob(f"{glob.escape(prefix)}*")
+        if p.name[len(prefix):].isdigit() and not _process_alive(int(p.name[len(prefix):]))
+    ]
+    if dead and not target.exists():
+        newest = max(dead, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, target)
+        dead.remove(newest)
+    remove_stale_staging(target.parent, prefix)
 
 
 def remove_stale_staging(folder: PathLike, prefix: str) -> None:
@@ -175,7 +187,7 @@ def remove_stale_staging(folder: PathLike, prefix: str) -> None:
     if not folder.is_dir():
         return
     for staging in folder.glob(f"{glob.escape(prefix)}*"):
-        pid = staging.name[len(prefix):].split("-", 1)[0]
+        pid = staging.name[len(prefix):].split("-", 1)[0]  # <pid>-<random>, or <pid> alone
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -18,8 +18,10 @@ nothing is loaded from a file that does not match.
 Cost: hashing runs once per blob, at ~1-2 GB/s (a 3.4 GB SD 1.5 UNet: about two seconds).
 A verified blob gets a stamp (size, mtime, inode) in ``PIPEYARD_HOME/hub-verified/``; a later
 load whose ``stat`` matches the stamp skips the hash, so a warm load costs one ``stat`` and one
-small read per file. A file rewritten in place changes its mtime and is hashed again. Stamps
-are a cache: a read-only ``PIPEYARD_HOME`` only means hashing every time.
+small read per file. A file rewritten or truncated through the file system changes its size or
+mtime and is hashed again; damage that bypasses it (bit rot on the medium) keeps the stamp, so
+``PIPEYARD_VERIFY_HUB_FILES=always`` hashes on every load instead. Stamps are a cache: a
+read-only ``PIPEYARD_HOME`` only means hashing every time.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def check_hub_file(repo_id: str, filename: str, path: Path, commit: str | None) 
     except OSError as exc:
         raise errors.HubDownloadError(repo_id, filename, f"its cached copy cannot be read ({exc.strerror})") from None
     stamp = f"{status.st_size} {status.st_mtime_ns} {status.st_ino}"
-    if _read_stamp(expected) == stamp:
+    if not constants.verify_hub_files_always() and _read_stamp(expected) == stamp:
         return
     actual = _digest(blob, len(expected), status.st_size)
     if actual != expected:

@@ -70,7 +70,7 @@ class FaultyHub:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.raw_template = f"{self.endpoint}/raw/{{revision}}/{{name}}"
@@ -187,6 +187,11 @@ class FaultyHub:
         handler.end_headers()
         if body:
             handler.wfile.write(body)
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client killed mid-body (the point of the kill sweeps): nothing to report
 
 
 def _range_start(header: str | None) -> int:

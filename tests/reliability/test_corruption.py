@@ -182,3 +182,18 @@ def test_a_verified_blob_is_not_hashed_again_on_a_warm_load(weights_server, monk
     monkeypatch.setattr(hub_integrity, "_digest", lambda blob, *a: hashed.append(blob) or original(blob, *a))
     UNet2DModel.from_pretrained(REPO, subfolder="unet")
     assert hashed == []
+
+
+def test_verify_hub_files_always_hashes_on_every_load(weights_server, monkeypatch):
+    from pipeyard import UNet2DModel, hub_integrity
+
+    UNet2DModel.from_pretrained(REPO, subfolder="unet")
+    hashed: list[Path] = []
+    original = hub_integrity._digest
+    monkeypatch.setattr(hub_integrity, "_digest", lambda blob, *a: hashed.append(blob) or original(blob, *a))
+    monkeypatch.setenv("PIPEYARD_VERIFY_HUB_FILES", "always")
+    UNet2DModel.from_pretrained(REPO, subfolder="unet")
+    assert len(hashed) == len(weights_server.files)
+    monkeypatch.setenv("PIPEYARD_VERIFY_HUB_FILES", "sometimes")
+    with pytest.raises(errors.EnvironmentVariableError, match="PIPEYARD_VERIFY_HUB_FILES='sometimes'.*always"):
+        UNet2DModel.from_pretrained(REPO, subfolder="unet")

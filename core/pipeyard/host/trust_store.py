@@ -79,10 +79,11 @@ def _parse(path: Path, raw: bytes) -> dict[str, TrustEntry]:
     return entries
 
 
-# The last store parsed, by path and file identity: a warm load asks the gate once per load,
-# and parsing 10,000 entries strictly takes ~100 ms. Any write (an atomic replace: a new
-# inode) or hand edit (a new mtime / size) makes the next read parse again.
-_PARSED: dict[str, tuple[tuple[int, int, int, int], dict[str, TrustEntry]]] = {}
+# The last store parsed, by path and exact bytes: a warm load asks the gate once per load, and
+# parsing 10,000 entries strictly takes ~100 ms while reading and comparing the bytes takes a
+# fraction of a millisecond. Comparing bytes, not mtimes, means no edit can be missed (file
+# times only move once per clock tick, so an in-place edit of the same size may keep them).
+_PARSED: dict[str, tuple[bytes, dict[str, TrustEntry]]] = {}
 
 
 def _entries() -> dict[str, TrustEntry]:
@@ -90,19 +91,17 @@ def _entries() -> dict[str, TrustEntry]:
     path = trust_file()
     with home_errors(path, "read the trust store"):
         try:
-            status = path.stat()
-            if status.st_size > MAX_TRUST_FILE_BYTES:
+            if path.stat().st_size > MAX_TRUST_FILE_BYTES:
                 raise _damaged(path, f"it is larger than {MAX_TRUST_FILE_BYTES} bytes")
-            identity = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-            cached = _PARSED.get(str(path))
-            if cached is not None and cached[0] == identity:
-                return cached[1]
             raw = path.read_bytes()
         except FileNotFoundError:
             return {}
+    cached = _PARSED.get(str(path))
+    if cached is not None and cached[0] == raw:
+        return cached[1]
     entries = _parse(path, raw)
     _PARSED.clear()
-    _PARSED[str(path)] = (identity, entries)
+    _PARSED[str(path)] = (raw, entries)
     return entries
 
 
