@@ -141,11 +141,17 @@ def test_weights_downloaded_by_several_processes_into_one_hub_cache(monkeypatch,
 
 
 def _grow_store(start: int, count: int) -> None:
-    """``count`` small packages and as many trust entries (written directly, the fast way)."""
+    """``count`` small packages and as many trust entries, written directly in the store's
+    layout (what :func:`cache.store_package` writes, without its lock and renames: faster)."""
     entries = {}
     for i in range(start, start + count):
-        stored = cache.store_package({"pipeline.py": f"# package {i}\n".encode()}, "pipeline.py")
-        entries[stored.digest] = {"source": f"scale test {i}", "added": "2026-11-26T00:00:00Z"}
+        data = f"# package {i}\n".encode()
+        digest = hashlib.sha256(data).hexdigest()
+        root = cache.modules_dir() / digest
+        root.mkdir(parents=True)
+        (root / "pipeline.py").write_bytes(data)
+        (root / cache.MANIFEST_NAME).write_text(json.dumps({"main": "pipeline.py", "files": {"pipeline.py": digest}}))
+        entries[digest] = {"source": f"scale test {i}", "added": "2026-11-26T00:00:00Z"}
     path = constants.pipeyard_home() / "trust.json"
     existing = json.loads(path.read_text())["trusted"] if path.exists() else {}
     path.write_text(json.dumps({"version": 1, "trusted": {**existing, **entries}}, indent=1))
