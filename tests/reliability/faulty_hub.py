@@ -118,7 +118,7 @@ class FaultyHub:
         if path.startswith(prefix):
             self._revision(handler, method)
         elif path.startswith("/raw/"):
-            self._raw(handler, method, path.split("/", 3)[3])
+            self._raw(handler, method, path.split("/", 3)[3], fault)
         elif path.startswith(f"/{self.repo_id}/resolve/"):
             self._file(handler, method, path.split("/resolve/", 1)[1].split("/", 1)[1], fault)
         else:
@@ -131,13 +131,16 @@ class FaultyHub:
         handler.send_response(200)
         self._end(handler, json.dumps(info).encode() if method == "GET" else b"", "application/json")
 
-    def _raw(self, handler: http.server.BaseHTTPRequestHandler, method: str, name: str) -> None:
+    def _raw(self, handler: http.server.BaseHTTPRequestHandler, method: str, name: str, fault: Fault | None) -> None:
         data = self.files.get(name)
+        short = fault is not None and fault.kind == "short"  # half the body, then the connection closes
         handler.send_response(200 if data is not None else 404)
         handler.send_header("Content-Length", str(len(data or b"")))
         handler.end_headers()
         if method == "GET" and data:
-            self._stream(handler, data)
+            self._stream(handler, data[: len(data) // 2] if short else data)
+        if short:
+            handler.close_connection = True
 
     def _file(self, handler: http.server.BaseHTTPRequestHandler, method: str, name: str, fault: Fault | None) -> None:
         data = self.files.get(name)

@@ -224,3 +224,16 @@ def test_a_redirect_to_another_host_is_followed_without_the_token(faulty_hub, pi
     finally:
         cdn.close()
     t.cases, t.faults = 1, 1
+
+
+def test_a_github_raw_body_cut_short_is_an_offline_error_not_half_a_file(faulty_hub, monkeypatch, tally):
+    t = tally("server: body short")
+    monkeypatch.setenv("PIPEYARD_COMMUNITY_URL", faulty_hub.raw_template)
+    faulty_hub.files["ghpipe.py"] = faulty_hub.files["pipeline.py"]
+    faulty_hub.faults = [Fault("short", method="GET", path_part="/raw/", times=1)]
+    with pytest.raises(errors.OfflineError, match="ghpipe.py") as caught:
+        load_pipeline_class("ghpipe", custom_revision="v1", trust_remote_code=True)
+    assert "Content-Length" in str(caught.value)  # was: the first half stored and run
+    assert not (constants.pipeyard_home() / "modules").exists()
+    assert load_pipeline_class("ghpipe", custom_revision="v1", trust_remote_code=True).__name__ == "FaultyPipeline"
+    t.cases, t.faults = 1, 1
