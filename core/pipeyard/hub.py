@@ -440,7 +440,10 @@ def _translated_hub_errors(repo_id: str, options: HubOptions, filename: str | No
         raise errors.InvalidRepoIdError(repo_id, "repo id", _first_line(exc)) from None
     except _transport_errors() as exc:
         # Timeouts after PIPEYARD_TIMEOUT, refused connections, a proxy that fails.
-        via = "the proxy failed" if type(exc).__name__ == "ProxyError" else "the Hub was not reached"
+        broke = type(exc).__name__ in ("ReadError", "WriteError", "RemoteProtocolError")
+        via = {"ProxyError": "the proxy failed"}.get(type(exc).__name__) or (
+            "the connection broke mid-answer" if broke else "the Hub was not reached"
+        )
         raise errors.OfflineError(what, f"{via} ({type(exc).__name__}: {exc})") from exc
 
 
