@@ -20,6 +20,9 @@ variable                               meaning
                                        pipelines (default
                                        ``diffusers/community-pipelines-mirror``); ``off``
                                        (or ``0 false no``): never look names up there
+``PIPEYARD_VERIFY_HUB_FILES``          ``always``: hash every Hub-cache file on every load
+                                       (default ``once``: when it arrives or its stat
+                                       changes)
 ``HF_ENDPOINT``                        the Hub's base URL (a mirror, or a test server)
 ``HF_HOME`` / ``HF_HUB_CACHE``         where Hub downloads are cached
 ``HF_TOKEN``                           the Hub token used when none is passed (read by
@@ -108,6 +111,23 @@ def network_timeout() -> float:
 
         raise EnvironmentVariableError("PIPEYARD_TIMEOUT", value, "a positive number of seconds")
     return timeout
+
+
+def verify_hub_files_always() -> bool:
+    """True when ``PIPEYARD_VERIFY_HUB_FILES=always``: hash Hub files on every load, not once.
+
+    Raises:
+        EnvironmentVariableError: a value other than ``once`` or ``always`` (or empty).
+    """
+    value = os.environ.get("PIPEYARD_VERIFY_HUB_FILES", "")
+    text = value.strip().lower()
+    if text in ("", "once"):
+        return False
+    if text == "always":
+        return True
+    from .errors import EnvironmentVariableError
+
+    raise EnvironmentVariableError("PIPEYARD_VERIFY_HUB_FILES", value, "'once' (the default) or 'always'")
 
 
 def remote_code_disabled() -> bool:

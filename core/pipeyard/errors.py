@@ -10,6 +10,8 @@ change.
     PipeyardError
     ├── EnvironmentVariableError (ValueError)       a variable from constants.py is malformed
     ├── PipeyardHomeError (OSError)                 PIPEYARD_HOME cannot be read or written
+    ├── SaveError (OSError)                         save_pretrained cannot write its folder (disk full,
+    │                                               read-only); the previous content is kept
     ├── ConfigError (ValueError)
     │   ├── ConfigFileError                         a config / index JSON file that is not valid JSON, not
     │   │                                           an object, too large, too deep or repeats a key
@@ -28,7 +30,10 @@ change.
     │   ├── OfflineError (ConnectionError)          offline and the file is not cached
     │   ├── InvalidRepoIdError (ValueError)         a repo id the Hub's naming rules refuse
     │   ├── InvalidSubfolderError (ValueError)      a subfolder that leaves its folder or repo
-    │   └── HubOptionError (ValueError)             a malformed revision, token, proxies, endpoint...
+    │   ├── HubOptionError (ValueError)             a malformed revision, token, proxies, endpoint...
+    │   ├── HubDownloadError (ValueError)           a file whose bytes or commit differ from what the
+    │   │                                           Hub promised (sha256 ETag, size, X-Repo-Commit)
+    │   └── HubCacheError                           the Hub cache cannot be written (full, read-only)
     ├── WeightsError
     │   ├── WeightsNotFoundError (FileNotFoundError)
     │   ├── VariantNotFoundError (FileNotFoundError)
@@ -159,6 +164,23 @@ class PipeyardHomeError(PipeyardError, OSError):
         super().__init__(
             f"cannot {action}: {self.path}: {reason}. PIPEYARD_HOME must be a writable folder; "
             f"fix its permissions, free space, or point PIPEYARD_HOME elsewhere"
+        )
+
+
+class SaveError(PipeyardError, OSError):
+    """``save_pretrained`` could not write its folder; what was there before is unchanged.
+
+    Attributes:
+        path: the file or folder that failed.
+        reason: the operating system's words.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot save to {self.path}: {reason}. The folder keeps its previous content; free "
+            f"space, fix the permissions, or save elsewhere"
         )
 
 
@@ -377,6 +399,41 @@ class HubOptionError(HubError, ValueError):
         self.value = value
         shown = "<hidden>" if option == "token" else repr(value)
         super().__init__(f"{option}={shown} is not valid: expected {expected}")
+
+
+class HubDownloadError(HubError, ValueError):
+    """A Hub file that arrived, or lies in the Hub cache, other than the Hub described it.
+
+    Attributes:
+        repo_id, filename: the file.
+        reason: what differs (its sha256 and the ETag's, its commit and the one asked for).
+    """
+
+    def __init__(self, repo_id: str, filename: str, reason: str) -> None:
+        self.repo_id = repo_id
+        self.filename = filename
+        self.reason = reason
+        super().__init__(
+            f"{filename!r} of {repo_id!r} cannot be used: {reason.rstrip('.')}. No damaged copy is "
+            f"kept in the Hub cache; load again (online) to download it anew"
+        )
+
+
+class HubCacheError(HubError):
+    """A file of the Hub cache cannot be written: the disk is full or the folder read-only.
+
+    Attributes:
+        path: the file or folder that failed.
+        reason: the operating system's words.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot write the Hub cache: {self.path}: {reason}. Free space, fix the permissions, "
+            f"or point HF_HUB_CACHE elsewhere"
+        )
 
 
 # --------------------------------------------------------------------------- weights

@@ -17,6 +17,8 @@ otherwise each take a different value). Every refusal is a
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import itertools
 import json
 import os
@@ -67,6 +69,23 @@ def atomic_replace(path: PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def write_errors(target: PathLike) -> Iterator[None]:
+    """Turn a failed write (``OSError``, safetensors' I/O error) into :class:`~pipeyard.errors.SaveError`."""
+    try:
+        yield
+    except errors.PipeyardError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError):
+            reason, path = exc.strerror or str(exc), str(exc.filename or target)
+        elif type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc):
+            reason, path = str(exc).split("I/O error:", 1)[1].strip(), str(target)
+        else:
+            raise
+        raise errors.SaveError(path, reason) from None
+
+
 def write_bytes_atomic(path: PathLike, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half.
 
@@ -79,6 +98,108 @@ def write_bytes_atomic(path: PathLike, payload: bytes) -> None:
 def write_json_atomic(path: PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON (UTF-8, final newline) to ``path``, atomically."""
     write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def exchange_folders(staging: PathLike, target: PathLike) -> bool:
+    """Swap two existing folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or file system cannot (then nothing moved).
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # an old C library
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    source, dest = os.fsencode(os.path.abspath(staging)), os.fsencode(os.path.abspath(target))
+    if renameat2(at_fdcwd, source, at_fdcwd, dest, rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(target))
+
+
+def replace_folder(staging: PathLike, target: PathLike) -> None:
+    """Put the folder ``staging`` at ``target``, so a reader sees the old folder or the new, whole.
+
+    ``target`` missing: one rename. ``target`` a folder: swapped in one step where the system
+    allows (:func:`exchange_folders`), else two renames through ``.<name>.old-<pid>`` (a crash
+    between them leaves that backup, which :func:`restore_interrupted_folder` puts back). The
+    old content ends at ``staging``, for the caller to remove.
+
+    Raises:
+        NotADirectoryError: ``target`` exists and is not a folder.
+    """
+    staging, target = Path(staging), Path(target)
+    if not target.exists() and not target.is_symlink():
+        os.replace(staging, target)
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", str(target))
+    if exchange_folders(staging, target):
+        return
+    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    os.replace(backup, staging)
+
+
+def restore_interrupted_folder(target: PathLike) -> None:
+    """Finish a :func:`replace_folder` whose process died between its renames.
+
+    Cut before the new folder was renamed in, the target is missing: its backup
+    (``.<name>.old-<pid>``) is put back. Cut after, the backup is left over: it is removed.
+    Backups of living processes are left alone.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}.old-"
+    dead = [
+        p for p in target.parent.glob(f"{glob.escape(prefix)}*")
+        if p.name[len(prefix):].isdigit() and not _process_alive(int(p.name[len(prefix):]))
+    ]
+    if dead and not target.exists():
+        newest = max(dead, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, target)
+        dead.remove(newest)
+    remove_stale_staging(target.parent, prefix)
+
+
+def remove_stale_staging(folder: PathLike, prefix: str) -> None:
+    """Remove the folders ``<prefix><pid>-*`` in ``folder`` whose writing process has died.
+
+    Writers stage in such folders (a save, a module-store package); ``kill -9`` leaves them.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for staging in folder.glob(f"{glob.escape(prefix)}*"):
+        pid = staging.name[len(prefix):].split("-", 1)[0]  # <pid>-<random>, or <pid> alone
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------- reading

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import functools
 import logging
 import os
@@ -121,6 +122,11 @@ class FileSource:
                 raise self.missing(repr(name), errors.EntryNotFoundError(self.location, name, self.commit))
         if self.root is not None:  # a local folder, or a Hub snapshot already complete on disk
             _check_closed(self.root, names)
+            if self.commit is not None:  # a Hub cache snapshot (offline): each file against its ETag
+                from .hub_integrity import check_hub_file
+
+                for name in names:
+                    check_hub_file(self.location, name, self.root.joinpath(*name.split("/")), self.commit)
             return self.root
         assert self.commit is not None
         return _download_files(self.location, names, self.options.at(self.commit))
@@ -213,10 +219,32 @@ def repo_listing(repo_id: str, options: HubOptions, *, argument: str = "custom_p
 
 
 def download_file(repo_id: str, filename: str, options: HubOptions) -> Path:
-    """Download one file of a Hub repo at ``options.revision`` (or find it in the cache); its local path."""
+    """Download one file of a Hub repo at ``options.revision`` (or find it in the cache); its local path.
+
+    The file is checked against the ETag the Hub named it by, and against the commit asked
+    for (:mod:`pipeyard.hub_integrity`).
+
+    Raises:
+        HubDownloadError: it arrived (or lies in the cache) other than the Hub described it.
+        HubCacheError: the Hub cache cannot be written.
+    """
+    from .hub_integrity import check_hub_file
+
+    path = _hf_download(repo_id, filename, options)
+    try:
+        check_hub_file(repo_id, filename, path, options.revision)
+    except errors.HubDownloadError:
+        if options.offline:
+            raise
+        path = _hf_download(repo_id, filename, options)  # the damaged copy is gone: once more
+        check_hub_file(repo_id, filename, path, options.revision)
+    return path
+
+
+def _hf_download(repo_id: str, filename: str, options: HubOptions) -> Path:
     from huggingface_hub import hf_hub_download
 
-    with _hub_call(repo_id, options, filename):
+    with _hub_call(repo_id, options, filename), _download_errors(repo_id, filename, options):
         path = hf_hub_download(
             repo_id,
             filename,
@@ -304,6 +332,24 @@ def dataset_folder_files(repo_id: str, folder: str, options: HubOptions) -> list
     with _hub_call(repo_id, options):
         entries = api.list_repo_tree(repo_id, path_in_repo=folder, repo_type="dataset", revision=options.revision or "main")
         return sorted(PurePosixPath(e.path).name for e in entries if type(e).__name__ == "RepoFile")
+
+
+@contextlib.contextmanager
+def _download_errors(repo_id: str, filename: str, options: HubOptions) -> Iterator[None]:
+    """huggingface_hub's plain ``OSError``: a size check that failed, or the cache's disk."""
+    try:
+        yield
+    except errors.PipeyardError:
+        raise
+    except OSError as exc:
+        if type(exc) is OSError and exc.errno is None:  # "Consistency check failed: file should be of size"
+            raise errors.HubDownloadError(repo_id, filename, _first_line(exc)) from None
+        if exc.errno in _DISK_ERRNOS:
+            raise errors.HubCacheError(str(exc.filename or options.hub_cache_dir()), exc.strerror or str(exc)) from None
+        raise  # huggingface_hub's own errors: _translated_hub_errors names them
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 # ---------------------------------------------------------------------- internals
@@ -432,8 +478,13 @@ def _download_files(repo_id: str, names: list[str], options: HubOptions) -> Path
 
 @contextlib.contextmanager
 def _hub_call(repo_id: str, options: HubOptions, filename: str | None = None) -> Iterator[None]:
-    """Requests made inside go through ``options.proxies``; errors come out as pipeyard's."""
-    with _translated_hub_errors(repo_id, options, filename), _proxied(options.proxies):
+    """Requests made inside go through ``options.proxies`` and give up, retries included, after
+    ``PIPEYARD_TIMEOUT`` seconds without progress (:mod:`pipeyard.hub_deadline`); errors come
+    out as pipeyard's."""
+    from . import hub_deadline
+
+    _install_client()
+    with _translated_hub_errors(repo_id, options, filename), _proxied(options.proxies), hub_deadline.deadline():
         yield
 
 
@@ -446,6 +497,10 @@ def _translated_hub_errors(repo_id: str, options: HubOptions, filename: str | No
     what = f"{filename!r} of {repo_id!r}" if filename else f"{repo_id!r} at revision {revision or 'main'!r}"
     try:
         yield
+    except _gave_up() as exc:
+        if exc.status is None:
+            raise errors.OfflineError(what, f"the Hub was not reached ({exc})") from None
+        raise errors.HubError(f"Hub request for {what} failed: {exc}") from None
     except hf.GatedRepoError:
         raise errors.GatedRepoError(repo_id) from None
     except hf.RepositoryNotFoundError as exc:
@@ -464,8 +519,17 @@ def _translated_hub_errors(repo_id: str, options: HubOptions, filename: str | No
         raise errors.InvalidRepoIdError(repo_id, "repo id", _first_line(exc)) from None
     except _transport_errors() as exc:
         # Timeouts after PIPEYARD_TIMEOUT, refused connections, a proxy that fails.
-        via = "the proxy failed" if type(exc).__name__ == "ProxyError" else "the Hub was not reached"
+        broke = type(exc).__name__ in ("ReadError", "WriteError", "RemoteProtocolError")
+        via = {"ProxyError": "the proxy failed"}.get(type(exc).__name__) or (
+            "the connection broke mid-answer" if broke else "the Hub was not reached"
+        )
         raise errors.OfflineError(what, f"{via} ({type(exc).__name__}: {exc})") from exc
+
+
+def _gave_up() -> type[BaseException]:
+    from .hub_deadline import GaveUp
+
+    return GaveUp
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -480,12 +544,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-# ---------------------------------------------------------------------- proxies
+# ---------------------------------------------------------------------- client: proxies, deadline
 # huggingface_hub sends every request through one shared HTTP client, configured only by a
 # client factory (``set_client_factory``). So that ``proxies`` applies to one load and not
-# to the whole process, the first load given proxies installs a client whose transport picks
-# the proxy per request from a context variable set around that load's Hub calls; requests
-# made outside such a call use the environment's proxies (HTTP_PROXY, NO_PROXY...) as before.
+# to the whole process, the first Hub call installs a client whose transport picks the proxy
+# per request from a context variable set around that load's Hub calls; requests made outside
+# such a call use the environment's proxies (HTTP_PROXY, NO_PROXY...) as before. The same
+# transport enforces each call's PIPEYARD_TIMEOUT, retries included (hub_deadline.py).
 
 _ACTIVE_PROXIES: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
     "pipeyard_hub_proxies", default=()
@@ -499,7 +564,6 @@ def _proxied(proxies: tuple[tuple[str, str], ...]) -> Iterator[None]:
     if not proxies:
         yield
         return
-    _install_proxy_routing()
     token = _ACTIVE_PROXIES.set(proxies)
     try:
         yield
@@ -518,19 +582,24 @@ def proxy_for(scheme: str, host: str, proxies: tuple[tuple[str, str], ...]) -> s
     return None
 
 
-def _install_proxy_routing() -> None:
+def _install_client() -> None:
     global _ROUTING_INSTALLED
+    if _ROUTING_INSTALLED:
+        return
     with _ROUTING_LOCK:
         if _ROUTING_INSTALLED:
             return
         import httpx2
         from huggingface_hub import get_session, set_client_factory
 
+        from .hub_deadline import transport_class
+
         hooks = get_session().event_hooks  # huggingface_hub's own: offline mode, request ids
 
         def client() -> Any:
+            transport = transport_class()(_router_class()())
             return httpx2.Client(
-                transport=_router_class()(), event_hooks=hooks, follow_redirects=True, timeout=None, trust_env=False
+                transport=transport, event_hooks=hooks, follow_redirects=True, timeout=None, trust_env=False
             )
 
         set_client_factory(client)

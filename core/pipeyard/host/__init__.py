@@ -186,7 +186,7 @@ def _candidate(
     record_key = resolution_record_key(source, options)
     if record_key is not None and not refresh:
         record = cache.read_record(record_key)
-        stored = cache.load_package(record.digest) if record is not None else None
+        stored = _recorded_package(record.digest, options) if record is not None else None
         if stored is not None:
             return stored, record.commit, record_key, record.origin or str(stored.root)  # type: ignore[union-attr]
     if record_key is not None and options.offline:
@@ -197,6 +197,18 @@ def _candidate(
         fetched = fetch.fetch_package(source, options)
     root = fetched.origin or source.location
     return cache.memory_package(fetched.files, fetched.main, root), fetched.commit, record_key, root
+
+
+def _recorded_package(digest: str, options: HubOptions) -> cache.StoredPackage | None:
+    """The package a record names; a damaged copy is dropped online (fetched again: None) and
+    refused offline (PipelineVerificationError); never imported either way."""
+    try:
+        return cache.load_package(digest)
+    except errors.PipelineVerificationError:
+        if options.offline:
+            raise
+        cache.discard_package(digest)
+        return None
 
 
 def resolution_record_key(source: Source, options: HubOptions | None = None) -> str | None:

@@ -20,7 +20,9 @@ siblings it is the sha256 of the manifest lines ``<sha256>  <path>``, sorted. Be
 folder name is the content, two different ``pipeline.py`` files never collide (diffusers
 #3761), and an edited file is a new package. A package whose manifest exists is complete:
 files are written to a temporary name then ``os.replace``-d, the manifest last, under a lock,
-so concurrent processes filling an empty cache all succeed. On read every file is re-hashed
+so concurrent processes filling an empty cache all succeed; a package is written in a staging
+folder (``modules/.staging-<pid>-*``) renamed into place at the end, so a process killed while
+writing never leaves a ``<digest>/`` folder without its manifest. On read every file is re-hashed
 against the manifest, so a file edited inside the cache is refused rather than run; the bytes
 hashed (:attr:`StoredPackage.contents`) are the ones verified and imported, never read again.
 
@@ -54,6 +56,8 @@ if TYPE_CHECKING:
     from filelock import FileLock
 
 MANIFEST_NAME = "MANIFEST.json"
+#: Packages are written in ``.staging-<pid>-*`` beside their folder, then renamed into place.
+STAGING_PREFIX = "staging-"
 
 
 @dataclass(frozen=True)
@@ -197,12 +201,51 @@ def store_for_review(files: Mapping[str, bytes], main: str) -> Path:
 def _write_package(
     root: Path, digest: str, files: Mapping[str, bytes], main: str, hashes: Mapping[str, str], action: str
 ) -> None:
+    """Write the package in a staging folder beside ``root``, then rename it to ``root``.
+
+    A process killed mid-write leaves only ``.staging-<pid>-*`` (removed by the next writer),
+    never a ``<digest>/`` folder without its manifest.
+    """
+    import shutil
+    import tempfile
+
+    from ..fileio import remove_stale_staging
+
     with home_errors(root, action), _package_lock(digest):
-        if not (root / MANIFEST_NAME).is_file():  # else another process finished while we waited
+        if (root / MANIFEST_NAME).is_file():  # another process finished while we waited
+            return
+        root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(root.parent, f".{STAGING_PREFIX}")
+        if root.exists():  # left incomplete by an older version: rewrite it
+            shutil.rmtree(root)
+        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{STAGING_PREFIX}{os.getpid()}-"))
+        try:
             for name, data in files.items():
-                atomic_write(root.joinpath(*name.split("/")), data, what=action)
+                atomic_write(staging.joinpath(*name.split("/")), data, what=action)
             manifest = {"main": main, "files": dict(sorted(hashes.items()))}
-            atomic_write(root / MANIFEST_NAME, json.dumps(manifest, indent=1).encode(), what=action)
+            atomic_write(staging / MANIFEST_NAME, json.dumps(manifest, indent=1).encode(), what=action)
+            os.rename(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def discard_package(digest: str) -> None:
+    """Remove a (damaged) stored package: renamed aside in one step under its lock, then deleted.
+
+    Raises:
+        PipeyardHomeError: it cannot be removed.
+    """
+    import shutil
+
+    root = modules_dir() / digest
+    if not _is_digest(digest):
+        return
+    with home_errors(root, "remove a damaged package from the module store"), _package_lock(digest):
+        if not root.exists():
+            return
+        aside = root.with_name(f".{STAGING_PREFIX}{os.getpid()}-discarded-{digest}")
+        os.rename(root, aside)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _read_manifest(digest: str, root: Path) -> StoredPackage:
@@ -240,7 +283,8 @@ def load_package(digest: str, *, check: bool = True) -> StoredPackage | None:
     actual = {name: sha256(data) for name, data in contents.items()}
     if actual != dict(stored.files) or package_digest(actual) != digest:
         raise errors.PipelineVerificationError(
-            str(root), "the cached files no longer match their digest; delete this folder and load again"
+            str(root), "the cached files no longer match their digest, so nothing of them is imported; "
+            "load again online (a remote pipeline is fetched anew) or delete this folder and load again"
         )
     return StoredPackage(digest, root, stored.main, stored.files, contents)
 
@@ -251,7 +295,7 @@ def list_packages() -> list[tuple[str, StoredPackage | None]]:
     Nothing is re-hashed here; :func:`load_package` does that for one digest.
     """
     root = modules_dir()
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     return [(p.name, _manifest_or_none(p.name)) for p in folders]
 
 
@@ -265,7 +309,7 @@ def _manifest_or_none(digest: str) -> StoredPackage | None:
 def review_digests() -> list[str]:
     """Digests of the refused packages copied to ``review/`` (never imported from there)."""
     root = review_dir()
-    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
 
 def clear_store() -> int:

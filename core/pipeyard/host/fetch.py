@@ -145,7 +145,9 @@ def http_get(url: str, limit: int | None = None) -> bytes | None:
         raise errors.OfflineError(url)
     try:
         with urllib.request.urlopen(url, timeout=constants.network_timeout()) as response:
-            return response.read(limit) if limit is not None else response.read()
+            body = response.read(limit) if limit is not None else response.read()
+            _check_length(url, response.headers.get("Content-Length"), body, limit)
+            return body
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return None
@@ -153,6 +155,21 @@ def http_get(url: str, limit: int | None = None) -> bytes | None:
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise errors.OfflineError(url, f"the server was not reached ({reason})") from None
+
+
+def _check_length(url: str, declared: str | None, body: bytes, limit: int | None) -> None:
+    """Refuse a body cut short: ``read(n)`` returns what arrived before the server closed, silently.
+
+    Raises:
+        OfflineError: fewer bytes than ``Content-Length`` (and not stopped by ``limit``).
+    """
+    if declared is None or not declared.strip().isdigit() or (limit is not None and len(body) >= limit):
+        return
+    if len(body) < int(declared):
+        raise errors.OfflineError(
+            url, f"the server closed the connection after {len(body)} of the {int(declared)} bytes its "
+            f"Content-Length announced"
+        )
 
 
 def github_reader(revision: str) -> Reader:

@@ -21,6 +21,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 from collections.abc import Sequence
 
@@ -111,6 +112,9 @@ def display_path(stored: StoredPackage, name: str) -> str:
     return source_path(origin, name) if origin else str(stored.root.joinpath(*name.split("/")))
 
 
+_PACKAGES_LOCK = threading.Lock()
+
+
 def _package_module(stored: StoredPackage, origin: str | None) -> types.ModuleType:
     """The package object of a stored package, created once per process."""
     name = package_name(stored.digest)
@@ -144,10 +148,11 @@ def import_stored_module(stored: StoredPackage, origin: str | None = None) -> ty
         origin: where the files came from (a folder, ``repo@commit``, a URL); errors and
             tracebacks name the files under it, not their copies in the store.
     """
-    package = _package_module(stored, origin)
+    with _PACKAGES_LOCK:
+        package = _package_module(stored, origin)
     module_name = f"{package.__name__}.{stored.main[:-3].replace('/', '.')}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
+    # No ``sys.modules`` shortcut: a module another thread is still executing is already there,
+    # half-initialized; import_module waits for it on the module's import lock.
     try:
         return importlib.import_module(module_name)
     except errors.PipeyardError:

@@ -79,8 +79,15 @@ def _parse(path: Path, raw: bytes) -> dict[str, TrustEntry]:
     return entries
 
 
-def read_entries() -> dict[str, TrustEntry]:
-    """Every trusted digest -> its entry; empty when there is no store yet."""
+# The last store parsed, by path and exact bytes: a warm load asks the gate once per load, and
+# parsing 10,000 entries strictly takes ~100 ms while reading and comparing the bytes takes a
+# fraction of a millisecond. Comparing bytes, not mtimes, means no edit can be missed (file
+# times only move once per clock tick, so an in-place edit of the same size may keep them).
+_PARSED: dict[str, tuple[bytes, dict[str, TrustEntry]]] = {}
+
+
+def _entries() -> dict[str, TrustEntry]:
+    """The parsed store, shared: callers must not change it (see :func:`read_entries`)."""
     path = trust_file()
     with home_errors(path, "read the trust store"):
         try:
@@ -89,7 +96,18 @@ def read_entries() -> dict[str, TrustEntry]:
             raw = path.read_bytes()
         except FileNotFoundError:
             return {}
-    return _parse(path, raw)
+    cached = _PARSED.get(str(path))
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    entries = _parse(path, raw)
+    _PARSED.clear()
+    _PARSED[str(path)] = (raw, entries)
+    return entries
+
+
+def read_entries() -> dict[str, TrustEntry]:
+    """Every trusted digest -> its entry (a copy); empty when there is no store yet."""
+    return dict(_entries())
 
 
 def _write(entries: dict[str, TrustEntry]) -> None:
@@ -142,4 +160,4 @@ def list_trusted() -> list[TrustEntry]:
 
 def is_trusted(sha256: str) -> bool:
     """Whether this digest is in the trust store."""
-    return sha256 in read_entries()
+    return sha256 in _entries()

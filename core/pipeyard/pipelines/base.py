@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import constants, errors, hub
+from .. import constants, errors, fileio, hub
 from ..configuration import ConfigMixin
 from ..fileio import read_json_file, write_json_atomic
 from . import components as comp
@@ -243,8 +243,14 @@ class DiffusionPipeline(ConfigMixin):
     ) -> None:
         """Write model_index.json and each component into its subfolder.
 
-        The folder is built next to the target and swapped in at the end, so an interrupted
-        save leaves the previous content (or nothing) rather than a half-written pipeline.
+        The folder is built next to the target and swapped in at the end in one step (Linux's
+        ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, undone by the next save if cut
+        between them), so an interrupted save, even by ``kill -9``, leaves the previous
+        content (or nothing) rather than a half-written or mixed pipeline.
+
+        Raises:
+            SaveError: the folder cannot be written (disk full, read-only); the previous
+                content is left as it was.
 
         A custom pipeline's code is copied into the folder, and a component class loaded from a
         repository's module has its module copied into the component's folder; reloading asks
@@ -254,17 +260,20 @@ class DiffusionPipeline(ConfigMixin):
         """
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        fileio.restore_interrupted_folder(target)  # a save killed between its two renames
+        fileio.remove_stale_staging(target.parent, f".{target.name}.tmp-")  # folders of saves killed while writing
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-{os.getpid()}-"))
         try:
             component_digests = []
-            for name, component in self.components.items():
-                if component is not None:
-                    _save_component(component, staging / name, safe_serialization, variant)
-                    component_digests.append(_export_component_code(type(component), staging / name))
-            index = self.config_to_save()
-            index.update(_export_custom_code(type(self), staging))
-            write_json_atomic(staging / self.config_name, index)
-            _swap_in(staging, target)
+            with fileio.write_errors(target):
+                for name, component in self.components.items():
+                    if component is not None:
+                        _save_component(component, staging / name, safe_serialization, variant)
+                        component_digests.append(_export_component_code(type(component), staging / name))
+                index = self.config_to_save()
+                index.update(_export_custom_code(type(self), staging))
+                write_json_atomic(staging / self.config_name, index)
+                _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if trust_saved_code:
@@ -506,17 +515,9 @@ def _save_component(component: Any, folder: Path, safe_serialization: bool, vari
 
 
 def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` with two renames (old content removed afterwards)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    if not target.is_dir():
-        raise errors.PipeyardError(f"cannot save a pipeline to {target}: it is a file, not a folder")
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, backup)
+    """Replace ``target`` by ``staging`` in one step (:func:`pipeyard.fileio.replace_folder`);
+    the old content, left at ``staging``, is removed by the caller."""
     try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+        fileio.replace_folder(staging, target)
+    except NotADirectoryError:
+        raise errors.PipeyardError(f"cannot save a pipeline to {target}: it is a file, not a folder") from None
