@@ -56,8 +56,10 @@ def _bundled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, community: Path) -
 
     registry = tmp_path / "registry"
     registry.mkdir()
-    entry = {"name": "evil", "file": "evil.py", "sha256": "0" * 64}
-    (registry / "index.json").write_text(json.dumps({"pipelines": [entry]}), encoding="utf-8")
+    entry = {"name": "evil", "file": "evil.py", "sha256": "0" * 64, "class": "Evil", "summary": "",
+             "added-in": "0.1.0", "tags": [], "dependencies": [], "components": []}
+    index = {"version": 2, "pipelines": [entry], "hub": [], "mirror": []}
+    (registry / "index.json").write_text(json.dumps(index), encoding="utf-8")
     folders = {"community": community, "registry": registry}
     monkeypatch.setattr(pipeyard._bundled, "bundled_dir", lambda kind: folders[kind])
 

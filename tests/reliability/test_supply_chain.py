@@ -342,6 +342,12 @@ def test_a_model_index_pointing_outside_the_repository_runs_and_reads_nothing_ou
         pipe = run.attempt(lambda: DiffusionPipeline.from_pretrained(target, trust_remote_code=True), None)
         assert pipe.unet is None
         return
+    if document.get("unet") == ["evil", "Evil"]:  # a module OF the repository: a custom component (issue 15)
+        run.attempt(lambda: DiffusionPipeline.from_pretrained(target), errors.UntrustedCodeError, "evil.py")
+        # trusted by the caller it runs (its marker may appear), and a pipeline class is no component
+        run.attempt(lambda: DiffusionPipeline.from_pretrained(target, trust_remote_code=True), errors.ComponentError,
+                    trusted=True)
+        return
     expected = errors.InvalidPipelineNameError if isinstance(document["_class_name"], list) else errors.UnknownComponentClassError
     run.attempt(lambda: DiffusionPipeline.from_pretrained(target, trust_remote_code=True), expected)
 
@@ -383,10 +389,15 @@ class MovingHub:
         data = self.commits[sha].get(name)
         if data is None:
             return Response("not found", status=404, headers={"X-Error-Code": "EntryNotFound"})
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha1(data).hexdigest()}"', "Content-Length": str(len(data))}
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{_git_blob_sha1(data)}"', "Content-Length": str(len(data))}
         if name == "model_index.json" and request.method == "GET":
             self.head = self.order[-1]  # the branch moves right after the model_index request
         return Response(data, headers=headers)  # werkzeug sends no body to a HEAD
+
+
+def _git_blob_sha1(data: bytes) -> str:
+    """The ETag the Hub gives a file kept in git (not LFS): its git blob id."""
+    return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def _two_commits(folder: Path) -> dict[str, dict[str, bytes]]:
