@@ -62,6 +62,7 @@ TARGETS: dict[str, str] = {
     # models
     "ModelMixin": "pipeyard.modeling:ModelMixin",
     "AutoencoderKL": "pipeyard.models.autoencoder_kl:AutoencoderKL",
+    "AsymmetricAutoencoderKL": "pipeyard.models.autoencoder_asym_kl:AsymmetricAutoencoderKL",
     "UNet2DModel": "pipeyard.models.unet_2d:UNet2DModel",
     "UNet2DConditionModel": "pipeyard.models.unet_2d_condition:UNet2DConditionModel",
     "StableDiffusionSafetyChecker": "pipeyard.models.safety_checker:StableDiffusionSafetyChecker",
@@ -116,7 +117,7 @@ TARGETS: dict[str, str] = {
 
 _PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
               "StableDiffusionInpaintPipeline", "DDPMPipeline", "DDIMPipeline")
-_MODELS = ("ModelMixin", "AutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
+_MODELS = ("ModelMixin", "AutoencoderKL", "AsymmetricAutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
 _SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES, "LCMScheduler", "RePaintScheduler")
 
 #: diffusers module path -> the names real files import from it.
@@ -163,7 +164,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.models.unets": ("UNet2DModel", "UNet2DConditionModel"),
     "diffusers.models.unets.unet_2d": ("UNet2DModel", "UNet2DOutput"),
     "diffusers.models.unets.unet_2d_condition": ("UNet2DConditionModel", "UNet2DConditionOutput"),
-    "diffusers.models.autoencoders": ("AutoencoderKL",),
+    "diffusers.models.autoencoders": ("AutoencoderKL", "AsymmetricAutoencoderKL"),
+    "diffusers.models.autoencoders.autoencoder_asym_kl": ("AsymmetricAutoencoderKL",),
     "diffusers.models.autoencoders.autoencoder_kl": ("AutoencoderKL", "AutoencoderKLOutput"),
     "diffusers.models.autoencoders.vae": ("DecoderOutput", "DiagonalGaussianDistribution"),
     "diffusers.configuration_utils": ("ConfigMixin", "register_to_config", "FrozenDict", "deprecate"),

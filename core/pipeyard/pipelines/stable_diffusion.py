@@ -296,6 +296,7 @@ class StableDiffusionPipeline(
         return_dict: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        decode_kwargs: dict[str, Any] | None = None,
     ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
         """The last step of a call: decode denoised latents, run the safety checker, convert.
 
@@ -310,6 +311,8 @@ class StableDiffusionPipeline(
             return_dict: return a :class:`StableDiffusionPipelineOutput` rather than a tuple.
             device, dtype: where and in which dtype the safety checker's input goes (default:
                 the pipeline's device, the latents' dtype); pass the prompt embeddings' dtype.
+            decode_kwargs: extra keywords for ``vae.decode`` (inpainting passes the image and
+                mask to an :class:`~pipeyard.AsymmetricAutoencoderKL`).
 
         Returns:
             ``.images`` and ``.nsfw_content_detected`` (``None`` without a safety checker or
@@ -325,7 +328,7 @@ class StableDiffusionPipeline(
         else:
             device = device if device is not None else self.device
             dtype = dtype if dtype is not None else latents.dtype
-            image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            image = self.vae.decode(latents / self.vae.config.scaling_factor, **(decode_kwargs or {})).sample
             image, has_nsfw = self.run_safety_checker(image, device, dtype)
         do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
         images = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
