@@ -109,7 +109,7 @@ def test_unknown_keys_from_any_diffusers_version_are_kept() -> None:
 
 #: schedulers whose step() works before set_timesteps, as in diffusers (test_schedulers_diffusers_behaviour)
 READY_AT_INIT = ("DDPMScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-                 "LMSDiscreteScheduler")
+                 "LMSDiscreteScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler")
 
 
 @pytest.mark.parametrize("name", [n for n in SD_FAMILY if n not in READY_AT_INIT])

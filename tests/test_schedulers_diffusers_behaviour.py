@@ -278,6 +278,19 @@ def test_k_samplers_step_before_set_timesteps_on_the_training_schedule_as_diffus
     torch.testing.assert_close(ours.step(eps, timestep, x, **kwargs()).prev_sample, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("timestep", [999.0, torch.tensor(998.0), torch.tensor(0.0)])
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"])
+def test_euler_samplers_step_before_set_timesteps_on_the_training_sigmas_as_diffusers(name: str, timestep: Any) -> None:
+    ours, theirs = _pair(name)
+    assert ours.num_inference_steps is None and theirs.num_inference_steps is None
+    x, eps = _noise(0), _noise(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers warns that scale_model_input was not called
+        expected = theirs.step(eps, timestep, x, generator=torch.Generator().manual_seed(2)).prev_sample
+    got = ours.step(eps, timestep, x, generator=torch.Generator().manual_seed(2)).prev_sample
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- custom schedules (retrieve_timesteps)
 
 CUSTOM_SCHEDULES = {

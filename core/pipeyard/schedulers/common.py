@@ -437,7 +437,8 @@ class SchedulerMixin(ConfigMixin):
         self._begin_index = None
 
     def _require_schedule(self) -> None:
-        if self.num_inference_steps is None:
+        # ready once set_timesteps ran, or from __init__ where diffusers is (Euler: _use_training_schedule)
+        if self.num_inference_steps is None and self.__dict__.get("_index_of") is None:
             raise errors.SchedulerNotReadyError(type(self).__name__)
 
     def index_for_timestep(self, timestep: float | torch.Tensor) -> int:
@@ -581,6 +582,13 @@ class SigmaSchedulerMixin(SchedulerMixin):
             if round_karras_t and cfg.get("use_karras_sigmas"):
                 timesteps = timesteps.round()
         return timesteps, sigmas
+
+    def _use_training_schedule(self) -> None:
+        """Let ``step`` run before ``set_timesteps``, on the training schedule that
+        :meth:`_init_train_state` set, as diffusers' Euler samplers do; ``num_inference_steps``
+        stays None. Call after installing the per-step scalars of ``self.sigmas``."""
+        self._set_schedule(self.timesteps, len(self.timesteps))
+        self.num_inference_steps = None
 
     def _install_sigmas(self, sigmas: torch.Tensor) -> None:
         """Keep ``sigmas`` (float32, CPU) and the per-step scalars derived from it."""

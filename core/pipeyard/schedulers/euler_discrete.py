@@ -64,6 +64,13 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
             rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
         self.timesteps = self.timesteps.to(torch.float32)
+        self._install_step_sigmas(self.sigmas)
+        self._use_training_schedule()
+
+    def _install_step_sigmas(self, sigmas: torch.Tensor) -> None:
+        """``sigmas`` and each step's ``dt = sigma_next - sigma``."""
+        self._install_sigmas(sigmas)
+        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
 
     def set_timesteps(
         self,
@@ -89,8 +96,7 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         if custom == "sigmas":
             given = float_list(name, "sigmas", sigmas)  # type: ignore[arg-type]
             grid = sigma_to_t(given[:-1], np.log(train_sigmas(self.alphas_cumprod)))
-            self._install_sigmas(torch.from_numpy(given))
-            self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
+            self._install_step_sigmas(torch.from_numpy(given))
             self._set_schedule(torch.from_numpy(grid.astype(np.float32)).to(device), len(given) - 1)
             return
         if custom == "timesteps":
@@ -105,8 +111,7 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
             table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
             ramp = torch.linspace(np.log(table[-1].item()), np.log(table[0].item()), n + 1).exp().numpy()
         sigma_last = ((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5 if cfg.final_sigmas_type == "sigma_min" else 0
-        self._install_sigmas(torch.from_numpy(np.concatenate([ramp, [float(sigma_last)]]).astype(np.float32)))
-        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
+        self._install_step_sigmas(torch.from_numpy(np.concatenate([ramp, [float(sigma_last)]]).astype(np.float32)))
         self._set_schedule(torch.from_numpy(np.asarray(grid).astype(np.float32)).to(device), n)
 
     def step(
