@@ -139,6 +139,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             upcast_attention=upcast_attention,
         )
         self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
+        # IP-Adapter's image projection, installed by load_ip_adapter (config encoder_hid_dim_type "ip_image_proj")
+        self.encoder_hid_proj: nn.Module | None = None
         per = self._per_block_settings(name)
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, per))
         self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' attn_processors order
@@ -268,7 +270,7 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             InputShapeError, MissingModelInputError, ModelInputError.
         """
         self._check_inputs(sample, encoder_hidden_states)
-        self._refuse_unsupported(added_cond_kwargs=added_cond_kwargs)
+        context = self._context_with_image_tokens(encoder_hidden_states, added_cond_kwargs)
         if cross_attention_kwargs is not None and "scale" in cross_attention_kwargs:
             cross_attention_kwargs = {k: v for k, v in cross_attention_kwargs.items() if k != "scale"}
         self_mask, mask = _as_bias(attention_mask, sample.dtype), _as_bias(encoder_attention_mask, sample.dtype)
@@ -278,8 +280,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         timesteps = timesteps_for_batch(type(self).__name__, timestep, sample, None)
         emb = self._embed(timesteps, sample, class_labels, timestep_cond)
         emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
-        context = encoder_hidden_states
-        with opened((self._time_projections, emb), (self._context_projections, context)):
+        shared_context = self._context_projections if torch.is_tensor(context) else None
+        with opened((self._time_projections, emb), (shared_context, context)):
             inputs = _BlockInputs(emb, context, mask, cross_attention_kwargs, self_mask)
             hidden = self._blocks(direct.conv2d(self.conv_in, sample), inputs, residuals)
         if self.conv_norm_out is not None and self.conv_act is not None:
@@ -344,6 +346,28 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
         if context.ndim != 3 or context.shape[0] != sample.shape[0]:
             expected = f"(batch={sample.shape[0]}, tokens, dim)"
             raise errors.InputShapeError(name, "encoder_hidden_states", expected, context.shape)
+
+    def _context_with_image_tokens(
+        self, encoder_hidden_states: torch.Tensor, added_cond_kwargs: dict[str, Any] | None
+    ) -> Any:
+        """The cross-attention context: the text tokens, or with an IP-Adapter loaded
+        (``encoder_hid_proj``), ``(text tokens, [image tokens per adapter])`` from
+        ``added_cond_kwargs["image_embeds"]``, as diffusers' UNet builds it.
+
+        Raises:
+            MissingModelInputError: an IP-Adapter is loaded and no ``image_embeds`` came.
+            ModelInputError: ``added_cond_kwargs`` without an IP-Adapter loaded.
+        """
+        if self.encoder_hid_proj is None or self.config.get("encoder_hid_dim_type") != "ip_image_proj":
+            self._refuse_unsupported(added_cond_kwargs=added_cond_kwargs)
+            return encoder_hidden_states
+        if not added_cond_kwargs or "image_embeds" not in added_cond_kwargs:
+            raise errors.MissingModelInputError(
+                type(self).__name__, 'added_cond_kwargs["image_embeds"]',
+                "an IP-Adapter is loaded (encoder_hid_dim_type='ip_image_proj'): pass the image embeddings, "
+                "e.g. from pipe.prepare_ip_adapter_image_embeds(...)",
+            )
+        return encoder_hidden_states, self.encoder_hid_proj(added_cond_kwargs["image_embeds"])
 
     def _refuse_unsupported(self, **arguments: Any) -> None:
         given = sorted(name for name, value in arguments.items() if not _is_empty(value))
