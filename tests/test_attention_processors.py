@@ -131,6 +131,20 @@ def test_recording_processor_sees_what_diffusers_gives_it_in_a_conditional_unet(
     torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("slice_size", [1, 3, 64])
+@torch.no_grad()
+def test_sliced_attn_processor_equals_diffusers(unets, slice_size):
+    from diffusers.models import attention_processor as reference_processors
+
+    from pipeyard.models.attention_processor import SlicedAttnProcessor
+
+    reference, ours = unets
+    reference.set_attn_processor(reference_processors.SlicedAttnProcessor(slice_size))
+    ours.set_attn_processor(SlicedAttnProcessor(slice_size))
+    inputs = _sd_inputs(masked=True)
+    torch.testing.assert_close(ours(**inputs).sample, reference(**inputs).sample, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("processor", ["AttnProcessor", "AttnProcessor2_0"])
 @torch.no_grad()
 def test_recording_processor_sees_the_self_attention_mask_as_diffusers_gives_it(oracle, processor):
