@@ -27,7 +27,9 @@ from ..checkpoints import load_checkpoint_file, read_checkpoint_shapes
 BASE_IMAGE_TOKENS = 4
 
 
-def read_ip_adapter_file(folder: str | os.PathLike[str], subfolder: str | None, weight_name: str) -> dict[str, dict]:
+def read_ip_adapter_file(
+    folder: str | os.PathLike[str], subfolder: str | None, weight_name: str, owner: str = "IPAdapterMixin"
+) -> dict[str, dict]:
     """``{"image_proj": {...}, "ip_adapter": {...}}`` from ``folder/subfolder/weight_name``.
 
     Raises:
@@ -38,13 +40,13 @@ def read_ip_adapter_file(folder: str | os.PathLike[str], subfolder: str | None, 
     root = Path(folder)
     if not root.is_dir():
         raise errors.UnsupportedFeatureError(
-            f"load_ip_adapter({os.fspath(folder)!r})", "IPAdapterMixin",
+            f"load_ip_adapter({os.fspath(folder)!r})", owner,
             "it reads a local folder only (not a Hub repository): download the adapter's repository and pass its path",
         )
     path = root.joinpath(*(part for part in (subfolder, weight_name) if part))
     if not path.name.endswith(".safetensors"):
         raise errors.UnsupportedFeatureError(
-            f"load_ip_adapter(weight_name={weight_name!r})", "IPAdapterMixin",
+            f"load_ip_adapter(weight_name={weight_name!r})", owner,
             "use the adapter's .safetensors file (pickle .bin files are not read)",
         )
     if not path.is_file():
@@ -58,7 +60,7 @@ def read_ip_adapter_file(folder: str | os.PathLike[str], subfolder: str | None, 
     return groups
 
 
-def image_projection(state_dict: dict[str, torch.Tensor], where: str) -> torch.nn.Module:
+def image_projection(state_dict: dict[str, torch.Tensor], where: str, owner: str = "IPAdapterMixin") -> torch.nn.Module:
     """The base IP-Adapter image projection, with its weights.
 
     Raises:
@@ -68,7 +70,7 @@ def image_projection(state_dict: dict[str, torch.Tensor], where: str) -> torch.n
 
     if "proj.weight" not in state_dict:
         raise errors.UnsupportedFeatureError(
-            f"load_ip_adapter of {where}", "IPAdapterMixin",
+            f"load_ip_adapter of {where}", owner,
             "only the base IP-Adapter image projection (image_proj.proj / image_proj.norm) is implemented; "
             "IP-Adapter Plus, Full and FaceID projections are not",
         )
@@ -84,14 +86,14 @@ def image_projection(state_dict: dict[str, torch.Tensor], where: str) -> torch.n
     return layer
 
 
-def install_ip_adapters(unet: Any, adapters: list[dict[str, dict]], names: list[str]) -> None:
+def install_ip_adapters(unet: Any, adapters: list[dict[str, dict]], names: list[str], owner: str = "IPAdapterMixin") -> None:
     """Give ``unet`` the image projections and an IP-Adapter processor on every ``attn2``
     (plain processors on the others), weights from ``adapters``; dtype and device follow the UNet's."""
     from ..models.attention_processor import AttnProcessor2_0
     from ..models.embeddings import MultiIPAdapterImageProjection
     from ..models.ip_adapter import IPAdapterAttnProcessor2_0
 
-    layers = [image_projection(adapter["image_proj"], name) for adapter, name in zip(adapters, names)]
+    layers = [image_projection(adapter["image_proj"], name, owner) for adapter, name in zip(adapters, names)]
     tokens = [layer.num_image_text_embeds for layer in layers]
     processors: dict[str, Any] = {}
     key_id = 1

@@ -155,10 +155,11 @@ class IPAdapterMixin:
         subfolders, names = _per_adapter(subfolder, len(sources)), _per_adapter(weight_name, len(sources))
         if any(isinstance(source, dict) for source in sources):
             _unsupported(self, "load_ip_adapter(a state dict)", "save the adapter as a .safetensors file in a folder")
-        adapters = [read_ip_adapter_file(*place) for place in zip(sources, subfolders, names)]
+        owner = type(self).__name__
+        adapters = [read_ip_adapter_file(*place, owner) for place in zip(sources, subfolders, names)]
         if image_encoder_folder is not None and getattr(self, "image_encoder", None) is None:
             self._load_image_encoder(sources[0], subfolders[0], image_encoder_folder)
-        install_ip_adapters(self.unet, adapters, [str(name) for name in names])  # type: ignore[attr-defined]
+        install_ip_adapters(self.unet, adapters, [str(name) for name in names], owner)  # type: ignore[attr-defined]
 
     def _load_image_encoder(self, source: Any, subfolder: str | None, folder: str) -> None:
         from pathlib import Path
