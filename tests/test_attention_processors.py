@@ -131,6 +131,36 @@ def test_recording_processor_sees_what_diffusers_gives_it_in_a_conditional_unet(
     torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("slice_size", [1, 3, 64])
+@torch.no_grad()
+def test_sliced_attn_processor_equals_diffusers(unets, slice_size):
+    from diffusers.models import attention_processor as reference_processors
+
+    from pipeyard.models.attention_processor import SlicedAttnProcessor
+
+    reference, ours = unets
+    reference.set_attn_processor(reference_processors.SlicedAttnProcessor(slice_size))
+    ours.set_attn_processor(SlicedAttnProcessor(slice_size))
+    inputs = _sd_inputs(masked=True)
+    torch.testing.assert_close(ours(**inputs).sample, reference(**inputs).sample, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("processor", ["AttnProcessor", "AttnProcessor2_0"])
+@torch.no_grad()
+def test_recording_processor_sees_the_self_attention_mask_as_diffusers_gives_it(oracle, processor):
+    from diffusers.models import attention_processor as reference_processors
+
+    config = {**SD, "mid_block_type": None}  # one resolution with attention: 256 tokens everywhere
+    reference, ours = _pair(oracle, UNet2DConditionModel, diffusers.UNet2DConditionModel, config)
+    inputs = {**_sd_inputs(masked=True), "attention_mask": (torch.arange(256) % 5 != 0).float().repeat(2, 1)}
+    expected = _record(reference, getattr(reference_processors, processor)())
+    got = _record(ours, {"AttnProcessor": AttnProcessor, "AttnProcessor2_0": AttnProcessor2_0}[processor]())
+    want, have = reference(**inputs).sample, ours(**inputs).sample
+    _assert_same_calls(expected, got)
+    assert got.calls[0][3] is not None and got.calls[0][3].shape == (2, 1, 256)  # attn1 gets the bias
+    torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(("ours_class", "reference_name", "config"), [(UNet2DModel, "UNet2DModel", DDPM), (AutoencoderKL, "AutoencoderKL", VAE)])
 @torch.no_grad()
 def test_recording_processor_sees_what_diffusers_gives_it_in_spatial_attention(oracle, ours_class, reference_name, config):

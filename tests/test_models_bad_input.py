@@ -65,7 +65,7 @@ def test_encoder_hidden_states_of_the_wrong_batch(cond_unet):
         cond_unet(torch.randn(2, 4, 16, 16), 1, torch.randn(3, 7, 24))
 
 
-@pytest.mark.parametrize("argument", ["timestep_cond", "attention_mask", "added_cond_kwargs"])
+@pytest.mark.parametrize("argument", ["timestep_cond", "added_cond_kwargs"])
 def test_unsupported_forward_arguments_are_refused(cond_unet, argument):
     value = {"scale": 0.5} if argument.endswith("kwargs") else torch.ones(1, 7)
     with pytest.raises(errors.ModelInputError, match=argument):

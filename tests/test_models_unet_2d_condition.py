@@ -96,6 +96,26 @@ def test_encoder_attention_mask_matches_diffusers(oracle):
 
 
 @torch.no_grad()
+def test_self_attention_mask_matches_diffusers(oracle):
+    config = {**SD1, "mid_block_type": None}  # every self-attention layer then sees the 16x16 = 256 tokens
+    reference, ours = _pair(oracle, config)
+    inputs = _inputs(config)
+    mask = torch.ones(2, 256)
+    mask[0, 100:] = 0
+    mask[1, ::3] = 0
+    encoder_mask = torch.ones(2, 7)
+    encoder_mask[1, 4:] = 0
+    expected = reference(**inputs, attention_mask=mask).sample
+    got = ours(**inputs, attention_mask=mask).sample
+    assert oracle.relative_error(expected, got) <= oracle.FP32_TOLERANCE
+    assert (got - ours(**inputs).sample).abs().max() > 1e-4  # the mask really changes the result
+    both = reference(**inputs, attention_mask=mask, encoder_attention_mask=encoder_mask).sample
+    ours.set_attention_slice(1)
+    got = ours(**inputs, attention_mask=mask, encoder_attention_mask=encoder_mask).sample
+    assert oracle.relative_error(both, got) <= oracle.FP32_TOLERANCE
+
+
+@torch.no_grad()
 def test_controlnet_residuals_match_diffusers(oracle):
     reference, ours = _pair(oracle, SD1)
     inputs = _inputs(SD1)

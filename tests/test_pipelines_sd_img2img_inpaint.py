@@ -277,6 +277,47 @@ def test_inpaint_9_channel_unet_equals_diffusers(inpaint9_pair: tuple[Any, Any],
     assert_images_equal(a.images, b.images)
 
 
+@pytest.fixture(scope="module")
+def inpaint_asym_pair(tiny_sd_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """The tiny SD folder with an AsymmetricAutoencoderKL as its VAE (mask-conditioned decoder)."""
+    base = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_folder)
+    torch.manual_seed(2)
+    vae = diffusers.AsymmetricAutoencoderKL(
+        down_block_out_channels=(32, 64), up_block_out_channels=(32, 64), sample_size=16,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    folder = tmp_path_factory.mktemp("tiny-inpaint-asym") / "pipe"
+    diffusers.StableDiffusionInpaintPipeline(**{**base.components, "vae": vae}).save_pretrained(folder)
+    ours = StableDiffusionInpaintPipeline.from_pretrained(folder)
+    theirs = diffusers.StableDiffusionInpaintPipeline.from_pretrained(folder)
+    for pipe in (ours, theirs):
+        pipe.set_progress_bar_config(disable=True)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("case", ["strength-0.7"])
+def test_inpaint_with_asymmetric_vae_decodes_with_image_and_mask_like_diffusers(
+    inpaint_asym_pair: tuple[Any, Any], case: str
+) -> None:
+    assert type(inpaint_asym_pair[0].vae) is pipeyard.AsymmetricAutoencoderKL
+    a, b = run_both(*inpaint_asym_pair, "DDIMScheduler", **INPAINT_CASES[case])
+    assert_images_equal(a.images, b.images)
+
+
+def test_inpaint_with_asymmetric_vae_decodes_a_batch_from_one_image_where_diffusers_fails(
+    inpaint_asym_pair: tuple[Any, Any],
+) -> None:
+    ours, theirs = inpaint_asym_pair
+    case = dict(INPAINT_CASES["strength-0.7"], num_images_per_prompt=2, num_inference_steps=2, output_type="np")
+    with pytest.raises(KeyError):  # diffusers 0.42.1 looks up the condition features by the batch's shape
+        theirs(generator=generators(0), **case)
+    images = ours(generator=generators(0), **case).images
+    assert images.shape == (2, 16, 16, 3)
+    single = ours(generator=generators(0), **{**case, "num_images_per_prompt": 1}).images
+    kept = np.asarray(square_mask()) == 0
+    assert np.abs(images[0] - single[0])[kept].max() < 0.5  # same image kept outside the mask
+
+
 def test_inpaint_9_channel_with_masked_image_latents_and_latents_equals_diffusers(
     inpaint9_pair: tuple[Any, Any],
 ) -> None:
@@ -333,9 +374,40 @@ def test_inpaint_unet_with_other_channel_count_is_refused(inpaint4_pair: tuple[A
     assert isinstance(info.value, ValueError) and info.value.channels == 5
 
 
-def test_inpaint_mask_crop_is_refused_as_unsupported(inpaint4_pair: tuple[Any, Any]) -> None:
-    with pytest.raises(errors.UnsupportedFeatureError, match="padding_mask_crop"):
-        inpaint4_pair[0](prompt="a cat", image=start_image(), mask_image=square_mask(), padding_mask_crop=4)
+def _corner_mask(size: int = 32) -> PIL.Image.Image:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[3:9, 20:24] = 255
+    return PIL.Image.fromarray(mask, mode="L")
+
+
+@pytest.mark.parametrize("pair", ["inpaint4_pair", "inpaint9_pair"])
+def test_inpaint_padding_mask_crop_equals_diffusers(pair: str, request: pytest.FixtureRequest) -> None:
+    ours, theirs = request.getfixturevalue(pair)
+    a, b = run_both(
+        ours, theirs, "DDIMScheduler", prompt="a cat", image=start_image(3, size=32), mask_image=_corner_mask(),
+        height=16, width=16, padding_mask_crop=2, output_type="pil",
+    )
+    assert a.images[0].size == (32, 32)  # pasted back into the full image
+    # PIL output: uint8, so a 1e-6 difference can round to one level apart
+    assert_images_equal(np.stack([np.asarray(i) for i in a.images]), np.stack([np.asarray(i) for i in b.images]), atol=1)
+    kept = np.asarray(_corner_mask()) == 0
+    assert (np.asarray(a.images[0])[kept] == np.asarray(start_image(3, size=32))[kept]).mean() > 0.99
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"image": np.zeros((32, 32, 3), dtype=np.float32)}, "padding_mask_crop needs image as one PIL image, got ndarray"),
+    ({"mask_image": torch.zeros(1, 1, 32, 32)}, "padding_mask_crop needs mask_image as one PIL image, got Tensor"),
+    ({"output_type": "np"}, "output_type must be 'pil', got 'np'"),
+])
+def test_inpaint_padding_mask_crop_refuses_non_pil_inputs_and_outputs_like_diffusers(
+    inpaint4_pair: tuple[Any, Any], kwargs: dict[str, Any], message: str
+) -> None:
+    call = {"prompt": "a cat", "image": start_image(size=32), "mask_image": _corner_mask(), "padding_mask_crop": 2,
+            "num_inference_steps": 2, **kwargs}
+    with pytest.raises(errors.PipelineInputError, match=message):
+        inpaint4_pair[0](**call)
+    with pytest.raises(ValueError):
+        inpaint4_pair[1](**call)
 
 
 def test_inpaint_without_mask_is_refused(inpaint4_pair: tuple[Any, Any]) -> None:

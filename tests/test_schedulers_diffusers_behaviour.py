@@ -7,6 +7,7 @@ same numbers and the same call signatures.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from typing import Any
 
@@ -116,7 +117,7 @@ def test_prepare_extra_step_kwargs_pattern_passes_what_diffusers_would(name: str
 def test_timesteps_exist_before_set_timesteps(name: str) -> None:
     ours, theirs = _pair(name)
     assert isinstance(ours.timesteps, torch.Tensor)
-    if theirs.timesteps is not None and name not in ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"):
+    if theirs.timesteps is not None:
         torch.testing.assert_close(ours.timesteps, theirs.timesteps, check_dtype=False)
 
 
@@ -248,6 +249,124 @@ def test_ddpm_custom_timesteps_sample_as_diffusers() -> None:
     ],
 )
 def test_ddpm_unusable_custom_timesteps_are_typed_errors(kwargs: dict, words: str) -> None:
-    with pytest.raises(errors.ScheduleRequestError, match=words) as info:
+    with pytest.raises(errors.ScheduleRequestError, match=re.escape(words)) as info:
         pipeyard.DDPMScheduler().set_timesteps(**kwargs)
     assert isinstance(info.value, ValueError) and "DDPMScheduler.set_timesteps" in str(info.value)
+
+
+# --------------------------------------------------------------------------- k-diffusion samplers before set_timesteps
+
+READY_AT_INIT = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler")
+
+
+def _noise(seed: int) -> torch.Tensor:
+    return torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("timestep", [999, 1, torch.tensor(500.0)])
+@pytest.mark.parametrize("name", READY_AT_INIT)
+def test_k_samplers_step_before_set_timesteps_on_the_training_schedule_as_diffusers(name: str, timestep: Any) -> None:
+    ours, theirs = _pair(name)
+    assert ours.num_inference_steps == theirs.num_inference_steps == 1000
+    torch.testing.assert_close(ours.sigmas, theirs.sigmas)
+    assert ours.init_noise_sigma == pytest.approx(float(theirs.init_noise_sigma))
+    x, eps = _noise(0), _noise(1)
+    kwargs = lambda: {"generator": torch.Generator().manual_seed(2)} if "Ancestral" in name else {}  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers' LMS warns that scale_model_input was not called
+        expected = theirs.step(eps, timestep, x, **kwargs()).prev_sample
+    torch.testing.assert_close(ours.step(eps, timestep, x, **kwargs()).prev_sample, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("timestep", [999.0, torch.tensor(998.0), torch.tensor(0.0)])
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"])
+def test_euler_samplers_step_before_set_timesteps_on_the_training_sigmas_as_diffusers(name: str, timestep: Any) -> None:
+    ours, theirs = _pair(name)
+    assert ours.num_inference_steps is None and theirs.num_inference_steps is None
+    x, eps = _noise(0), _noise(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers warns that scale_model_input was not called
+        expected = theirs.step(eps, timestep, x, generator=torch.Generator().manual_seed(2)).prev_sample
+    got = ours.step(eps, timestep, x, generator=torch.Generator().manual_seed(2)).prev_sample
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- custom schedules (retrieve_timesteps)
+
+CUSTOM_SCHEDULES = {
+    "euler-timesteps": ("EulerDiscreteScheduler", {}, {"timesteps": [999, 800, 500, 200, 10]}),
+    "euler-timesteps-sigma-min": ("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}, {"timesteps": [999, 500, 10]}),
+    "euler-sigmas": ("EulerDiscreteScheduler", {}, {"sigmas": [14.6, 8.0, 3.0, 1.0, 0.2, 0.0]}),
+    "heun-timesteps": ("HeunDiscreteScheduler", {}, {"timesteps": [999, 700, 400, 100]}),
+    "heun-num-train-timesteps": ("HeunDiscreteScheduler", {"timestep_spacing": "leading"},
+                                 {"num_inference_steps": 4, "num_train_timesteps": 500}),
+    "kdpm2-num-train-timesteps": ("KDPM2DiscreteScheduler", {}, {"num_inference_steps": 4, "num_train_timesteps": 600}),
+    "kdpm2a-num-train-timesteps": ("KDPM2AncestralDiscreteScheduler", {"timestep_spacing": "trailing"},
+                                   {"num_inference_steps": 3, "num_train_timesteps": 600}),
+    "dpm-multistep-timesteps": ("DPMSolverMultistepScheduler", {}, {"timesteps": [999, 800, 500, 200, 10]}),
+    "dpm-multistep-sde-timesteps": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"},
+                                    {"timesteps": [999, 700, 300, 1]}),
+    "dpm-singlestep-timesteps": ("DPMSolverSinglestepScheduler", {"solver_order": 3},
+                                 {"timesteps": [999, 800, 500, 200, 100, 10]}),
+}
+
+
+def _sample(scheduler: Any, **schedule: Any) -> torch.Tensor:
+    scheduler.set_timesteps(**schedule)
+    sample = _noise(0) * scheduler.init_noise_sigma
+    for i, t in enumerate(scheduler.timesteps):
+        eps = torch.sin(scheduler.scale_model_input(sample, t) * (1 + i))
+        extra = {"generator": torch.Generator().manual_seed(i)} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        sample = scheduler.step(eps, t, sample, **extra).prev_sample
+    return sample
+
+
+@pytest.mark.parametrize("case", list(CUSTOM_SCHEDULES))
+def test_custom_schedules_sample_as_diffusers(case: str) -> None:
+    name, config, schedule = CUSTOM_SCHEDULES[case]
+    ours, theirs = _pair(name, **config)
+    got, expected = _sample(ours, **schedule), _sample(theirs, **schedule)
+    torch.testing.assert_close(ours.timesteps, theirs.timesteps, check_dtype=False, rtol=0, atol=0)
+    torch.testing.assert_close(ours.sigmas, theirs.sigmas, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["EulerDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler",
+                                  "DPMSolverSinglestepScheduler"])
+def test_retrieve_timesteps_passes_custom_timesteps_to_every_scheduler_that_takes_them(name: str) -> None:
+    from pipeyard.pipelines.sampling import retrieve_timesteps
+
+    timesteps, steps = retrieve_timesteps(getattr(pipeyard, name)(), timesteps=[999, 600, 300, 50])
+    assert steps == len(timesteps) and float(timesteps[0]) == 999.0
+
+
+REFUSED_SCHEDULES = {
+    "neither": ("EulerDiscreteScheduler", {}, {}, "got none of num_inference_steps or timesteps or sigmas"),
+    "both": ("EulerDiscreteScheduler", {}, {"num_inference_steps": 4, "timesteps": [999, 10]},
+             "got num_inference_steps and timesteps"),
+    "timesteps-and-sigmas": ("EulerDiscreteScheduler", {}, {"timesteps": [999, 10], "sigmas": [3.0, 0.0]},
+                             "got timesteps and sigmas"),
+    "karras-with-timesteps": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, {"timesteps": [999, 10]},
+                              "custom timesteps cannot be used with use_karras_sigmas=True"),
+    "heun-karras-with-timesteps": ("HeunDiscreteScheduler", {"use_karras_sigmas": True}, {"timesteps": [999, 10]},
+                                   "custom timesteps cannot be used with use_karras_sigmas=True"),
+    "dpm-karras-with-timesteps": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True},
+                                  {"timesteps": [999, 10]}, "custom timesteps cannot be used with use_karras_sigmas"),
+    "dpm-mu": ("DPMSolverMultistepScheduler", {}, {"num_inference_steps": 4, "mu": 0.5}, "mu=0.5 applies only to flow"),
+    "unipc-sigmas": ("UniPCMultistepScheduler", {}, {"num_inference_steps": 4, "sigmas": [1.0, 0.5]},
+                     "sigmas=[1.0, 0.5] applies only to flow"),
+    "empty-timesteps": ("EulerDiscreteScheduler", {}, {"timesteps": []}, "timesteps=[] is not a non-empty list"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_SCHEDULES))
+def test_schedules_diffusers_refuses_are_typed_errors(case: str) -> None:
+    name, config, schedule, words = REFUSED_SCHEDULES[case]
+    ours, theirs = _pair(name, **config)
+    with pytest.raises(errors.ScheduleRequestError, match=re.escape(words)) as info:
+        ours.set_timesteps(**schedule)
+    assert isinstance(info.value, ValueError) and name in str(info.value)
+    if case == "empty-timesteps":
+        return  # diffusers installs an empty schedule; sampling then does nothing
+    with pytest.raises((ValueError, AssertionError)):  # diffusers refuses too (some by assert)
+        theirs.set_timesteps(**schedule)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .configuration import ConfigMixin, FrozenConfig, register_to_config
     from .errors import PipeyardError
     from .modeling import ModelMixin
+    from .models.autoencoder_asym_kl import AsymmetricAutoencoderKL
     from .models.autoencoder_kl import AutoencoderKL
     from .models.outputs import (
         AutoencoderKLOutput,

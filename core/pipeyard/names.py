@@ -13,6 +13,7 @@ from __future__ import annotations
 
 #: Models a model_index.json entry may load (``["diffusers", "UNet2DModel"]``).
 MODELS: dict[str, str] = {
+    "AsymmetricAutoencoderKL": "models.autoencoder_asym_kl",
     "AutoencoderKL": "models.autoencoder_kl",
     "StableDiffusionSafetyChecker": "models.safety_checker",
     "UNet2DModel": "models.unet_2d",

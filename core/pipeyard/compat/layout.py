@@ -41,7 +41,8 @@ _IMAGE_PROCESSOR = ("VaeImageProcessor", "PipelineImageInput", "is_valid_image",
 _LOADERS = ("TextualInversionLoaderMixin", "StableDiffusionLoraLoaderMixin", "LoraLoaderMixin", "IPAdapterMixin",
             "FromSingleFileMixin")
 _CALLBACKS = ("PipelineCallback", "MultiPipelineCallbacks", "SDCFGCutoffCallback")
-_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0", "FusedAttnProcessor2_0", "AttentionProcessor")
+_PROCESSORS = ("AttnProcessor", "AttnProcessor2_0", "FusedAttnProcessor2_0", "SlicedAttnProcessor", "AttentionProcessor")
+_IP_PROCESSORS = ("IPAdapterAttnProcessor", "IPAdapterAttnProcessor2_0")
 _TRANSFORMER = ("BasicTransformerBlock", "FeedForward", "GEGLU", "Transformer2DModel", "Transformer2DModelOutput")
 _BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "DownBlock2D", "UpBlock2D", "UNetMidBlock2DCrossAttn",
            "UNetMidBlock2D", "AttnDownBlock2D", "AttnUpBlock2D", "DownEncoderBlock2D", "UpDecoderBlock2D")
@@ -62,6 +63,7 @@ TARGETS: dict[str, str] = {
     # models
     "ModelMixin": "pipeyard.modeling:ModelMixin",
     "AutoencoderKL": "pipeyard.models.autoencoder_kl:AutoencoderKL",
+    "AsymmetricAutoencoderKL": "pipeyard.models.autoencoder_asym_kl:AsymmetricAutoencoderKL",
     "UNet2DModel": "pipeyard.models.unet_2d:UNet2DModel",
     "UNet2DConditionModel": "pipeyard.models.unet_2d_condition:UNet2DConditionModel",
     "StableDiffusionSafetyChecker": "pipeyard.models.safety_checker:StableDiffusionSafetyChecker",
@@ -88,6 +90,7 @@ TARGETS: dict[str, str] = {
     "MultiIPAdapterImageProjection": "pipeyard.models.embeddings:MultiIPAdapterImageProjection",
     "TimestepEmbedding": "pipeyard.models.embeddings:TimestepEmbedding",
     **{name: f"pipeyard.models.attention_processor:{name}" for name in _PROCESSORS},
+    **{name: f"pipeyard.models.ip_adapter:{name}" for name in _IP_PROCESSORS},
     "AttentionMixin": "pipeyard.models.attention_processor:AttentionProcessorMixin",
     **{name: f"pipeyard.models.transformer_2d:{name}" for name in _TRANSFORMER},
     **{name: f"pipeyard.models.unet_blocks:{name}" for name in _BLOCKS},
@@ -116,7 +119,7 @@ TARGETS: dict[str, str] = {
 
 _PIPELINES = ("DiffusionPipeline", "ImagePipelineOutput", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
               "StableDiffusionInpaintPipeline", "DDPMPipeline", "DDIMPipeline")
-_MODELS = ("ModelMixin", "AutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
+_MODELS = ("ModelMixin", "AutoencoderKL", "AsymmetricAutoencoderKL", "UNet2DModel", "UNet2DConditionModel")
 _SCHEDULERS = ("SchedulerMixin", *_SCHEDULER_FILES, "LCMScheduler", "RePaintScheduler")
 
 #: diffusers module path -> the names real files import from it.
@@ -148,7 +151,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.pipelines.ddim.pipeline_ddim": ("DDIMPipeline", "DiffusionPipeline", "ImagePipelineOutput", "randn_tensor"),
     "diffusers.models": (*_MODELS, "Transformer2DModel", "ImageProjection"),
     "diffusers.models.embeddings": ("ImageProjection", "MultiIPAdapterImageProjection", "TimestepEmbedding"),
-    "diffusers.models.attention_processor": ("Attention", *_PROCESSORS),
+    "diffusers.models.attention_processor": ("Attention", *_PROCESSORS, *_IP_PROCESSORS),
     "diffusers.models.attention": ("Attention", "AttentionMixin", "BasicTransformerBlock", "FeedForward", "GEGLU"),
     "diffusers.models.activations": ("GEGLU",),
     "diffusers.models.lora": ("adjust_lora_scale_text_encoder",),
@@ -163,7 +166,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "diffusers.models.unets": ("UNet2DModel", "UNet2DConditionModel"),
     "diffusers.models.unets.unet_2d": ("UNet2DModel", "UNet2DOutput"),
     "diffusers.models.unets.unet_2d_condition": ("UNet2DConditionModel", "UNet2DConditionOutput"),
-    "diffusers.models.autoencoders": ("AutoencoderKL",),
+    "diffusers.models.autoencoders": ("AutoencoderKL", "AsymmetricAutoencoderKL"),
+    "diffusers.models.autoencoders.autoencoder_asym_kl": ("AsymmetricAutoencoderKL",),
     "diffusers.models.autoencoders.autoencoder_kl": ("AutoencoderKL", "AutoencoderKLOutput"),
     "diffusers.models.autoencoders.vae": ("DecoderOutput", "DiagonalGaussianDistribution"),
     "diffusers.configuration_utils": ("ConfigMixin", "register_to_config", "FrozenDict", "deprecate"),

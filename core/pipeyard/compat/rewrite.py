@@ -7,7 +7,8 @@ Both work on the syntax tree the host verified, so what is checked is what runs:
   ``try: ... except ImportError`` are optional and not listed;
 * :func:`rewritten` returns a copy of the tree whose ``diffusers`` imports name
   ``pipeyard.compat.diffusers`` instead, so the module gets pipeyard's objects while
-  ``sys.modules`` and any real diffusers stay untouched.
+  ``sys.modules`` and any real diffusers stay untouched; reads of ``.text_model`` go through
+  :func:`.attributes.text_model_of` (transformers 5's ``CLIPTextModel`` has none).
 """
 
 from __future__ import annotations
@@ -122,7 +123,27 @@ def _unsupported_attributes(tree: ast.Module, aliases: dict[str, str]) -> list[t
     return missing
 
 
+#: ``<expr>.text_model`` reads become ``<this module>.text_model_of(<expr>)`` (see .attributes)
+_ATTRIBUTE_HELPERS = {"text_model": ("pipeyard.compat.attributes", "text_model_of")}
+
+
 class _PointAtViews(ast.NodeTransformer):
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        helper = _ATTRIBUTE_HELPERS.get(node.attr)
+        if helper is None or not isinstance(node.ctx, ast.Load):
+            return node
+        module, function = helper
+        # __import__(module, fromlist=(function,)).function(<expr>): no name added to the module
+        loader = ast.Call(
+            func=ast.Name(id="__import__", ctx=ast.Load()),
+            args=[ast.Constant(module)],
+            keywords=[ast.keyword(arg="fromlist", value=ast.Tuple(elts=[ast.Constant(function)], ctx=ast.Load()))],
+        )
+        call = ast.Call(func=ast.Attribute(value=loader, attr=function, ctx=ast.Load()), args=[node.value], keywords=[])
+        return ast.copy_location(call, node)
+
+
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.ImportFrom:
         if node.level == 0 and _is_diffusers(node.module):
             node.module = VIEW_ROOT + (node.module or "")[len("diffusers"):]

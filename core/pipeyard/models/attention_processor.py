@@ -69,7 +69,7 @@ def _warn_scale(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         )
 
 
-class _Tokens:
+class TokenView:
     """A processor's view of its input: ``(B, C, H, W)`` maps become ``(B, H*W, C)`` tokens."""
 
     def __init__(self, hidden_states: torch.Tensor) -> None:
@@ -85,13 +85,13 @@ class _Tokens:
         return out.transpose(-1, -2).reshape(self.shape4)
 
 
-def _inputs(
+def processor_inputs(
     attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, temb: torch.Tensor | None
-) -> tuple[_Tokens, torch.Tensor, torch.Tensor | None]:
+) -> tuple[TokenView, torch.Tensor, torch.Tensor | None]:
     """Spatial norm, tokens, group norm, cross norm: what both processors do before projecting."""
     if attn.spatial_norm is not None:
         hidden_states = attn.spatial_norm(hidden_states, temb)
-    view = _Tokens(hidden_states)
+    view = TokenView(hidden_states)
     tokens = view.tokens
     if attn.group_norm is not None:
         tokens = attn.group_norm(tokens.transpose(1, 2)).transpose(1, 2)
@@ -101,7 +101,7 @@ def _inputs(
     return view, tokens, encoder_hidden_states
 
 
-def _output(attn: Attention, out: torch.Tensor, view: _Tokens, residual: torch.Tensor) -> torch.Tensor:
+def output_projection(attn: Attention, out: torch.Tensor, view: TokenView, residual: torch.Tensor) -> torch.Tensor:
     """Output projection, dropout, back to the input's layout, residual and rescale."""
     out = attn.to_out[1](attn.to_out[0](out))
     out = view.restore(out)
@@ -125,7 +125,7 @@ class AttnProcessor:
     ) -> torch.Tensor:
         _warn_scale(args, kwargs)
         residual = hidden_states
-        view, tokens, context = _inputs(attn, hidden_states, encoder_hidden_states, temb)
+        view, tokens, context = processor_inputs(attn, hidden_states, encoder_hidden_states, temb)
         batch, length = (tokens if context is None else context).shape[:2]
         attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
         context = tokens if context is None else context
@@ -134,7 +134,40 @@ class AttnProcessor:
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, attention_mask)
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        return _output(attn, out, view, residual)
+        return output_projection(attn, out, view, residual)
+
+
+class SlicedAttnProcessor:
+    """As :class:`AttnProcessor`, ``slice_size`` (batch x head) rows at a time: lower peak memory,
+    the same numbers.
+
+    Args:
+        slice_size: rows of ``(batch * heads)`` attended at once.
+    """
+
+    def __init__(self, slice_size: int) -> None:
+        self.slice_size = slice_size
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        view, tokens, context = processor_inputs(attn, hidden_states, encoder_hidden_states, None)
+        batch, length = (tokens if context is None else context).shape[:2]
+        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+        context = tokens if context is None else context
+        query = attn.head_to_batch_dim(attn.to_q(tokens))
+        key, value = attn.head_to_batch_dim(attn.to_k(context)), attn.head_to_batch_dim(attn.to_v(context))
+        out = torch.zeros_like(query[..., :1]).expand(-1, -1, value.shape[-1]).contiguous()
+        for start in range(0, query.shape[0], self.slice_size):
+            rows = slice(start, start + self.slice_size)
+            mask = attention_mask[rows] if attention_mask is not None else None
+            out[rows] = torch.bmm(attn.get_attention_scores(query[rows], key[rows], mask), value[rows])
+        return output_projection(attn, attn.batch_to_head_dim(out), view, residual)
 
 
 class AttnProcessor2_0:
@@ -152,7 +185,7 @@ class AttnProcessor2_0:
     ) -> torch.Tensor:
         _warn_scale(args, kwargs)
         residual = hidden_states
-        view, tokens, context = _inputs(attn, hidden_states, encoder_hidden_states, temb)
+        view, tokens, context = processor_inputs(attn, hidden_states, encoder_hidden_states, temb)
         context_or_tokens = tokens if context is None else context
         query = attn.to_q(tokens)
         key = attn.to_k(context_or_tokens)
@@ -176,7 +209,7 @@ class FusedAttnProcessor2_0:
     ) -> torch.Tensor:
         _warn_scale(args, kwargs)
         residual = hidden_states
-        view, tokens, context = _inputs(attn, hidden_states, encoder_hidden_states, temb)
+        view, tokens, context = processor_inputs(attn, hidden_states, encoder_hidden_states, temb)
         if context is None:
             to_qkv = getattr(attn, "to_qkv", None)
             if to_qkv is None:
@@ -206,10 +239,24 @@ def _sdpa_output(
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    view: _Tokens,
+    view: TokenView,
     residual: torch.Tensor,
     lengths: tuple[int, ...] | torch.Size,
 ) -> torch.Tensor:
+    out = sdpa_tokens(attn, query, key, value, attention_mask, lengths)[0]
+    return output_projection(attn, out, view, residual)
+
+
+def sdpa_tokens(
+    attn: Attention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    lengths: tuple[int, ...] | torch.Size,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDPA of projected ``(B, L, heads * d)`` inputs -> ``(out (B, L, heads * d), query (B, heads, L, d))``:
+    before the output projection, so a processor can add more attention to ``out`` (IP-Adapter)."""
     batch, length = lengths
     if attention_mask is not None:  # (B, 1, keys) bias -> (B, heads, 1, keys), as SDPA wants it
         attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
@@ -221,14 +268,13 @@ def _sdpa_output(
     if attn.norm_k is not None:
         key = attn.norm_k(key)
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-    return _output(attn, out, view, residual)
+    return out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype), query
 
 
 # ---------------------------------------------------------------------- calling a processor
 
 # Classes whose default behaviour set_default_attn_processor may replace (diffusers' rule).
-_REPLACEABLE = (AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0)
+_REPLACEABLE = (AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0, SlicedAttnProcessor)
 
 
 def processor_parameters(processor: AttentionProcessor) -> frozenset[str]:

@@ -139,6 +139,8 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             upcast_attention=upcast_attention,
         )
         self.resnet_time_act = activation(act_fn, name)  # applied once per call for every resnet
+        # IP-Adapter's image projection, installed by load_ip_adapter (config encoder_hid_dim_type "ip_image_proj")
+        self.encoder_hid_proj: nn.Module | None = None
         per = self._per_block_settings(name)
         self.down_blocks = nn.ModuleList(self._down_blocks(shared, per))
         self.up_blocks = nn.ModuleList()  # registered before mid_block: diffusers' attn_processors order
@@ -254,33 +256,33 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             encoder_hidden_states: ``(B, tokens, cross_attention_dim)`` text embeddings.
             down_block_additional_residuals, mid_block_additional_residual: added to the skip
                 connections and to the mid block's output (ControlNet).
-            encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore.
+            encoder_attention_mask: ``(B, tokens)``, 1 = attend, 0 = ignore (cross-attention).
+            attention_mask: ``(B, keys)``, the same for self-attention; every self-attention
+                layer gets it, so its length must fit them (diffusers' rule).
             cross_attention_kwargs: passed to every attention processor that takes them by name
                 (``scale``, the LoRA scale, is taken out first, as diffusers does).
             timestep_cond: ``(B, time_cond_proj_dim)``, added to the timestep embedding (latent
                 consistency models' guidance embedding); only for a UNet with ``time_cond_proj_dim``.
-            attention_mask, added_cond_kwargs: accepted for call compatibility with diffusers;
-                must be None (or empty).
+            added_cond_kwargs: accepted for call compatibility with diffusers; must be None
+                (or empty).
 
         Raises:
             InputShapeError, MissingModelInputError, ModelInputError.
         """
         self._check_inputs(sample, encoder_hidden_states)
-        self._refuse_unsupported(attention_mask=attention_mask, added_cond_kwargs=added_cond_kwargs)
+        context = self._context_with_image_tokens(encoder_hidden_states, added_cond_kwargs)
         if cross_attention_kwargs is not None and "scale" in cross_attention_kwargs:
             cross_attention_kwargs = {k: v for k, v in cross_attention_kwargs.items() if k != "scale"}
-        mask = None
-        if encoder_attention_mask is not None:  # 1/0 -> additive bias (B, 1, tokens)
-            mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
+        self_mask, mask = _as_bias(attention_mask, sample.dtype), _as_bias(encoder_attention_mask, sample.dtype)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
         residuals = (down_block_additional_residuals, mid_block_additional_residual)
         timesteps = timesteps_for_batch(type(self).__name__, timestep, sample, None)
         emb = self._embed(timesteps, sample, class_labels, timestep_cond)
         emb = direct.activation(self.resnet_time_act, emb)  # what every resnet's time projection reads
-        context = encoder_hidden_states
-        with opened((self._time_projections, emb), (self._context_projections, context)):
-            inputs = _BlockInputs(emb, context, mask, cross_attention_kwargs)
+        shared_context = self._context_projections if torch.is_tensor(context) else None
+        with opened((self._time_projections, emb), (shared_context, context)):
+            inputs = _BlockInputs(emb, context, mask, cross_attention_kwargs, self_mask)
             hidden = self._blocks(direct.conv2d(self.conv_in, sample), inputs, residuals)
         if self.conv_norm_out is not None and self.conv_act is not None:
             hidden = direct.activation(self.conv_act, direct.group_norm(self.conv_norm_out, hidden))
@@ -345,6 +347,28 @@ class UNet2DConditionModel(AttentionSlicingMixin, ModelMixin):
             expected = f"(batch={sample.shape[0]}, tokens, dim)"
             raise errors.InputShapeError(name, "encoder_hidden_states", expected, context.shape)
 
+    def _context_with_image_tokens(
+        self, encoder_hidden_states: torch.Tensor, added_cond_kwargs: dict[str, Any] | None
+    ) -> Any:
+        """The cross-attention context: the text tokens, or with an IP-Adapter loaded
+        (``encoder_hid_proj``), ``(text tokens, [image tokens per adapter])`` from
+        ``added_cond_kwargs["image_embeds"]``, as diffusers' UNet builds it.
+
+        Raises:
+            MissingModelInputError: an IP-Adapter is loaded and no ``image_embeds`` came.
+            ModelInputError: ``added_cond_kwargs`` without an IP-Adapter loaded.
+        """
+        if self.encoder_hid_proj is None or self.config.get("encoder_hid_dim_type") != "ip_image_proj":
+            self._refuse_unsupported(added_cond_kwargs=added_cond_kwargs)
+            return encoder_hidden_states
+        if not added_cond_kwargs or "image_embeds" not in added_cond_kwargs:
+            raise errors.MissingModelInputError(
+                type(self).__name__, 'added_cond_kwargs["image_embeds"]',
+                "an IP-Adapter is loaded (encoder_hid_dim_type='ip_image_proj'): pass the image embeddings, "
+                "e.g. from pipe.prepare_ip_adapter_image_embeds(...)",
+            )
+        return encoder_hidden_states, self.encoder_hid_proj(added_cond_kwargs["image_embeds"])
+
     def _refuse_unsupported(self, **arguments: Any) -> None:
         given = sorted(name for name, value in arguments.items() if not _is_empty(value))
         if given:
@@ -371,14 +395,23 @@ class _BlockInputs(NamedTuple):
     context: torch.Tensor
     encoder_attention_mask: torch.Tensor | None
     cross_attention_kwargs: dict[str, Any] | None
+    attention_mask: torch.Tensor | None = None
 
     def attention(self) -> dict[str, Any]:
         """The keyword arguments diffusers' UNet gives its cross-attention blocks."""
         return {
-            "encoder_hidden_states": self.context, "attention_mask": None,
+            "encoder_hidden_states": self.context, "attention_mask": self.attention_mask,
             "cross_attention_kwargs": self.cross_attention_kwargs,
             "encoder_attention_mask": self.encoder_attention_mask,
         }
+
+
+def _as_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A ``(B, keys)`` keep-mask (1 = attend, 0 = ignore) -> an additive bias ``(B, 1, keys)``
+    of 0 / -10000, as diffusers' UNet makes it."""
+    if mask is None:
+        return None
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 
 def _is_empty(value: Any) -> bool:

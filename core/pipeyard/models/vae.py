@@ -13,6 +13,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from .. import errors
 from .unet_blocks import BlockArgs, build_block, check_block_types
 
 ENCODER_TYPES = ("DownEncoderBlock2D",)
@@ -105,3 +106,84 @@ class Decoder(nn.Module):
         for up_block in self.up_blocks:
             hidden = up_block(hidden)
         return self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
+
+
+# ---------------------------------------------------------------------- the asymmetric decoder
+
+#: The condition encoder halves the masked image 3 times after two full-size layers (16 / 2).
+CONDITION_STRIDE = 16
+
+
+class MaskConditionEncoder(nn.Module):
+    """The masked image -> feature maps at 1, 1/2, 1/4 and 1/8 of its size, keyed by shape.
+
+    Asymmetric VQGAN (Zhu et al. 2023, arXiv:2306.04632) conditions the decoder on the kept part
+    of the image. Layer ``k`` widens to ``min(base * 2**k, widest)`` channels, the last to
+    ``widest``; the first two keep the size, the others halve it (4x4, stride 2). Each output
+    (before its ReLU) is kept under its shape; a later output of the same shape replaces an
+    earlier one.
+    """
+
+    def __init__(self, in_channels: int, base_channels: int, widest_channels: int) -> None:
+        super().__init__()
+        levels = CONDITION_STRIDE.bit_length() - 1
+        widths = [min(base_channels * 2**k, widest_channels) for k in range(levels)] + [widest_channels]
+        layers, previous = [], in_channels
+        for k, width in enumerate(widths):
+            full_size = k < 2
+            layers.append(nn.Conv2d(previous, width, kernel_size=3 if full_size else 4, stride=1 if full_size else 2,
+                                    padding=1))
+            previous = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, masked_image: torch.Tensor) -> dict[tuple[int, ...], torch.Tensor]:
+        features: dict[tuple[int, ...], torch.Tensor] = {}
+        hidden = masked_image
+        for layer in self.layers:
+            hidden = layer(hidden)
+            features[tuple(hidden.shape)] = hidden
+            hidden = torch.relu(hidden)
+        return features
+
+
+class MaskConditionDecoder(Decoder):
+    """The :class:`Decoder` of the asymmetric VAE: given the image and its mask, the kept area
+    (mask 0) of every up block's input, and of the output, comes from the image's features.
+
+    Without ``image`` and ``mask`` it decodes exactly like :class:`Decoder`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, up_block_types: Sequence[str],
+                 block_out_channels: Sequence[int], layers_per_block: int, norm_num_groups: int,
+                 act_fn: str) -> None:
+        super().__init__(in_channels, out_channels, up_block_types, block_out_channels, layers_per_block,
+                         norm_num_groups, act_fn)
+        self.condition_encoder = MaskConditionEncoder(out_channels, block_out_channels[0], block_out_channels[-1])
+
+    def forward(  # type: ignore[override]
+        self, latents: torch.Tensor, image: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if image is None or mask is None:
+            return super().forward(latents)
+        features = self.condition_encoder((1 - mask) * image)
+        hidden = self.mid_block(self.conv_in(latents))
+        for up_block in self.up_blocks:
+            scaled_mask = nn.functional.interpolate(mask, size=hidden.shape[-2:], mode="nearest")
+            hidden = up_block(_paste_kept_area(hidden, features, scaled_mask))
+        hidden = _paste_kept_area(hidden, features, mask)
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
+
+
+def _paste_kept_area(
+    hidden: torch.Tensor, features: dict[tuple[int, ...], torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
+    """``hidden`` where the mask is 1 (re-drawn), the image's feature map of the same shape elsewhere."""
+    feature = features.get(tuple(hidden.shape))
+    if feature is None:
+        raise errors.InputShapeError(
+            "MaskConditionDecoder", "the decoder's hidden state",
+            f"one of the condition encoder's shapes {sorted(features)} (the image and mask must be the "
+            f"size of the decoded output, and block_out_channels must fit the condition encoder)",
+            hidden.shape,
+        )
+    return hidden * mask + feature * (1 - mask)

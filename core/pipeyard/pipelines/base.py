@@ -66,14 +66,12 @@ class DiffusionPipeline(ConfigMixin):
         """Record components as attributes and as ``[library, ClassName]`` config entries."""
         for name, module in modules.items():
             self.register_to_config(**{name: comp.component_entry(module)})
-            _expose_text_model(module)
             object.__setattr__(self, name, module)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Reassigning a component (pipe.scheduler = other) keeps model_index.json in step.
         if name in self._component_names():
             self.register_to_config(**{name: comp.component_entry(value)})
-            _expose_text_model(value)
         super().__setattr__(name, value)
 
     def _component_names(self) -> list[str]:
@@ -422,25 +420,6 @@ def _is_graphed(value: Any) -> bool:
 
 def _unwrap(value: Any) -> Any:
     return value.module if _is_graphed(value) else value
-
-
-def _expose_text_model(module: Any) -> None:
-    """Give a transformers 5 ``CLIPTextModel`` back the ``text_model`` path of transformers 4.
-
-    transformers 5 moved ``CLIPTextModel.text_model.{embeddings, encoder, final_layer_norm}``
-    up onto the model itself. Pipelines written for diffusers still reach
-    ``text_encoder.text_model.final_layer_norm`` (``clip_skip``) and
-    ``text_encoder.text_model.encoder.layers`` (LoRA, prompt weighting), and fail there, as
-    diffusers 0.42 itself does. The model is its own old ``text_model`` (same submodules, same
-    forward), so ``text_model`` is set to the model itself, as a plain attribute: it is not
-    registered as a submodule, so ``state_dict``, ``to``, ``modules`` and saving are unchanged.
-    """
-    cls = type(module)
-    if not (cls.__name__ == "CLIPTextModel" and cls.__module__.startswith("transformers.")):
-        return
-    if "text_model" in vars(module) or hasattr(module, "text_model") or not hasattr(module, "final_layer_norm"):
-        return
-    object.__setattr__(module, "text_model", module)
 
 
 def _read_model_index(source: hub.FileSource) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import torch
 from .. import errors
 from ..configuration import ConfigMixin, register_to_config
 from ..utils.pil import PIL_INTERPOLATION
+from . import image_regions
 
 #: what ``preprocess`` accepts: one image or a list, as PIL, numpy or torch
 PipelineImageInput = (
@@ -38,6 +39,7 @@ PipelineImageInput = (
 RESAMPLE_FILTERS = PIL_INTERPOLATION
 
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+_RESIZE_MODES = ("default", "fill", "crop")
 
 
 def is_valid_image(image: Any) -> bool:
@@ -174,21 +176,63 @@ class VaeImageProcessor(ConfigMixin):
     ) -> PIL.Image.Image | np.ndarray | torch.Tensor:
         """Resize to ``(height, width)``: PIL with the configured filter, arrays with nearest.
 
-        ``resize_mode`` ``"fill"`` / ``"crop"`` (keep the aspect ratio) are not implemented.
+        ``resize_mode`` (PIL images only): ``"default"`` stretches; ``"fill"`` keeps the aspect
+        ratio and fills the bands left over with the image's edge pixels; ``"crop"`` keeps the
+        aspect ratio and cuts off what sticks out (see :mod:`.image_regions`).
+
+        Raises:
+            PipelineInputError: an unknown ``resize_mode``, or ``"fill"`` / ``"crop"`` of an array.
         """
-        if resize_mode != "default":
-            raise errors.UnsupportedFeatureError(
-                f"resize(resize_mode={resize_mode!r})", "VaeImageProcessor",
-                "resize the image yourself (keeping its aspect ratio) and pass resize_mode='default'",
+        if resize_mode not in _RESIZE_MODES:
+            raise errors.PipelineInputError(
+                f"VaeImageProcessor.resize: resize_mode={resize_mode!r} is not one of {', '.join(_RESIZE_MODES)}"
             )
+        if resize_mode != "default" and not isinstance(image, PIL.Image.Image):
+            raise errors.PipelineInputError(
+                f"VaeImageProcessor.resize: resize_mode={resize_mode!r} needs a PIL image, got "
+                f"{type(image).__name__}; convert it with numpy_to_pil / pt_to_numpy first or use 'default'"
+            )
+        resample = RESAMPLE_FILTERS[self.config.resample]
+        if resize_mode == "fill":
+            return image_regions.resize_and_fill(image, width, height, resample)
+        if resize_mode == "crop":
+            return image_regions.resize_and_crop(image, width, height, resample)
         if isinstance(image, PIL.Image.Image):
-            return image.resize(
-                (width, height), resample=RESAMPLE_FILTERS[self.config.resample], reducing_gap=self.config.reducing_gap
-            )
+            return image.resize((width, height), resample=resample, reducing_gap=self.config.reducing_gap)
         if isinstance(image, torch.Tensor):
             return torch.nn.functional.interpolate(image, size=(height, width))
         resized = torch.nn.functional.interpolate(self.numpy_to_pt(image), size=(height, width))
         return self.pt_to_numpy(resized)
+
+    def _resize_and_fill(self, image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+        """``resize(image, height, width, resize_mode="fill")`` (diffusers' private name, kept for subclasses)."""
+        return image_regions.resize_and_fill(image, width, height, RESAMPLE_FILTERS[self.config.resample])
+
+    def _resize_and_crop(self, image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+        """``resize(image, height, width, resize_mode="crop")`` (diffusers' private name, kept for subclasses)."""
+        return image_regions.resize_and_crop(image, width, height, RESAMPLE_FILTERS[self.config.resample])
+
+    # ------------------------------------------------------------------ inpainting a region
+
+    @staticmethod
+    def get_crop_region(mask_image: PIL.Image.Image, width: int, height: int, pad: int = 0) -> image_regions.Box:
+        """The box around the mask's white area, padded and grown to ``width / height``
+        (:func:`.image_regions.get_crop_region`)."""
+        return image_regions.get_crop_region(mask_image, width, height, pad)
+
+    def apply_overlay(
+        self,
+        mask: PIL.Image.Image,
+        init_image: PIL.Image.Image,
+        image: PIL.Image.Image,
+        crop_coords: image_regions.Box | None = None,
+    ) -> PIL.Image.Image:
+        """Put the inpainted ``image`` (of the region ``crop_coords``, if given) back into
+        ``init_image``, keeping ``init_image`` wherever ``mask`` is black."""
+        return image_regions.apply_overlay(
+            mask, init_image, image, crop_coords,
+            lambda region, height, width: self.resize(region, height=height, width=width, resize_mode="crop"),
+        )
 
     # ------------------------------------------------------------------ in and out
 

@@ -7,8 +7,8 @@ every prompt, ``self._lora_scale`` and ``scale_lora_layers`` when ``cross_attent
 holds a ``"scale"``. That path works here and changes nothing, as in diffusers with nothing
 loaded.
 
-Loading extra weights (LoRA, textual inversion embeddings, IP-Adapters, single-file
-checkpoints) is not implemented: those methods raise
+IP-Adapters (the base kind) load from a local folder. Loading other extra weights (LoRA,
+textual inversion embeddings, single-file checkpoints) is not implemented: those methods raise
 :class:`~pipeyard.errors.UnsupportedFeatureError`, naming the method and what to do instead.
 """
 
@@ -123,16 +123,88 @@ class StableDiffusionLoraLoaderMixin:
 
 
 class IPAdapterMixin:
-    """IP-Adapter image prompts. Loading adapters is not supported yet."""
+    """IP-Adapter image prompts: load base IP-Adapters from a local folder, scale, unload.
 
-    def load_ip_adapter(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _unsupported(self, "load_ip_adapter", "run the pipeline without ip_adapter_image, or use diffusers")
+    See :mod:`.ip_adapter_loading` for what is read; :mod:`.ip_adapter_embeds` for the image
+    embeddings the pipeline then computes from ``ip_adapter_image``.
+    """
 
-    def set_ip_adapter_scale(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _unsupported(self, "set_ip_adapter_scale", "no IP-Adapter can be loaded in pipeyard")
+    def load_ip_adapter(
+        self,
+        pretrained_model_name_or_path_or_dict: Any,
+        subfolder: str | list[str] | None,
+        weight_name: str | list[str],
+        image_encoder_folder: str | None = "image_encoder",
+        **kwargs: Any,
+    ) -> None:
+        """Load one IP-Adapter (or a list) into the UNet, and the image encoder it needs.
 
-    def unload_ip_adapter(self, *args: Any, **kwargs: Any) -> NoReturn:
-        _unsupported(self, "unload_ip_adapter", "no IP-Adapter can be loaded in pipeyard")
+        Args:
+            pretrained_model_name_or_path_or_dict: a local folder (or a list, one per adapter).
+            subfolder, weight_name: where the ``.safetensors`` file lies in it.
+            image_encoder_folder: the image encoder's folder, relative to ``subfolder`` (unless it
+                holds a ``/``); loaded when the pipeline has no ``image_encoder``; ``None`` skips it.
+
+        Raises:
+            UnsupportedFeatureError: a Hub repository, a dict, a pickle file, or a projection
+                other than the base IP-Adapter's.
+        """
+        from .ip_adapter_loading import install_ip_adapters, read_ip_adapter_file
+
+        sources = _per_adapter(pretrained_model_name_or_path_or_dict)
+        subfolders, names = _per_adapter(subfolder, len(sources)), _per_adapter(weight_name, len(sources))
+        if any(isinstance(source, dict) for source in sources):
+            _unsupported(self, "load_ip_adapter(a state dict)", "save the adapter as a .safetensors file in a folder")
+        owner = type(self).__name__
+        adapters = [read_ip_adapter_file(*place, owner) for place in zip(sources, subfolders, names)]
+        if image_encoder_folder is not None and getattr(self, "image_encoder", None) is None:
+            self._load_image_encoder(sources[0], subfolders[0], image_encoder_folder)
+        install_ip_adapters(self.unet, adapters, [str(name) for name in names], owner)  # type: ignore[attr-defined]
+
+    def _load_image_encoder(self, source: Any, subfolder: str | None, folder: str) -> None:
+        from pathlib import Path
+
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        where = Path(source, folder) if "/" in folder else Path(source, subfolder or "", folder)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(where, local_files_only=True)
+        unet = self.unet  # type: ignore[attr-defined]
+        self.register_modules(image_encoder=encoder.to(device=unet.device, dtype=unet.dtype))  # type: ignore[attr-defined]
+        if getattr(self, "feature_extractor", None) is None:
+            size = encoder.config.image_size
+            self.register_modules(feature_extractor=CLIPImageProcessor(size=size, crop_size=size))  # type: ignore[attr-defined]
+
+    def set_ip_adapter_scale(self, scale: float | list[float]) -> None:
+        """The weight of the image prompt: one for all adapters, or one per adapter."""
+        from ..models.ip_adapter import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
+
+        for processor in self.unet.attn_processors.values():  # type: ignore[attr-defined]
+            if isinstance(processor, (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0)):
+                scales = scale if isinstance(scale, list) else [scale] * len(processor.scale)
+                if len(scales) != len(processor.scale):
+                    raise errors.AttentionProcessorError(
+                        type(self).__name__, "set_ip_adapter_scale",
+                        f"{len(scales)} scales for {len(processor.scale)} loaded IP-Adapters", "pass one scale per adapter",
+                    )
+                processor.scale = list(scales)
+
+    def unload_ip_adapter(self) -> None:
+        """Remove the adapters: default processors, no image projection (the image encoder stays)."""
+        from ..models.attention_processor import AttnProcessor2_0
+
+        unet = self.unet  # type: ignore[attr-defined]
+        unet.set_attn_processor(AttnProcessor2_0())
+        unet.encoder_hid_proj = None
+        unet.register_to_config(encoder_hid_dim_type=None)
+
+
+def _per_adapter(value: Any, count: int | None = None) -> list[Any]:
+    values = list(value) if isinstance(value, list) else [value] * (count or 1)
+    if count is not None and len(values) != count:
+        raise errors.BatchSizeMismatchError(
+            "subfolder / weight_name", len(values), count, "pass one value for all adapters, or one per adapter",
+        )
+    return values
 
 
 class FromSingleFileMixin:

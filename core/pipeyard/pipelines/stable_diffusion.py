@@ -28,6 +28,7 @@ from .base import DiffusionPipeline
 from .call_checks import Generator, check_generators
 from .image_processing import LATENT_OUTPUT_TYPES, check_output_type
 from .image_processor import VaeImageProcessor
+from .ip_adapter_embeds import IPAdapterImageEmbedsMixin
 from .loader_mixins import (
     FromSingleFileMixin,
     IPAdapterMixin,
@@ -61,6 +62,7 @@ class StableDiffusionPipeline(
     TextualInversionLoaderMixin,
     StableDiffusionLoraLoaderMixin,
     IPAdapterMixin,
+    IPAdapterImageEmbedsMixin,
     FromSingleFileMixin,
 ):
     """Text-to-image generation with Stable Diffusion 1.x / 2.x.
@@ -296,6 +298,7 @@ class StableDiffusionPipeline(
         return_dict: bool = True,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        decode_kwargs: dict[str, Any] | None = None,
     ) -> StableDiffusionPipelineOutput | tuple[Any, Any]:
         """The last step of a call: decode denoised latents, run the safety checker, convert.
 
@@ -310,6 +313,8 @@ class StableDiffusionPipeline(
             return_dict: return a :class:`StableDiffusionPipelineOutput` rather than a tuple.
             device, dtype: where and in which dtype the safety checker's input goes (default:
                 the pipeline's device, the latents' dtype); pass the prompt embeddings' dtype.
+            decode_kwargs: extra keywords for ``vae.decode`` (inpainting passes the image and
+                mask to an :class:`~pipeyard.AsymmetricAutoencoderKL`).
 
         Returns:
             ``.images`` and ``.nsfw_content_detected`` (``None`` without a safety checker or
@@ -325,7 +330,7 @@ class StableDiffusionPipeline(
         else:
             device = device if device is not None else self.device
             dtype = dtype if dtype is not None else latents.dtype
-            image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+            image = self.vae.decode(latents / self.vae.config.scaling_factor, **(decode_kwargs or {})).sample
             image, has_nsfw = self.run_safety_checker(image, device, dtype)
         do_denormalize = None if has_nsfw is None else [not flagged for flagged in has_nsfw]
         images = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=do_denormalize)
@@ -395,6 +400,8 @@ class StableDiffusionPipeline(
         latents: torch.Tensor | None = None,
         prompt_embeds: torch.Tensor | None = None,
         negative_prompt_embeds: torch.Tensor | None = None,
+        ip_adapter_image: Any = None,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         cross_attention_kwargs: dict[str, Any] | None = None,
@@ -415,6 +422,9 @@ class StableDiffusionPipeline(
             guidance_scale: classifier-free guidance weight; ``<= 1`` turns guidance off. A
                 guidance-distilled UNet (``time_cond_proj_dim``) gets it as ``timestep_cond``.
             negative_prompt: what to steer away from: one for all prompts or one per prompt.
+            ip_adapter_image, ip_adapter_image_embeds: an image prompt (one image, or list, per
+                loaded IP-Adapter), or its precomputed embeddings (see
+                :meth:`prepare_ip_adapter_image_embeds`); needs :meth:`load_ip_adapter` first.
             num_images_per_prompt: images generated for each prompt.
             eta: DDIM noise weight (schedulers without ``eta`` ignore it).
             generator: one ``torch.Generator``, or a list with one per image
@@ -444,7 +454,7 @@ class StableDiffusionPipeline(
         height, width = height or self.default_size()[0], width or self.default_size()[1]
         self.check_inputs(
             prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            ip_adapter_image, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
         )
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
         self._apply_cuda_graph_option(cuda_graph)
@@ -464,6 +474,11 @@ class StableDiffusionPipeline(
         )
         tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
         unet_kwargs = self._unet_kwargs(batch_size, device, latents.dtype)
+        if ip_adapter_image is not None or ip_adapter_image_embeds is not None:
+            image_embeds = self.prepare_ip_adapter_image_embeds(
+                ip_adapter_image, ip_adapter_image_embeds, device, batch_size, self.do_classifier_free_guidance
+            )
+            unet_kwargs["added_cond_kwargs"] = {"image_embeds": image_embeds}
         self._denoise(
             tensors, num_inference_steps, unet_kwargs, self.prepare_extra_step_kwargs(generator, eta),
             callback_on_step_end, callback_on_step_end_tensor_inputs,

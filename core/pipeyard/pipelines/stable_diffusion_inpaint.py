@@ -20,9 +20,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import PIL.Image
 import torch
 
 from .. import errors
+from ..models.autoencoder_asym_kl import AsymmetricAutoencoderKL
 from .call_checks import Generator, check_generators
 from .image_processing import LATENT_OUTPUT_TYPES, check_output_type
 from .image_processor import PipelineImageInput, VaeImageProcessor
@@ -221,17 +223,14 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         """Refuse unusable arguments before any work (diffusers' inpainting signature).
 
         Raises:
-            PipelineInputError (and its subclasses); UnsupportedFeatureError for
-            ``padding_mask_crop``.
+            PipelineInputError (and its subclasses): among them, ``padding_mask_crop`` with an
+            image or mask that is not a PIL image, or an ``output_type`` other than ``"pil"``.
         """
         check_strength(strength)
         if height % self.vae_scale_factor != 0 or width % self.vae_scale_factor != 0:
             raise errors.ImageSizeError(height, width, self.vae_scale_factor)
         if padding_mask_crop is not None:
-            raise errors.UnsupportedFeatureError(
-                "__call__(padding_mask_crop=...)", type(self).__name__,
-                "crop the image and mask around the masked area yourself and leave padding_mask_crop unset",
-            )
+            _check_mask_crop_inputs(image, mask_image, output_type)
         super().check_inputs(
             prompt, 8, 8, callback_steps, negative_prompt, prompt_embeds, negative_prompt_embeds,
             ip_adapter_image, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
@@ -280,7 +279,10 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             height, width: output size (default: the UNet's).
             strength: 0..1; below 1 the start is the image noised part-way.
             latents: the starting noise, ``(batch, 4, height / 8, width / 8)``.
-            padding_mask_crop: refused (not implemented).
+            padding_mask_crop: inpaint only the box around the mask's white area, grown by this
+                many pixels (and to the output's aspect ratio), at full ``height`` x ``width``,
+                then paste it back into ``image``. Needs PIL ``image`` and ``mask_image`` and
+                ``output_type="pil"``.
             the others: as for :class:`StableDiffusionPipeline`; IP-Adapter inputs are refused.
 
         Returns:
@@ -289,7 +291,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         Raises:
             PipelineInputError (and its subclasses): bad arguments, before any work.
             UnetChannelsError: a UNet with neither 4 nor 9 input channels.
-            UnsupportedFeatureError: ``padding_mask_crop``, IP-Adapter inputs.
+            UnsupportedFeatureError: IP-Adapter inputs.
         """
         owner = type(self).__name__
         check_old_call_kwargs(kwargs, owner)
@@ -324,7 +326,13 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
                 f"strength={strength} of num_inference_steps={len(self.scheduler.timesteps)} leaves no denoising step: "
                 f"raise strength or num_inference_steps"
             )
-        init_image = self.image_processor.preprocess(image, height=height, width=width).to(dtype=torch.float32)
+        crops_coords, resize_mode = None, "default"
+        if padding_mask_crop is not None:
+            crops_coords = self.mask_processor.get_crop_region(mask_image, width, height, pad=padding_mask_crop)
+            resize_mode = "fill"
+        init_image = self.image_processor.preprocess(
+            image, height=height, width=width, crops_coords=crops_coords, resize_mode=resize_mode
+        ).to(dtype=torch.float32)
         blend = num_channels_unet == 4
         prepared = self.prepare_latents(
             total, self.vae.config.latent_channels, height, width, prompt_embeds.dtype, device, generator, latents,
@@ -333,7 +341,9 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         )
         latents, noise = prepared[0], prepared[1]
         image_latents = prepared[2] if blend else None
-        mask_condition = self.mask_processor.preprocess(mask_image, height=height, width=width)
+        mask_condition = self.mask_processor.preprocess(
+            mask_image, height=height, width=width, resize_mode=resize_mode, crops_coords=crops_coords
+        )
         masked_image = init_image * (mask_condition < 0.5) if masked_image_latents is None else masked_image_latents
         mask, masked_image_latents = self.prepare_mask_latents(
             mask_condition, masked_image, total, height, width, prompt_embeds.dtype, device, generator,
@@ -351,10 +361,34 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
         output = self.decode_latents_to_output(
-            tensors["latents"], output_type, return_dict, device, tensors["prompt_embeds"].dtype
+            tensors["latents"], output_type, True, device, tensors["prompt_embeds"].dtype,
+            self._mask_conditioned_decode(init_image, mask_condition, total, device, masked_image_latents.dtype),
         )
+        if padding_mask_crop is not None:
+            output.images = [
+                self.image_processor.apply_overlay(mask_image, image, inpainted, crops_coords)
+                for inpainted in output.images
+            ]
         self.maybe_free_model_hooks()
-        return output
+        return output if return_dict else (output.images, output.nsfw_content_detected)
+
+    def _mask_conditioned_decode(
+        self, init_image: torch.Tensor, mask_condition: torch.Tensor, batch: int, device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, torch.Tensor]:
+        """``vae.decode`` keywords: the image and mask for an :class:`AsymmetricAutoencoderKL`
+        (its decoder keeps the unmasked area sharp), none for other VAEs.
+
+        One image and mask serve every image of the batch (diffusers 0.42.1 fails there with a
+        ``KeyError``); ``batch`` is the number of images decoded.
+        """
+        if not isinstance(self.vae, AsymmetricAutoencoderKL):
+            return {}
+        condition = {"image": init_image, "mask": mask_condition}
+        return {
+            name: (tensor.expand(batch, *tensor.shape[1:]) if tensor.shape[0] == 1 else tensor).to(device, dtype)
+            for name, tensor in condition.items()
+        }
 
     def _inpaint_loop(
         self,
@@ -401,6 +435,20 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
                     tensors.update({k: v for k, v in returned.items() if k in INPAINT_CALLBACK_TENSOR_INPUTS})
                 if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
                     bar.update()
+
+
+def _check_mask_crop_inputs(image: Any, mask_image: Any, output_type: str) -> None:
+    """``padding_mask_crop`` works on PIL images and pastes into one: refuse anything else, as diffusers does."""
+    for name, value in (("image", image), ("mask_image", mask_image)):
+        if not isinstance(value, PIL.Image.Image):
+            raise errors.PipelineInputError(
+                f"padding_mask_crop needs {name} as one PIL image, got {type(value).__name__}: convert it "
+                f"(VaeImageProcessor.numpy_to_pil) or leave padding_mask_crop unset"
+            )
+    if output_type != "pil":
+        raise errors.PipelineInputError(
+            f"padding_mask_crop pastes the result into the PIL image, so output_type must be 'pil', got {output_type!r}"
+        )
 
 
 def _check_condition_channels(

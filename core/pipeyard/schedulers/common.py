@@ -484,7 +484,8 @@ class SchedulerMixin(ConfigMixin):
         self._begin_index = None
 
     def _require_schedule(self) -> None:
-        if self.num_inference_steps is None:
+        # ready once set_timesteps ran, or from __init__ where diffusers is (Euler: _use_training_schedule)
+        if self.num_inference_steps is None and self.__dict__.get("_index_of") is None:
             raise errors.SchedulerNotReadyError(type(self).__name__)
 
     def index_for_timestep(self, timestep: float | torch.Tensor) -> int:
@@ -598,16 +599,25 @@ class SigmaSchedulerMixin(SchedulerMixin):
         self.sigmas = torch.from_numpy(np.concatenate([sigmas[::-1], [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(np.linspace(0, len(sigmas) - 1, len(sigmas))[::-1].copy())
 
-    def _inference_sigmas(self, num_inference_steps: int, round_karras_t: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(timesteps, sigmas)`` for the configured spacing, then karras/exponential if asked.
+    def _inference_sigmas(
+        self,
+        num_inference_steps: int,
+        round_karras_t: bool = False,
+        timesteps: np.ndarray | None = None,
+        num_train_timesteps: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(timesteps, sigmas)`` for the configured spacing (over ``num_train_timesteps``,
+        default the config's) or the given float32 ``timesteps``, then karras/exponential if asked.
 
         Timesteps come back float32-valued; sigmas float64, without the final zero.
         """
         cfg = self.config
         check_one_sigma_ramp(type(self).__name__, cfg)
-        timesteps = spaced_timesteps(
-            cfg.timestep_spacing, cfg.num_train_timesteps, num_inference_steps, cfg.steps_offset
-        ).astype(np.float32)
+        if timesteps is None:
+            timesteps = spaced_timesteps(
+                cfg.timestep_spacing, num_train_timesteps or cfg.num_train_timesteps, num_inference_steps,
+                cfg.steps_offset,
+            ).astype(np.float32)
         table = train_sigmas(self.alphas_cumprod)
         sigmas = np.interp(timesteps, np.arange(0, len(table)), table)
         if cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas"):
@@ -619,6 +629,13 @@ class SigmaSchedulerMixin(SchedulerMixin):
             if round_karras_t and cfg.get("use_karras_sigmas"):
                 timesteps = timesteps.round()
         return timesteps, sigmas
+
+    def _use_training_schedule(self) -> None:
+        """Let ``step`` run before ``set_timesteps``, on the training schedule that
+        :meth:`_init_train_state` set, as diffusers' Euler samplers do; ``num_inference_steps``
+        stays None. Call after installing the per-step scalars of ``self.sigmas``."""
+        self._set_schedule(self.timesteps, len(self.timesteps))
+        self.num_inference_steps = None
 
     def _install_sigmas(self, sigmas: torch.Tensor) -> None:
         """Keep ``sigmas`` (float32, CPU) and the per-step scalars derived from it."""

@@ -182,7 +182,8 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
 
         Before ``set_timesteps`` the step goes from ``t`` to ``t - 1`` of the training schedule,
         as diffusers defines it (pipelines such as the diffusers tutorial's one-step pipeline call
-        ``step`` on a fresh scheduler). Its scalars are computed once, on first use.
+        ``step`` on a fresh scheduler). The scalars of each such step are computed on first use
+        (only that step's: the whole training schedule would cost ~10 ms, more than a tiny model call).
         """
         if self.num_inference_steps is not None:
             return self._steps[self.index_for_timestep(timestep)]
@@ -190,9 +191,11 @@ class DDPMScheduler(AlphaBarNoiseMixin, SchedulerMixin):
         t = _training_timestep(timestep, num_train)
         if t is None:
             raise errors.TimestepNotInScheduleError(type(self).__name__, timestep, range(num_train - 1, -1, -1))
-        if self.__dict__.get("_train_steps") is None:
-            self._train_steps = self._step_coefficients(torch.arange(num_train - 1, -1, -1, dtype=torch.int64))
-        return self._train_steps[num_train - 1 - t]
+        train_steps = self.__dict__.setdefault("_train_steps", {})
+        if t not in train_steps:
+            # the same elementwise float32 arithmetic as for the whole schedule, on t and t - 1
+            train_steps[t] = self._step_coefficients(torch.arange(t, max(t - 2, -1), -1, dtype=torch.int64))[0]
+        return train_steps[t]
 
     def step(
         self,

@@ -25,6 +25,7 @@ from .common import (
     threshold_sample,
 )
 from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
+from .schedule_requests import refuse_flow_options
 
 
 def _log(value: np.float32) -> np.float32:
@@ -88,9 +89,15 @@ class DEISMultistepScheduler(VPSolverMixin):
         self.model_outputs: list[torch.Tensor | None] = [None] * solver_order
         self.lower_order_nums = 0
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Integer timesteps, sigmas, and the per-step ``rho = sigma_t / alpha_t``."""
+    def set_timesteps(
+        self, num_inference_steps: int, device: str | torch.device | None = None, mu: float | None = None
+    ) -> None:
+        """Integer timesteps, sigmas, and the per-step ``rho = sigma_t / alpha_t``.
+
+        ``mu`` (a flow-matching shift) is refused with a ``ScheduleRequestError``.
+        """
         cfg = self.config
+        refuse_flow_options(type(self).__name__, mu)
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
         timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps)
         timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, final="last", scheduler=type(self).__name__)

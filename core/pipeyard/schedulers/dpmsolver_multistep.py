@@ -26,6 +26,7 @@ from .common import (
     solver_timesteps,
 )
 from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
+from .schedule_requests import custom_solver_timesteps, refuse_flow_options, requested_schedule
 
 ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
 
@@ -97,12 +98,32 @@ class DPMSolverMultistepScheduler(VPSolverMixin):
             raise errors.SchedulerConfigError(name, "final_sigmas_type", final_sigmas_type, ["sigma_min"])
         self._check_choices(prediction_type=PREDICTION_TYPES, timestep_spacing=TIMESTEP_SPACINGS)
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Integer timesteps (optionally clipped in lambda), sigmas, and every step's coefficients."""
-        cfg = self.config
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
-        clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
-        timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps - clipped)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        mu: float | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """Integer timesteps (optionally clipped in lambda), sigmas, and every step's coefficients.
+
+        Args:
+            timesteps: custom integer training timesteps, highest first, instead of ``num_inference_steps``.
+            mu: flow-matching shift; refused (no dynamic shifting here).
+
+        Raises:
+            ScheduleRequestError: not exactly one of ``num_inference_steps`` and ``timesteps``, custom
+                timesteps with a sigma ramp or Lu lambdas, or ``mu``.
+        """
+        cfg, name = self.config, type(self).__name__
+        refuse_flow_options(name, mu)
+        if requested_schedule(name, num_inference_steps, timesteps=timesteps) == "timesteps":
+            timesteps = custom_solver_timesteps(name, cfg, timesteps)  # type: ignore[arg-type]
+            n = len(timesteps)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, cfg.num_train_timesteps)
+            clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
+            timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps - clipped)
         round_karras = cfg.beta_schedule != "squaredcos_cap_v2"
         timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, round_karras, scheduler=type(self).__name__)
         self._coefficients = DPMCoefficients.of(self.sigmas, cfg.algorithm_type, cfg.solver_type)

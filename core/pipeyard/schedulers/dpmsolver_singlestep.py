@@ -23,6 +23,7 @@ from .common import (
     solver_timesteps,
 )
 from .exponential_integrator import DPMCoefficients, VPSolverMixin, dpm_update, solver_sigmas
+from .schedule_requests import custom_solver_timesteps, refuse_flow_options, requested_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,32 @@ class DPMSolverSinglestepScheduler(VPSolverMixin):
         self.model_outputs: list[torch.Tensor | None] = [None] * solver_order
         self.sample: torch.Tensor | None = None
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Integer timesteps (linspace, optionally clipped in lambda), sigmas and the order list."""
-        cfg = self.config
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
-        clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
-        timesteps = solver_timesteps("linspace", cfg.num_train_timesteps, n, 0, cfg.num_train_timesteps - clipped)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        mu: float | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
+        """Integer timesteps (linspace, optionally clipped in lambda), sigmas and the order list.
+
+        Args:
+            timesteps: custom integer training timesteps, highest first, instead of ``num_inference_steps``.
+            mu: flow-matching shift; refused (no dynamic shifting here).
+
+        Raises:
+            ScheduleRequestError: not exactly one of ``num_inference_steps`` and ``timesteps``, custom
+                timesteps with a sigma ramp, or ``mu``.
+        """
+        cfg, name = self.config, type(self).__name__
+        refuse_flow_options(name, mu)
+        if requested_schedule(name, num_inference_steps, timesteps=timesteps) == "timesteps":
+            timesteps = custom_solver_timesteps(name, cfg, timesteps)  # type: ignore[arg-type]
+            n = len(timesteps)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, cfg.num_train_timesteps)
+            clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), cfg.lambda_min_clipped).item()
+            timesteps = solver_timesteps("linspace", cfg.num_train_timesteps, n, 0, cfg.num_train_timesteps - clipped)
         timesteps, self.sigmas = solver_sigmas(cfg, self.alphas_cumprod, timesteps, n, scheduler=type(self).__name__)
         self._coefficients = DPMCoefficients.of(self.sigmas, cfg.algorithm_type, cfg.solver_type)
         self._set_schedule(torch.from_numpy(np.asarray(timesteps)).to(device=device, dtype=torch.int64), n)

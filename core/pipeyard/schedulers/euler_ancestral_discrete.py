@@ -46,16 +46,22 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
             rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
+        self._install_step_sigmas(self.sigmas)
+        self._use_training_schedule()
+
+    def _install_step_sigmas(self, sigmas: torch.Tensor) -> None:
+        """``sigmas`` and each step's ``sigma_up`` and ``dt = sigma_down - sigma`` (the ancestral split)."""
+        self._install_sigmas(sigmas)
+        sigma_from, sigma_to = self.sigmas[:-1], self.sigmas[1:]
+        sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+        sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+        self._sigma_up, self._dt = sigma_up.tolist(), (sigma_down - sigma_from).tolist()
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Timesteps (float32) and sigmas, and each step's ``sigma_up`` / ``sigma_down``."""
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, self.config.num_train_timesteps)
         timesteps, sigmas = self._inference_sigmas(n)
-        self._install_sigmas(torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32)))
-        sigma_from, sigma_to = self.sigmas[:-1], self.sigmas[1:]
-        sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
-        sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-        self._sigma_up, self._dt = sigma_up.tolist(), (sigma_down - sigma_from).tolist()
+        self._install_step_sigmas(torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32)))
         self._set_schedule(torch.from_numpy(timesteps.astype(np.float32)).to(device), n)
 
     def step(

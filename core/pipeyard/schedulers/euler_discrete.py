@@ -16,7 +16,10 @@ from .common import (
     SigmaSchedulerMixin,
     check_num_inference_steps,
     check_one_sigma_ramp,
+    sigma_to_t,
+    train_sigmas,
 )
+from .schedule_requests import float_list, refuse_sigma_ramp, requested_schedule
 
 
 class EulerDiscreteScheduler(SigmaSchedulerMixin):
@@ -61,19 +64,55 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
             rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
         self.timesteps = self.timesteps.to(torch.float32)
+        self._install_step_sigmas(self.sigmas)
+        self._use_training_schedule()
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Timesteps (float32) and sigmas for ``num_inference_steps`` steps."""
-        cfg = self.config
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
-        timesteps, sigmas = self._inference_sigmas(n)
+    def _install_step_sigmas(self, sigmas: torch.Tensor) -> None:
+        """``sigmas`` and each step's ``dt = sigma_next - sigma``."""
+        self._install_sigmas(sigmas)
+        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: Sequence[float] | None = None,
+        sigmas: Sequence[float] | None = None,
+    ) -> None:
+        """Timesteps (float32) and sigmas for ``num_inference_steps`` steps, or a custom schedule.
+
+        Args:
+            timesteps: custom training timesteps, highest first; their sigmas are interpolated
+                from the training schedule, then the final sigma is appended.
+            sigmas: custom sigmas, highest first, *including* the final one (``len - 1`` steps);
+                their timesteps are interpolated in ``log(sigma)``.
+
+        Raises:
+            ScheduleRequestError: not exactly one of the three, or custom timesteps with a sigma ramp.
+            InferenceStepsError: ``num_inference_steps`` outside ``[1, num_train_timesteps]``.
+        """
+        cfg, name = self.config, type(self).__name__
+        custom = requested_schedule(name, num_inference_steps, timesteps=timesteps, sigmas=sigmas)
+        if custom == "sigmas":
+            given = float_list(name, "sigmas", sigmas)  # type: ignore[arg-type]
+            grid = sigma_to_t(given[:-1], np.log(train_sigmas(self.alphas_cumprod)))
+            self._install_step_sigmas(torch.from_numpy(given))
+            self._set_schedule(torch.from_numpy(grid.astype(np.float32)).to(device), len(given) - 1)
+            return
+        if custom == "timesteps":
+            refuse_sigma_ramp(name, cfg)
+            grid = float_list(name, "timesteps", timesteps)  # type: ignore[arg-type]
+            n = len(grid)
+            grid, ramp = self._inference_sigmas(n, timesteps=grid)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, cfg.num_train_timesteps)
+            grid, ramp = self._inference_sigmas(n)
         if cfg.interpolation_type == "log_linear" and not (cfg.use_karras_sigmas or cfg.use_exponential_sigmas):
             table = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-            sigmas = torch.linspace(np.log(table[-1].item()), np.log(table[0].item()), n + 1).exp().numpy()
+            ramp = torch.linspace(np.log(table[-1].item()), np.log(table[0].item()), n + 1).exp().numpy()
         sigma_last = ((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5 if cfg.final_sigmas_type == "sigma_min" else 0
-        self._install_sigmas(torch.from_numpy(np.concatenate([sigmas, [float(sigma_last)]]).astype(np.float32)))
-        self._dt = (self.sigmas[1:] - self.sigmas[:-1]).tolist()
-        self._set_schedule(torch.from_numpy(np.asarray(timesteps).astype(np.float32)).to(device), n)
+        self._install_step_sigmas(torch.from_numpy(np.concatenate([ramp, [float(sigma_last)]]).astype(np.float32)))
+        self._set_schedule(torch.from_numpy(np.asarray(grid).astype(np.float32)).to(device), n)
 
     def step(
         self,

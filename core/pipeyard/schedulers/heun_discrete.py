@@ -21,6 +21,7 @@ from .common import (
     check_num_inference_steps,
     doubled_after_first,
 )
+from .schedule_requests import float_list, refuse_sigma_ramp, requested_schedule
 
 
 class HeunDiscreteScheduler(SigmaSchedulerMixin):
@@ -51,7 +52,7 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
             beta_schedules=(*BASE_BETA_SCHEDULES, "exp"),
         )
-        self._reset_state()
+        self.set_timesteps(num_train_timesteps)  # step() works before set_timesteps, as in diffusers
 
     def _reset_state(self) -> None:
         self.prev_derivative: torch.Tensor | None = None
@@ -63,10 +64,33 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         """True when the next call is the Euler (predictor) half of a step."""
         return self.dt is None
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Timesteps and sigmas, each after the first doubled for the corrector evaluation."""
-        n = check_num_inference_steps(type(self).__name__, num_inference_steps, self.config.num_train_timesteps)
-        timesteps, sigmas = self._inference_sigmas(n)
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        num_train_timesteps: int | None = None,
+        timesteps: Sequence[float] | None = None,
+    ) -> None:
+        """Timesteps and sigmas, each after the first doubled for the corrector evaluation.
+
+        Args:
+            num_train_timesteps: the training length the spacing divides (default: the config's).
+            timesteps: custom training timesteps, highest first, instead of ``num_inference_steps``.
+
+        Raises:
+            ScheduleRequestError: not exactly one of ``num_inference_steps`` and ``timesteps``, or
+                custom timesteps with a sigma ramp.
+            InferenceStepsError: ``num_inference_steps`` outside ``[1, num_train_timesteps]``.
+        """
+        name = type(self).__name__
+        if requested_schedule(name, num_inference_steps, timesteps=timesteps) == "timesteps":
+            refuse_sigma_ramp(name, self.config)
+            grid = float_list(name, "timesteps", timesteps)  # type: ignore[arg-type]
+            n = len(grid)
+            timesteps, sigmas = self._inference_sigmas(n, timesteps=grid)
+        else:
+            n = check_num_inference_steps(name, num_inference_steps, self.config.num_train_timesteps)
+            timesteps, sigmas = self._inference_sigmas(n, num_train_timesteps=num_train_timesteps)
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self._install_sigmas(torch.cat([doubled_after_first(sigmas[:-1]), sigmas[-1:]]))
         # first half: dt = sigma_next - sigma, kept for the second half

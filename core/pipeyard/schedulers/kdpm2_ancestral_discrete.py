@@ -23,10 +23,18 @@ from .kdpm2_discrete import _DPM2Base
 class KDPM2AncestralDiscreteScheduler(_DPM2Base):
     """Stochastic DPM2 sampler: midpoint slope to ``sigma_down``, then fresh noise ``sigma_up``."""
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Sigmas with their up/down split and midpoints, and the interleaved schedule."""
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: str | torch.device | None = None,
+        num_train_timesteps: int | None = None,
+    ) -> None:
+        """Sigmas with their up/down split and midpoints, and the interleaved schedule.
+
+        ``num_train_timesteps``: the training length the spacing divides (default: the config's).
+        """
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, self.config.num_train_timesteps)
-        timesteps, sigmas = self._inference_sigmas(n, round_karras_t=True)
+        timesteps, sigmas = self._inference_sigmas(n, round_karras_t=True, num_train_timesteps=num_train_timesteps)
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         sigmas_next = sigmas.roll(-1)
         sigmas_next[-1] = 0.0

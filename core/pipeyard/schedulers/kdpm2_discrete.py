@@ -51,6 +51,7 @@ class _DPM2Base(SigmaSchedulerMixin):
         self._check_unsupported("use_beta_sigmas")
         self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.sample: torch.Tensor | None = None
+        self.set_timesteps(num_train_timesteps)  # type: ignore[attr-defined]  # step() before set_timesteps works, as in diffusers
 
     @property
     def state_in_first_order(self) -> bool:
@@ -61,10 +62,18 @@ class _DPM2Base(SigmaSchedulerMixin):
 class KDPM2DiscreteScheduler(_DPM2Base):
     """Deterministic DPM2 (midpoint) sampler."""
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Sigmas, midpoint sigmas and the interleaved (timestep, midpoint timestep) schedule."""
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: str | torch.device | None = None,
+        num_train_timesteps: int | None = None,
+    ) -> None:
+        """Sigmas, midpoint sigmas and the interleaved (timestep, midpoint timestep) schedule.
+
+        ``num_train_timesteps``: the training length the spacing divides (default: the config's).
+        """
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, self.config.num_train_timesteps)
-        timesteps, sigmas = self._inference_sigmas(n, round_karras_t=True)
+        timesteps, sigmas = self._inference_sigmas(n, round_karras_t=True, num_train_timesteps=num_train_timesteps)
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         # sigma_mid_i = exp((log sigma_{i-1} + log sigma_i) / 2), at index i
         sigmas_interpol = sigmas.log().lerp(sigmas.roll(1).log(), 0.5).exp()

@@ -75,6 +75,7 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         self._check_unsupported("use_beta_sigmas")
         self._init_noise_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas)
         self.derivatives: list[torch.Tensor] = []
+        self.set_timesteps(num_train_timesteps)  # step() works before set_timesteps, as in diffusers
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Timesteps (float32) and sigmas; forgets the derivative history."""

@@ -26,6 +26,7 @@ from .common import (
     threshold_sample,
 )
 from .exponential_integrator import VPSolverMixin, solver_sigmas
+from .schedule_requests import refuse_flow_options
 
 
 class _UniCoefficients(NamedTuple):
@@ -102,9 +103,21 @@ class UniPCMultistepScheduler(VPSolverMixin):
         self.last_sample: torch.Tensor | None = None
         self.this_order = 1
 
-    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """Integer timesteps, their sigmas, and a fresh history."""
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        device: str | torch.device | None = None,
+        sigmas: list[float] | None = None,
+        mu: float | None = None,
+    ) -> None:
+        """Integer timesteps, their sigmas, and a fresh history.
+
+        ``sigmas`` and ``mu`` belong to flow-matching schedules (``use_flow_sigmas``,
+        ``use_dynamic_shifting``), which diffusers also requires for them: refused with a
+        ``ScheduleRequestError``.
+        """
         cfg = self.config
+        refuse_flow_options(type(self).__name__, mu, sigmas)
         n = check_num_inference_steps(type(self).__name__, num_inference_steps, cfg.num_train_timesteps)
         timesteps = solver_timesteps(cfg.timestep_spacing, cfg.num_train_timesteps, n, cfg.steps_offset, cfg.num_train_timesteps)
         final = "last" if cfg.final_sigmas_type == "sigma_min" else "zero"
