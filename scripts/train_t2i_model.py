@@ -130,10 +130,13 @@ def build_vae() -> AutoencoderKL:
 
 
 def build_unet(text_width: int) -> UNet2DConditionModel:
-    """16x16 latents, three resolutions, cross-attention to the prompt at 8x8 and 4x4."""
+    """16x16 latents, three resolutions, cross-attention to the prompt at 8x8 and 4x4 (about 1M parameters).
+
+    Narrow at 16x16 (the costliest level on a CPU), wide where it attends to the prompt.
+    """
     return UNet2DConditionModel(
         sample_size=t2i_scenes.SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64, 64), norm_num_groups=16, cross_attention_dim=text_width, attention_head_dim=8,
+        block_out_channels=(16, 32, 64), norm_num_groups=8, cross_attention_dim=text_width, attention_head_dim=8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     )
@@ -155,6 +158,23 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     """``ema <- decay * ema + (1 - decay) * model``, parameter by parameter."""
     for target, source in zip(ema.parameters(), model.parameters()):
         target.lerp_(source, 1 - decay)
+
+
+class Budget:
+    """How far a stage is: by wall-clock minutes, or by steps when a step count is given.
+
+    Minutes fit a run to the time there is; steps make a rerun identical on any machine (the
+    learning-rate schedule follows the same progress).
+    """
+
+    def __init__(self, minutes: float, steps: int | None) -> None:
+        self.seconds, self.steps, self.start = minutes * 60, steps, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def progress(self, step: int) -> float:
+        return step / self.steps if self.steps else self.elapsed() / self.seconds
 
 
 class Batches:
@@ -199,11 +219,13 @@ class Batches:
 def train_vae(vae: AutoencoderKL, batches: Batches, args: argparse.Namespace) -> float:
     """Stage 1: reconstruction; returns the scaling factor (1 / std of the latents)."""
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    budget, start, step, running = args.vae_minutes * 60, time.perf_counter(), 0, None
+    budget = Budget(args.vae_minutes, args.vae_steps)
+    step, running = 0, None
     generator = torch.Generator().manual_seed(args.seed + 1)
-    while (elapsed := time.perf_counter() - start) < budget:
+    while (progress := budget.progress(step)) < 1:
+        elapsed = budget.elapsed()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(elapsed / budget, args.vae_lr)
+            group["lr"] = learning_rate(progress, args.vae_lr)
         images = batches.images(args.vae_batch_size)
         posterior = vae.encode(images).latent_dist
         recon = vae.decode(posterior.sample(generator)).sample
@@ -258,10 +280,12 @@ def train_diffusion(unet, text_encoder, vae, tokenizer, batches: Batches, args: 
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed + 2)
-    budget, start, step, running, saved_at = args.minutes * 60, time.perf_counter(), 0, None, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < budget:
+    budget = Budget(args.minutes, args.steps)
+    step, running, saved_at = 0, None, time.perf_counter()
+    while (progress := budget.progress(step)) < 1:
+        elapsed = budget.elapsed()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(elapsed / budget, args.lr)
+            group["lr"] = learning_rate(progress, args.lr)
         latents, ids = batches.latents(args.batch_size, generator)
         loss = diffusion_loss(unet, text_encoder, scheduler, latents * vae.config.scaling_factor, ids, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -278,7 +302,7 @@ def train_diffusion(unet, text_encoder, vae, tokenizer, batches: Batches, args: 
         if time.perf_counter() - saved_at > args.save_every * 60:
             save(ema_unet, ema_text, vae, tokenizer, args.out, f"step {step}, {elapsed / 60:.1f} min, loss {running:.4f}")
             saved_at = time.perf_counter()
-    print(f"done: {step} steps in {time.perf_counter() - start:.1f} s, final loss (EMA of batch losses) {running:.4f}")
+    print(f"done: {step} steps in {budget.elapsed():.1f} s, final loss (EMA of batch losses) {running:.4f}")
     save(ema_unet, ema_text, vae, tokenizer, args.out, f"final: step {step}, loss {running:.4f}")
 
 
@@ -292,6 +316,8 @@ def save(unet, text_encoder, vae, tokenizer, out: Path, note: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     pipe.save_pretrained(staging)
+    for path in [staging, *staging.rglob("*")]:  # mkdtemp / atomic writes leave owner-only modes
+        path.chmod(0o755 if path.is_dir() else 0o644)
     old = out.with_name(f".{out.name}-old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
@@ -307,6 +333,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("core/pipeyard/_bundled/t2i_model"))
     parser.add_argument("--vae-minutes", type=float, default=8.0, help="wall-clock budget of stage 1 (VAE)")
     parser.add_argument("--minutes", type=float, default=70.0, help="wall-clock budget of stage 2 (UNet + text)")
+    parser.add_argument("--vae-steps", type=int, default=None, help="stage 1 steps (instead of --vae-minutes)")
+    parser.add_argument("--steps", type=int, default=None, help="stage 2 steps (instead of --minutes)")
+    parser.add_argument("--vae-from", type=Path, default=None, help="skip stage 1: the VAE of this saved folder")
     parser.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--vae-batch-size", type=int, default=16)
@@ -316,7 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--text-width", type=int, default=64, help="CLIP hidden size (= cross-attention width)")
     parser.add_argument("--drop", type=float, default=0.1, help="share of empty captions (for guidance)")
-    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--ema-decay", type=float, default=0.995)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny tensors, shared cores)")
     return parser.parse_args(argv)
@@ -331,7 +360,11 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = build_tokenizer(Path(scratch))
         text_encoder, vae, unet = build_text_encoder(tokenizer, args.text_width), build_vae(), build_unet(args.text_width)
     batches = Batches(tokenizer, args.seed, args.drop)
-    vae.register_to_config(scaling_factor=train_vae(vae, batches, args))
+    if args.vae_from:
+        vae = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae").eval().requires_grad_(False)
+        print(f"stage 1 skipped: VAE from {args.vae_from} (scaling_factor {vae.config.scaling_factor:.4f})")
+    else:
+        vae.register_to_config(scaling_factor=train_vae(vae, batches, args))
     start = time.perf_counter()
     batches.encode_pool(vae, args.pool)
     print(f"encoded a pool of {args.pool} training pictures in {time.perf_counter() - start:.1f} s", flush=True)

@@ -56,7 +56,7 @@ WALK = (("a big red circle on the left on a white background", 1),
         ("a big blue square on the right on a white background", 2))
 #: Schedulers compared on one prompt and seed (all configured from the model's own scheduler config).
 SCHEDULERS = (
-    "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "DDIMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
     "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
 )
 #: What the img2img step asks for, starting from :func:`hand_drawn_shape`.
