@@ -18,10 +18,14 @@ string still tokenizes, byte by byte). The result is a diffusers-format
 (``--save-every`` minutes; each save replaces the folder whole), so a shorter run still leaves a
 usable model::
 
-    nice -n 10 .venv/bin/python scripts/train_t2i_model.py --vae-minutes 6 --minutes 58 \\
+    nice -n 10 .venv/bin/python scripts/train_t2i_model.py --vae-minutes 7 --minutes 62 \\
         --out core/pipeyard/_bundled/t2i_model
 
-(see bench/RESULTS.md for the shipped run and ``bench/prompt_accuracy.py`` for its accuracy).
+Everything is seeded (``--seed``); with wall-clock budgets the number of steps depends on the
+machine's speed, so ``--vae-steps`` / ``--steps`` give a step count instead (the learning-rate
+schedule follows it), and two runs with the same counts write identical weights.
+``--vae-from FOLDER`` skips stage 1 and takes the VAE of a saved folder. bench/RESULTS.md
+records the shipped run and ``bench/prompt_accuracy.py`` measures it.
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ def build_unet(text_width: int) -> UNet2DConditionModel:
     """
     return UNet2DConditionModel(
         sample_size=t2i_scenes.SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(16, 32, 64), norm_num_groups=8, cross_attention_dim=text_width, attention_head_dim=8,
+        block_out_channels=(16, 32, 64), norm_num_groups=8, cross_attention_dim=text_width,
+        attention_head_dim=(1, 1, 2),  # heads per block: 32 channels each (narrow heads attend uniformly)
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     )
@@ -278,14 +283,22 @@ def train_diffusion(unet, text_encoder, vae, tokenizer, batches: Batches, args: 
     scheduler = DDPMScheduler(**SCHEDULE)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     params = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    # The prompt's path (text encoder, cross-attention) learns at --text-lr-scale times the rate:
+    # early on the UNet learns the pictures' look and ignores the weak, diluted text signal.
+    prompt_path = {id(p) for p in text_encoder.parameters()}
+    prompt_path |= {id(p) for name, p in unet.named_parameters() if ".attn2." in name}
+    groups = [
+        {"params": [p for p in params if id(p) not in prompt_path], "scale": 1.0},
+        {"params": [p for p in params if id(p) in prompt_path], "scale": args.text_lr_scale},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed + 2)
     budget = Budget(args.minutes, args.steps)
     step, running, saved_at = 0, None, time.perf_counter()
     while (progress := budget.progress(step)) < 1:
         elapsed = budget.elapsed()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(progress, args.lr)
+            group["lr"] = learning_rate(progress, args.lr) * group.get("scale", 1.0)
         latents, ids = batches.latents(args.batch_size, generator)
         loss = diffusion_loss(unet, text_encoder, scheduler, latents * vae.config.scaling_factor, ids, generator)
         optimizer.zero_grad(set_to_none=True)
@@ -336,6 +349,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, default=None, help="stage 1 steps (instead of --vae-minutes)")
     parser.add_argument("--steps", type=int, default=None, help="stage 2 steps (instead of --minutes)")
     parser.add_argument("--vae-from", type=Path, default=None, help="skip stage 1: the VAE of this saved folder")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="skip stage 1 and start stage 2 from this saved folder's weights (VAE, UNet, text)")
     parser.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--vae-batch-size", type=int, default=16)
@@ -343,6 +358,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="KL term per latent element")
     parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--text-lr-scale", type=float, default=3.0, help="learning-rate factor of the prompt's path")
     parser.add_argument("--text-width", type=int, default=64, help="CLIP hidden size (= cross-attention width)")
     parser.add_argument("--drop", type=float, default=0.1, help="share of empty captions (for guidance)")
     parser.add_argument("--ema-decay", type=float, default=0.995)
@@ -360,9 +376,14 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = build_tokenizer(Path(scratch))
         text_encoder, vae, unet = build_text_encoder(tokenizer, args.text_width), build_vae(), build_unet(args.text_width)
     batches = Batches(tokenizer, args.seed, args.drop)
-    if args.vae_from:
-        vae = AutoencoderKL.from_pretrained(args.vae_from, subfolder="vae").eval().requires_grad_(False)
-        print(f"stage 1 skipped: VAE from {args.vae_from} (scaling_factor {vae.config.scaling_factor:.4f})")
+    if args.init_from:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
+        text_encoder.load_state_dict(type(text_encoder).from_pretrained(args.init_from / "text_encoder").state_dict())
+        print(f"UNet and text encoder start from {args.init_from}")
+    if args.vae_from or args.init_from:
+        source = args.vae_from or args.init_from
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae").eval().requires_grad_(False)
+        print(f"stage 1 skipped: VAE from {source} (scaling_factor {vae.config.scaling_factor:.4f})")
     else:
         vae.register_to_config(scaling_factor=train_vae(vae, batches, args))
     start = time.perf_counter()
