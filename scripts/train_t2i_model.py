@@ -359,6 +359,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kl-weight", type=float, default=1e-4, help="KL term per latent element")
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--text-lr-scale", type=float, default=3.0, help="learning-rate factor of the prompt's path")
+    parser.add_argument("--text-gain", type=float, default=4.0,
+                        help="scale the text encoder's final norm at the start (after --init-from too: pass 1 to keep it)")
     parser.add_argument("--text-width", type=int, default=64, help="CLIP hidden size (= cross-attention width)")
     parser.add_argument("--drop", type=float, default=0.1, help="share of empty captions (for guidance)")
     parser.add_argument("--ema-decay", type=float, default=0.995)
@@ -380,6 +382,14 @@ def main(argv: list[str] | None = None) -> None:
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
         text_encoder.load_state_dict(type(text_encoder).from_pretrained(args.init_from / "text_encoder").state_dict())
         print(f"UNet and text encoder start from {args.init_from}")
+    if args.text_gain != 1:
+        # The UNet reads the prompt by cross-attention: with unit-scale embeddings its attention is
+        # near uniform over the 24 tokens at first, so one word's change reaches it 24x diluted.
+        norm = next(m for name, m in text_encoder.named_modules() if name.endswith("final_layer_norm"))
+        with torch.no_grad():
+            norm.weight.mul_(args.text_gain)
+            norm.bias.mul_(args.text_gain)
+        print(f"text encoder output scaled by {args.text_gain}")
     if args.vae_from or args.init_from:
         source = args.vae_from or args.init_from
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae").eval().requires_grad_(False)
