@@ -48,13 +48,18 @@ def test_shipped_model_gives_finite_32x32_images_in_a_few_steps(pipe, one_thread
 
 
 def test_shipped_model_follows_the_background_word(pipe, one_thread):
-    """Trained weights, not random ones: the background the prompt names is the one drawn."""
+    """Trained weights, not random ones: the background the prompt names is the one drawn.
+
+    12 pictures (6 white, 6 black); at least 10 right (chance: 2 % of the time).
+    """
     import torch
 
-    prompts = ["a small green circle on the left on a white background", "a small green circle on the left on a black background"]
+    shapes = ("a small green circle on the left", "a big red square on the center", "two small blue triangles")
+    prompts = [f"{shape} on a {bg} background" for shape in shapes for bg in ("white", "black")] * 2
     images = pipe(prompts, num_inference_steps=10, generator=torch.Generator().manual_seed(0), output_type="np").images
     border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1).mean(axis=(1, 2))
-    assert border[0] > 0.7 and border[1] < 0.3, border
+    right = [(b > 0.5) == ("white" in p) for b, p in zip(border, prompts)]
+    assert sum(right) >= 10, list(zip(prompts, border.round(2)))
 
 
 def test_shipped_model_is_a_small_diffusers_format_stable_diffusion():
