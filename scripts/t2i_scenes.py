@@ -41,7 +41,9 @@ SHAPES = ("circle", "square", "triangle")
 RADII = {"small": 4.0, "big": 6.5}
 RADIUS_JITTER = 0.4
 #: where a shape's centre is for each position word (x, y in pixels)
-ANCHORS = {"left": (8.0, 16.0), "right": (24.0, 16.0), "top": (16.0, 8.0), "bottom": (16.0, 24.0), "center": (16.0, 16.0)}
+ANCHORS = {
+    "left": (8.0, 16.0), "right": (24.0, 16.0), "top": (16.0, 8.0), "bottom": (16.0, 24.0), "center": (16.0, 16.0),
+}
 POSITION_JITTER = 1.0
 HELD_OUT_MODULUS = 10
 #: every word a caption may use (the tokenizer knows each as one token)
@@ -198,7 +200,8 @@ def _shape_offset(shape: str) -> tuple[float, float]:
     mask = shape_mask(shape, 32.0, 32.0, 16.0, 64)
     ys, xs = np.nonzero(mask > 0)
     weights = mask[ys, xs]
-    return (float((xs + 0.5) @ weights / weights.sum()) - 32.0) / 16.0, (float((ys + 0.5) @ weights / weights.sum()) - 32.0) / 16.0
+    cx, cy = float((xs + 0.5) @ weights / weights.sum()), float((ys + 0.5) @ weights / weights.sum())
+    return (cx - 32.0) / 16.0, (cy - 32.0) / 16.0
 
 
 def _fit_shape(soft: np.ndarray, size: int) -> tuple[str, float, float, float]:

@@ -52,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import t2i_scenes  # noqa: E402  (the shared scene/detector module next to this script)
 
-from pipeyard import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
+from pipeyard import (  # noqa: E402
+    AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel,
+)
 
 #: token budget of a prompt (the longest caption is 19 words + start and end)
 MAX_TOKENS = 24
@@ -327,7 +329,8 @@ def train_diffusion(unet, text_encoder, vae, tokenizer, batches: Batches, args: 
         if step % 100 == 0:
             print(f"step {step:6d}  {elapsed:7.1f} s  loss {running:.4f}", flush=True)
         if time.perf_counter() - saved_at > args.save_every * 60:
-            save(ema_unet, ema_text, vae, tokenizer, args.out, f"step {step}, {elapsed / 60:.1f} min, loss {running:.4f}")
+            note = f"step {step}, {elapsed / 60:.1f} min, loss {running:.4f}"
+            save(ema_unet, ema_text, vae, tokenizer, args.out, note)
             saved_at = time.perf_counter()
     print(f"done: {step} steps in {budget.elapsed():.1f} s, final loss (EMA of batch losses) {running:.4f}")
     save(ema_unet, ema_text, vae, tokenizer, args.out, f"final: step {step}, loss {running:.4f}")
@@ -374,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--text-lr-scale", type=float, default=3.0, help="learning-rate factor of the prompt's path")
     parser.add_argument("--text-gain", type=float, default=4.0,
-                        help="scale the text encoder's final norm at the start (after --init-from too: pass 1 to keep it)")
+                        help="scale the text encoder's final norm at the start (after --init-from too: 1 keeps it)")
     parser.add_argument("--offset-noise", type=float, default=0.3, help="per-channel constant added to the noise")
     parser.add_argument("--text-width", type=int, default=64, help="CLIP hidden size (= cross-attention width)")
     parser.add_argument("--drop", type=float, default=0.1, help="share of empty captions (for guidance)")
@@ -391,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = build_tokenizer(Path(scratch))
-        text_encoder, vae, unet = build_text_encoder(tokenizer, args.text_width), build_vae(), build_unet(args.text_width)
+        text_encoder = build_text_encoder(tokenizer, args.text_width)
+    vae, unet = build_vae(), build_unet(args.text_width)
     batches = Batches(tokenizer, args.seed, args.drop)
     if args.init_from:
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())

@@ -70,7 +70,9 @@ def copy_t2i_model(folder: Path) -> None:
         FileNotFoundError: the installation lacks ``pipeyard/_bundled/t2i_model``.
     """
     if not (BUNDLED_T2I_MODEL / "model_index.json").is_file():
-        raise FileNotFoundError(f"the bundled text-to-image model is missing from {BUNDLED_T2I_MODEL}; reinstall pipeyard")
+        raise FileNotFoundError(
+            f"the bundled text-to-image model is missing from {BUNDLED_T2I_MODEL}; reinstall pipeyard"
+        )
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(BUNDLED_T2I_MODEL, folder)
 
