@@ -9,6 +9,9 @@
 3. load it with ``DiffusionPipeline.from_pretrained`` (the class comes from model_index.json:
    a DDPMPipeline) and sample a few images with DDPM;
 4. load it through the community pipeline ``one_step_unet`` (one forward, one step);
+4b. show the bundled text-to-image model (``pipeyard/_bundled/t2i_model``, a tiny Stable
+   Diffusion): a prompt grid, prompt weighting, an interpolation strip, img2img of a
+   hand-drawn shape and a scheduler comparison (:mod:`pipeyard.demo_t2i`);
 5. serve the folder as a Hub repository on 127.0.0.1 (:mod:`pipeyard.demo_hub`) and load it
    again by repo id, downloading into a fresh Hub cache;
 6. write PNGs and print where they are and how long each step took. No network is used.
@@ -70,6 +73,7 @@ def run_demo(
     batch_size: int = 16,
     seed: int = 0,
     echo: Callable[[str], Any] = print,
+    t2i_steps: int = 20,
 ) -> DemoReport:
     """Run the main job; returns a :class:`DemoReport` (paths and timings).
 
@@ -79,9 +83,10 @@ def run_demo(
         batch_size: images in the grid.
         seed: seeds every sampler.
         echo: where the report lines go.
+        t2i_steps: steps of each text-to-image picture (:mod:`pipeyard.demo_t2i`).
     """
     with _one_torch_thread():
-        return _run_steps(Path(out_dir), steps, batch_size, seed, echo)
+        return _run_steps(Path(out_dir), steps, batch_size, seed, echo, t2i_steps)
 
 
 @contextmanager
@@ -101,7 +106,9 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _run_steps(out: Path, steps: int, batch_size: int, seed: int, echo: Callable[[str], Any]) -> DemoReport:
+def _run_steps(
+    out: Path, steps: int, batch_size: int, seed: int, echo: Callable[[str], Any], t2i_steps: int = 20
+) -> DemoReport:
     from pipeyard import DiffusionPipeline
 
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +126,9 @@ def _run_steps(out: Path, steps: int, batch_size: int, seed: int, echo: Callable
         images = pipe(batch_size=min(batch_size, 4), num_inference_steps=steps, generator=_seed(seed)).images
     report.images.append(_save_grid(images, out / "ddpm_grid.png"))
     _run_one_step_unet(report, out, batch_size, seed)
+    from .demo_t2i import run_t2i_demo
+
+    run_t2i_demo(out, report, seed, echo, t2i_steps)
     _run_hub_part(report, out, echo)
     _print_report(report, type(pipe).__name__, [type(ddim).__name__, report.custom], echo)
     return report

@@ -50,12 +50,13 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.option("--out", "out_dir", default="demo-output", show_default=True, help="Folder for the model and PNGs.")
 @click.option("--steps", default=50, show_default=True, help="DDIM steps of the sampled grid.")
+@click.option("--t2i-steps", default=20, show_default=True, help="Steps of each text-to-image picture.")
 @click.option("--seed", default=0, show_default=True)
-def demo(out_dir: str, steps: int, seed: int) -> None:
-    """Sample the bundled trained model through custom pipelines, write PNGs (offline)."""
+def demo(out_dir: str, steps: int, t2i_steps: int, seed: int) -> None:
+    """Sample the bundled trained models through built-in and custom pipelines, write PNGs (offline)."""
     from ..demo import run_demo
 
-    run_demo(out_dir, steps=steps, seed=seed, echo=click.echo)
+    run_demo(out_dir, steps=steps, seed=seed, echo=click.echo, t2i_steps=t2i_steps)
 
 
 def _add_commands() -> None:
