@@ -34,7 +34,7 @@ from typing import Any
 def timed_run(engine: Callable[..., int], pinned: Any, cls: type, items: list, out: Path, options: Any
               ) -> tuple[float, float, int]:
     """(steady images/s, job images/s, images) of one run of ``engine``."""
-    from pipeyard.generate import job
+    from pipeyard.batch import job
 
     stamps: list[tuple[float, int]] = []
     original = job._Sink.accept
@@ -68,10 +68,10 @@ def main() -> None:
 
     import pipeyard
     from pipeyard.demo import copy_demo_model
-    from pipeyard.generate.job import EngineOptions
-    from pipeyard.generate.local import run_local
-    from pipeyard.generate.pinning import pin_job
-    from pipeyard.generate.ray_engine import run_ray
+    from pipeyard.batch.job import EngineOptions
+    from pipeyard.batch.local import run_local
+    from pipeyard.batch.pinning import pin_job
+    from pipeyard.batch.ray_engine import run_ray
 
     work = Path(tempfile.mkdtemp(prefix="pyg-"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -80,7 +80,7 @@ def main() -> None:
         copy_demo_model(work / "model")
         device = "cuda" if args.gpu else None
         pinned, cls = pin_job(work / "model", custom_pipeline="ddim_noise_comparative_analysis", device=device)
-        items = pipeyard.generate.grid_items(seeds=range(args.items), keywords={"num_inference_steps": args.steps})
+        items = pipeyard.batch.grid_items(seeds=range(args.items), keywords={"num_inference_steps": args.steps})
         gpu_count = _gpu_count() if args.gpu else 0
         gpus = min(1.0, gpu_count / 2) if args.gpu else 0.0  # 2 workers share one GPU if there is one
         ray.init(num_cpus=2, num_gpus=gpu_count, _temp_dir=str(work / "ray"),

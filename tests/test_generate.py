@@ -118,8 +118,8 @@ def test_the_built_in_pipeline_named_by_model_index_runs_without_custom_pipeline
 
 
 def test_workers_hand_back_uint8_arrays_not_pil_images(demo_model: Path) -> None:
-    from pipeyard.generate.pinning import pin_job
-    from pipeyard.generate.worker import GenerateWorker
+    from pipeyard.batch.pinning import pin_job
+    from pipeyard.batch.worker import GenerateWorker
 
     pinned, _ = pin_job(demo_model, custom_pipeline=DDIM)
     worker = GenerateWorker(pinned, threads=1)
@@ -350,7 +350,7 @@ def test_several_local_workers_are_refused_with_the_fix(tmp_path: Path) -> None:
 def test_a_worker_refuses_code_bytes_that_differ_from_the_pin(demo_model: Path) -> None:
     from dataclasses import replace
 
-    from pipeyard.generate.pinning import load_pinned_pipeline, pin_job
+    from pipeyard.batch.pinning import load_pinned_pipeline, pin_job
 
     pinned, _ = pin_job(demo_model, custom_pipeline=DDIM)
     main = pinned.code.main
@@ -363,7 +363,7 @@ def test_a_worker_refuses_code_bytes_that_differ_from_the_pin(demo_model: Path) 
 
 def test_a_worker_refuses_a_model_folder_changed_after_the_pin(tmp_path: Path) -> None:
     from pipeyard.demo import copy_demo_model
-    from pipeyard.generate.pinning import load_pinned_pipeline, pin_job
+    from pipeyard.batch.pinning import load_pinned_pipeline, pin_job
 
     copy_demo_model(tmp_path / "model")
     pinned, _ = pin_job(tmp_path / "model", custom_pipeline=DDIM)
@@ -375,7 +375,7 @@ def test_a_worker_refuses_a_model_folder_changed_after_the_pin(tmp_path: Path) -
 
 
 def test_a_worker_loads_the_pinned_bytes_not_the_file_the_name_points_to(demo_model: Path, tmp_path: Path) -> None:
-    from pipeyard.generate.pinning import load_pinned_pipeline, pin_job
+    from pipeyard.batch.pinning import load_pinned_pipeline, pin_job
     from pipeyard.host import provenance
 
     source = (Path(pipeyard.__file__).parent / "_bundled" / "community" / f"{DDIM}.py")
@@ -393,7 +393,7 @@ def test_a_worker_loads_the_pinned_bytes_not_the_file_the_name_points_to(demo_mo
 
 def test_a_hub_model_is_pinned_to_the_commit_the_driver_resolved(olah_hub, tmp_path: Path) -> None:
     from pipeyard.demo import BUNDLED_MODEL
-    from pipeyard.generate.pinning import load_pinned_pipeline, pin_job
+    from pipeyard.batch.pinning import load_pinned_pipeline, pin_job
 
     files = {p.relative_to(BUNDLED_MODEL).as_posix(): p.read_bytes() for p in BUNDLED_MODEL.rglob("*") if p.is_file()}
     repo_id, git = olah_hub.new_repo()
@@ -440,10 +440,10 @@ def test_untrusted_code_named_by_the_model_is_refused_on_the_driver(demo_model: 
 # --------------------------------------------------------------------------- API and CLI
 
 
-def test_pipeyard_generate_is_callable_even_after_importing_the_package() -> None:
+def test_pipeyard_generate_is_the_function_even_after_importing_its_package() -> None:
     import inspect
 
-    from pipeyard.generate import GenerateSummary  # makes pipeyard.generate the package
+    from pipeyard.batch import GenerateSummary  # the package is pipeyard.batch: no name clash
 
     assert callable(pipeyard.generate) and "generate" in pipeyard.__all__
     assert "custom_pipeline" in inspect.signature(pipeyard.generate).parameters
@@ -453,8 +453,8 @@ def test_pipeyard_generate_is_callable_even_after_importing_the_package() -> Non
 def test_the_local_engine_imports_no_ray_and_the_package_no_torch(demo_model: Path, tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
-        import pipeyard.generate
-        assert "torch" not in sys.modules, "import pipeyard.generate imported torch"
+        import pipeyard.batch
+        assert "torch" not in sys.modules, "import pipeyard.batch imported torch"
         pipeyard.generate({str(demo_model)!r}, {str(tmp_path / "out")!r}, seeds=[0], threads=1,
                           keywords={{"num_inference_steps": 1}}, progress=False)
         print(sorted(name for name in sys.modules if name == "ray" or name.startswith("ray.")))

@@ -102,9 +102,9 @@ def test_a_worker_whose_model_files_differ_from_the_pin_stops_the_job_with_the_r
 ) -> None:
     from pipeyard import errors
     from pipeyard.demo import copy_demo_model
-    from pipeyard.generate import grid_items
-    from pipeyard.generate.job import EngineOptions, run_job
-    from pipeyard.generate.pinning import pin_job
+    from pipeyard.batch import grid_items
+    from pipeyard.batch.job import EngineOptions, run_job
+    from pipeyard.batch.pinning import pin_job
 
     copy_demo_model(tmp_path / "model")
     pinned, cls = pin_job(tmp_path / "model", custom_pipeline=DDIM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,16 @@ def test_bundled_folders_are_found():
     assert bundled_dir("community").is_dir()
     with pytest.raises(ValueError, match="unknown bundled folder"):
         bundled_dir("elsewhere")
+
+
+def test_every_python_package_of_the_source_is_in_the_wheel():
+    """A folder of modules missing from pyproject's explicit package list works in a checkout
+    and is absent from the wheel (pipeyard.batch was, until this test)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    source = root / "core"
+    folders = {p.parent for p in (source / "pipeyard").rglob("*.py") if "_bundled" not in p.parts}
+    found = {".".join(folder.relative_to(source).parts) for folder in folders}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

@@ -75,7 +75,7 @@ _OTHER: dict[str, str] = {
     "SchedulerOutput": "schedulers.common",
     "preprocess_image": "pipelines.image_processing",
     "randn_tensor": "torch_utils",
-    "generate": "generate",
+    "generate": "batch",
 }
 
 #: Every public name of ``pipeyard`` -> the module (relative to the package) defining it.

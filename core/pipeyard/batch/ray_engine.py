@@ -2,7 +2,7 @@
 
 * **One load per worker.** ``map_batches`` with a callable class runs an
   :class:`~ray.data.ActorPoolStrategy` pool: each actor builds
-  :class:`~pipeyard.generate.worker.GenerateWorker` once (the pinned code and weights) and then
+  :class:`~pipeyard.batch.worker.GenerateWorker` once (the pinned code and weights) and then
   takes batch after batch.
 * **Fault tolerance is Ray's.** Ray Data restarts a dead actor and runs its batch again (its
   defaults for actor pools: ``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60 takes these

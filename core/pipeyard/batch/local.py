@@ -1,6 +1,6 @@
 """The local engine: one worker in this process, no Ray.
 
-It runs the very :class:`~pipeyard.generate.worker.GenerateWorker` the Ray engine runs, on
+It runs the very :class:`~pipeyard.batch.worker.GenerateWorker` the Ray engine runs, on
 the same pinned job, so both engines write the same images.
 """
 

@@ -13,7 +13,8 @@ One module per step::
     ray_engine.py  the Ray engine: Ray Data map_batches over an actor pool (Ray imported here only)
     progress.py    the progress bar and the summary
 
-:func:`generate` is ``pipeyard.generate``; ``pipeyard generate`` is its command line.
+:func:`generate` is ``pipeyard.generate`` (this package is ``pipeyard.batch``, so the public
+name is always the function); ``pipeyard generate`` is its command line.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def generate(
             out and give a grid: ``prompts`` x ``seeds`` x ``schedulers``, each with ``keywords``.
         custom_pipeline, custom_revision, trust_remote_code: the pipeline, resolved, verified
             and trust-checked once here; workers get its verified bytes (see
-            :mod:`pipeyard.generate.pinning`). None: the class model_index.json names.
+            :mod:`pipeyard.batch.pinning`). None: the class model_index.json names.
         torch_dtype: ``"float16"`` etc.; device: ``"cuda"`` etc. (default ``cuda`` on Ray
             workers with GPUs, else ``cpu``).
         engine: ``"local"`` (default, no Ray) or ``"ray"`` (``pip install "pipeyard[ray]"``).
@@ -133,28 +134,3 @@ def _items(
         return read_items_file(items)
     return check_unique([row if isinstance(row, Item) else make_item(row, f"items[{index}]")
                          for index, row in enumerate(items)])
-
-
-class _CallableModule(type(os)):  # type: ignore[misc]
-    """This package, callable as :func:`generate`.
-
-    ``pipeyard.generate`` is both this package and the public function. Python sets a parent's
-    attribute to the submodule when the submodule is first imported, so after
-    ``from pipeyard.generate import GenerateSummary`` the name ``pipeyard.generate`` is this
-    module, not the function; calling it then still runs :func:`generate`.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> GenerateSummary:
-        return generate(*args, **kwargs)
-
-
-def _make_callable() -> None:
-    import inspect
-    import sys
-
-    module = sys.modules[__name__]
-    module.__class__ = _CallableModule
-    module.__signature__ = inspect.signature(generate)  # type: ignore[attr-defined]
-
-
-_make_callable()
