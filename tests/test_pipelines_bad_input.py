@@ -109,3 +109,17 @@ def test_integer_attention_slicing_reaches_unet_and_one_head_vae(tiny_sd_folder)
     sizes = {module.slice_size for module in pipe.vae.modules() if hasattr(module, "slice_size")}
     assert sizes == {1}  # capped at the VAE's single head
     assert {m.slice_size for m in pipe.unet.modules() if hasattr(m, "slice_size")} <= {1, 2}
+
+
+@pytest.mark.parametrize("pipeline_class", [DDPMPipeline, DDIMPipeline])
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True])
+def test_a_batch_size_that_is_no_count_of_images_is_a_typed_error(pipeline_class, batch_size: Any) -> None:
+    from pipeyard import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    scheduler = DDPMScheduler() if pipeline_class is DDPMPipeline else DDIMScheduler()
+    pipe = pipeline_class(unet=unet, scheduler=scheduler)
+    with pytest.raises(errors.PipelineInputError, match=rf"batch_size={batch_size!r}.*whole number >= 1"):
+        pipe(batch_size=batch_size, num_inference_steps=1)

@@ -474,7 +474,7 @@ def write_index(
     """
     target = path or index_path()
     index = build_index(community, _previous(target), hub_file, fetch_mirror=fetch_mirror)
-    target.write_text(render_index(index), encoding="utf-8")
+    fileio.write_bytes_atomic(target, render_index(index).encode("utf-8"))  # readers: the old index or the new
     return target
 
 

@@ -11,6 +11,19 @@ from .. import errors
 Generator = torch.Generator | list[torch.Generator] | None
 
 
+def check_count(name: str, value: Any) -> int:
+    """A count of images (``batch_size``, ``num_images_per_prompt``): a whole number >= 1.
+
+    Raises:
+        PipelineInputError: anything else (``0``, ``-1``, ``1.5``, ``"2"``, ``True``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise errors.PipelineInputError(
+            f"{name}={value!r}: it counts images, so it must be a whole number >= 1 (e.g. {name}=1)"
+        )
+    return value
+
+
 def check_generators(generator: Generator, batch_size: int, batch_meaning: str = "batch_size") -> None:
     """A list of generators must hold exactly one per image.
 
@@ -26,7 +39,12 @@ def check_generators(generator: Generator, batch_size: int, batch_meaning: str =
 
 
 def unconditional_shape(unet: Any, batch_size: int) -> tuple[int, ...]:
-    """``(batch, channels, height, width)`` of the images an unconditional UNet makes."""
+    """``(batch, channels, height, width)`` of the images an unconditional UNet makes.
+
+    Raises:
+        PipelineInputError: ``batch_size`` is not a whole number >= 1.
+    """
+    check_count("batch_size", batch_size)
     size = unet.config.sample_size
     spatial = (size, size) if isinstance(size, int) else tuple(size)
     return (batch_size, unet.config.in_channels, *spatial)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .base import DiffusionPipeline
-from .call_checks import Generator, check_generators, unconditional_shape
+from .call_checks import Generator, check_count, check_generators, unconditional_shape
 from .image_processing import IMAGE_OUTPUT_TYPES, check_output_type, postprocess
 from .outputs import ImagePipelineOutput
 
@@ -64,6 +64,7 @@ class DDIMPipeline(DiffusionPipeline):
         """
         check_output_type(output_type, IMAGE_OUTPUT_TYPES)
         self._apply_cuda_graph_option(cuda_graph)
+        check_count("batch_size", batch_size)
         check_generators(generator, batch_size)
         if not 0.0 <= eta <= 1.0:
             logger.warning("eta=%s is outside [0, 1] (0 is DDIM, 1 is DDPM); results may be poor", eta)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .base import DiffusionPipeline
-from .call_checks import Generator, check_generators, unconditional_shape
+from .call_checks import Generator, check_count, check_generators, unconditional_shape
 from .image_processing import IMAGE_OUTPUT_TYPES, check_output_type, postprocess
 from .outputs import ImagePipelineOutput
 
@@ -51,6 +51,7 @@ class DDPMPipeline(DiffusionPipeline):
         """
         check_output_type(output_type, IMAGE_OUTPUT_TYPES)
         self._apply_cuda_graph_option(cuda_graph)
+        check_count("batch_size", batch_size)
         check_generators(generator, batch_size)
         image = self._initial_noise(batch_size, generator)
         self.scheduler.set_timesteps(num_inference_steps)
