@@ -80,3 +80,27 @@ def test_trust_add_refuses_what_is_not_a_digest(invoke):
     assert result.output.strip() == (
         "InvalidPipelineNameError: digest 'not-a-digest' is not valid: a sha256 is 64 hexadecimal digits"
     )
+
+
+def test_trust_add_a_local_file_trusts_the_package_a_load_of_it_checks(invoke, tmp_path):
+    """A file importing a sibling is trusted as what its load is gated on: the file and the
+    sibling together (the file's own sha256 alone would be refused at load)."""
+    import pytest
+
+    from pipeyard import errors
+    from pipeyard.host import load_repository_pipeline_class
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "helpers.py").write_text("GREETING = 'hi'\n")
+    (folder / "pipeline.py").write_text(
+        "from pipeyard import DiffusionPipeline\n\nfrom .helpers import GREETING\n\n\n"
+        "class MyPipeline(DiffusionPipeline):\n    def __call__(self):\n        return GREETING\n"
+    )
+    model_index = {"_class_name": ["pipeline", "MyPipeline"]}
+    with pytest.raises(errors.UntrustedCodeError):
+        load_repository_pipeline_class(model_index, str(folder))
+    result = invoke("trust", "add", folder / "pipeline.py")
+    assert result.exit_code == 0, result.output
+    assert [e.sha256 for e in trust.list()] != [hashlib.sha256((folder / "pipeline.py").read_bytes()).hexdigest()]
+    assert load_repository_pipeline_class(model_index, str(folder)).__name__ == "MyPipeline"

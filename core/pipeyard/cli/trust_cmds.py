@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import click
 
 
 def digest_of(sha_or_file: str) -> str:
-    """A sha256 as given, or the sha256 of a local single-file pipeline.
+    """A sha256 as given, or the digest a load of a local pipeline file asks the trust gate
+    about (the file and the siblings it imports: :func:`pipeyard.host.local_package_digest`).
 
     Raises:
         LocalPathError: a value that can only be a path names no file.
     """
     path = Path(sha_or_file).expanduser()
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        from ..host import local_package_digest
+
+        return local_package_digest(path)
     if "/" in sha_or_file or "\\" in sha_or_file or sha_or_file.endswith(".py") or path.exists():
         from ..errors import LocalPathError
 

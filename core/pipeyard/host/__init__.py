@@ -32,7 +32,7 @@ from .resolve import Source, SourceKind
 
 __all__ = [
     "Source", "SourceKind", "load_component_class", "load_pipeline_class", "load_repository_pipeline_class",
-    "resolution_record_key",
+    "local_package_digest", "resolution_record_key",
 ]
 
 # digest (``digest:Class`` for a component module) -> verified facts; content-addressed, so
@@ -172,6 +172,25 @@ def _load(source: Source, repository: Any, options: HubOptions, *, trust_remote_
         source.kind.name, source.describe(), source.location, source.revision, commit,
         package.digest, str(package.root), package.main, tuple(package.files),
     ))
+
+
+def local_package_digest(path: str | os.PathLike[str]) -> str:
+    """The digest the trust gate is asked about when the local pipeline file ``path`` loads.
+
+    That is the digest of its whole package: the file and every sibling it imports relatively,
+    read by the same closed-set rules as a load (for a file without siblings, its sha256).
+    What ``pipeyard trust add FILE`` trusts. Nothing runs.
+
+    Raises:
+        LocalPathError: ``path`` names no file.
+        UnsafePackageFileError: a sibling breaks the closed-set rules (a link out, a FIFO...).
+    """
+    text = os.fspath(path)
+    if not os.path.isfile(text):
+        raise errors.LocalPathError(text, "pipeline file to trust")
+    folder, name = os.path.split(os.path.abspath(text))
+    fetched = fetch.collect_package(name, fetch.folder_reader(folder), origin=folder)
+    return cache.package_digest({file: cache.sha256(data) for file, data in fetched.items()})
 
 
 def _candidate(
