@@ -308,6 +308,25 @@ def test_a_model_folder_file_linked_outside_is_refused_unread(tiny_ddpm_folder, 
     assert isinstance(caught.value, PermissionError)
 
 
+@pytest.mark.parametrize("linked", ["text_encoder/pytorch_model.bin", "text_encoder/model.fp16.safetensors"])
+def test_a_file_linked_outside_in_a_transformers_component_folder_is_refused(tiny_sd_folder, tmp_path, linked):
+    """transformers reads its folder itself (any file it likes, e.g. weights of a format or variant
+    pipeyard did not pick): every file of such a folder must be inside the model folder, not only
+    those pipeyard hands over."""
+    import shutil
+
+    secret = f"secret-{uuid.uuid4().hex}"
+    outside = tmp_path / "outside.txt"
+    outside.write_text(secret)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd_folder, model)
+    (model / linked).unlink(missing_ok=True)
+    (model / linked).symlink_to(outside)
+    with pytest.raises(errors.OutsideRepositoryError) as caught:
+        DiffusionPipeline.from_pretrained(model)
+    assert linked in str(caught.value) and secret not in str(caught.value)
+
+
 def test_a_link_inside_a_model_folder_and_a_hub_snapshot_folder_load(tiny_ddpm_folder, tmp_path):
     import shutil
 

@@ -64,6 +64,8 @@ def load_component(name: str, cls: type, source: FileSource, options: LoadOption
     if pickles and not options.allow_pickle:
         raise errors.PickleWeightsError(f"{source.location}/{name}", [f"{name}/{n}" for n in pickles])
     root = source.fetch(f"{name}/{n}" for n in files)
+    if source.is_local:  # the class reads its folder itself, any file of it: all must be inside
+        source.fetch(f"{name}/{n}" for n in names)
     return _foreign_from_pretrained(cls, root / name, name, options)
 
 
