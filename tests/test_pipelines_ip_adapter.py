@@ -17,6 +17,8 @@ import torch
 from conftest import assert_images_equal
 
 from pipeyard import StableDiffusionPipeline, errors
+from pipeyard.pipelines.stable_diffusion_img2img import StableDiffusionImg2ImgPipeline
+from pipeyard.pipelines.stable_diffusion_inpaint import StableDiffusionInpaintPipeline
 from pipeyard.models.ip_adapter import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
 
 diffusers = pytest.importorskip("diffusers")
@@ -155,3 +157,68 @@ def test_unload_ip_adapter_restores_the_plain_unet(tiny_sd_folder: Path, ip_pair
     assert pipe.unet.encoder_hid_proj is None
     assert all(p.uses_fast_path() for p in [m for m in pipe.unet.modules() if hasattr(m, "uses_fast_path")])
     assert_images_equal(_run(pipe), before)
+
+
+# ---------------------------------------------------------------------- image-to-image and inpainting
+
+
+def _mask(size: int = 16) -> PIL.Image.Image:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[4:12, 2:10] = 255
+    return PIL.Image.fromarray(mask, mode="L")
+
+
+IMAGE_PIPELINES = {
+    "img2img": (StableDiffusionImg2ImgPipeline, "StableDiffusionImg2ImgPipeline", {"strength": 0.75}),
+    "inpaint": (StableDiffusionInpaintPipeline, "StableDiffusionInpaintPipeline",
+                {"mask_image": _mask(), "height": 16, "width": 16, "strength": 1.0}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(IMAGE_PIPELINES))
+def image_ip_pair(request: pytest.FixtureRequest, tiny_sd_folder: Path, ip_pair: tuple[Any, Any, Path]) -> tuple[Any, Any, dict]:
+    """pipeyard's and diffusers' img2img (or inpaint) pipeline with the same IP-Adapter loaded."""
+    mine, name, call = IMAGE_PIPELINES[request.param]
+    ours = mine.from_pretrained(tiny_sd_folder, safety_checker=None)
+    theirs = getattr(diffusers, name).from_pretrained(tiny_sd_folder, safety_checker=None)
+    for pipe in (ours, theirs):
+        pipe.set_progress_bar_config(disable=True)
+        pipe.load_ip_adapter(str(ip_pair[2]), subfolder="", weight_name="ip.safetensors")
+    return ours, theirs, {"image": _image(5).resize((16, 16)), **call}
+
+
+@pytest.mark.parametrize("case", [
+    {"ip_adapter_image": _image()},
+    {"ip_adapter_image": _image(1), "num_images_per_prompt": 2, "guidance_scale": 1.0},
+    {"ip_adapter_image": _image(2), "prompt": ["a cat", "a dog"], "negative_prompt": ["blurry", "dark"]},
+], ids=["one-image", "two-per-prompt-unguided", "two-prompts"])
+def test_image_pipelines_ip_adapter_image_prompt_equals_diffusers(image_ip_pair: tuple[Any, Any, dict], case: dict) -> None:
+    ours, theirs, call = image_ip_pair
+    images = (len(case["prompt"]) if "prompt" in case else 1) * case.get("num_images_per_prompt", 1)
+    if "mask_image" not in call and images > 1:  # img2img wants one start image per output image
+        call = {**call, "image": [call["image"]] * images}
+    mine = _run(ours, **call, **case)
+    assert_images_equal(mine, _run(theirs, **call, **case))
+    other = {**case, "ip_adapter_image": _image(9)}
+    assert np.abs(mine - _run(ours, **call, **other)).max() > 1e-3  # the image prompt reached the UNet
+
+
+def test_image_pipelines_precomputed_ip_adapter_embeds_equal_diffusers(image_ip_pair: tuple[Any, Any, dict]) -> None:
+    ours, theirs, call = image_ip_pair
+    embeds = ours.prepare_ip_adapter_image_embeds(_image(3), None, "cpu", 1, True)
+    assert_images_equal(_run(ours, ip_adapter_image_embeds=embeds, **call),
+                        _run(theirs, ip_adapter_image_embeds=[e.clone() for e in embeds], **call))
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGE_PIPELINES))
+def test_image_pipelines_ip_adapter_inputs_are_checked_with_typed_errors(tiny_sd_folder: Path, kind: str) -> None:
+    mine, _, call = IMAGE_PIPELINES[kind]
+    pipe = mine.from_pretrained(tiny_sd_folder, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    call = {"image": _image(5).resize((16, 16)), **call}
+    with pytest.raises(errors.ComponentError, match="load_ip_adapter"):
+        _run(pipe, ip_adapter_image=_image(), **call)
+    with pytest.raises(errors.ConflictingInputsError, match="ip_adapter_image or ip_adapter_image_embeds"):
+        _run(pipe, ip_adapter_image=_image(), ip_adapter_image_embeds=[torch.zeros(2, 1, PROJECTION_DIM)], **call)
+    with pytest.raises(errors.PipelineInputError, match="must be a list of tensors"):
+        _run(pipe, ip_adapter_image_embeds=torch.zeros(2, 1, PROJECTION_DIM), **call)

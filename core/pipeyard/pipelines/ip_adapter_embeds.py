@@ -101,6 +101,30 @@ class IPAdapterImageEmbedsMixin:
             prepared.append(embeds.to(device=device))
         return prepared
 
+    def ip_adapter_unet_kwargs(
+        self,
+        ip_adapter_image: Any,
+        ip_adapter_image_embeds: list[torch.Tensor] | None,
+        device: torch.device | str,
+        batch_size: int,
+        do_classifier_free_guidance: bool,
+    ) -> dict[str, Any]:
+        """The UNet keywords an image prompt adds to a call: ``{"added_cond_kwargs": {"image_embeds":
+        [...]}}`` for ``batch_size`` images (all prompts times ``num_images_per_prompt``), or ``{}``
+        when neither ``ip_adapter_image`` nor ``ip_adapter_image_embeds`` is given.
+
+        The one path the text-to-image, image-to-image and inpainting pipelines share.
+
+        Raises:
+            ComponentError, BatchSizeMismatchError: as :meth:`prepare_ip_adapter_image_embeds`.
+        """
+        if ip_adapter_image is None and ip_adapter_image_embeds is None:
+            return {}
+        image_embeds = self.prepare_ip_adapter_image_embeds(
+            ip_adapter_image, ip_adapter_image_embeds, device, batch_size, do_classifier_free_guidance
+        )
+        return {"added_cond_kwargs": {"image_embeds": image_embeds}}
+
     def _image_projection_layers(self) -> list[Any]:
         projection = getattr(self.unet, "encoder_hid_proj", None)
         if projection is None:

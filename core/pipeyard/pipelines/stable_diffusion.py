@@ -473,12 +473,12 @@ class StableDiffusionPipeline(
             batch_size, self.unet.config.in_channels, height, width, prompt_embeds.dtype, device, generator, latents
         )
         tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
-        unet_kwargs = self._unet_kwargs(batch_size, device, latents.dtype)
-        if ip_adapter_image is not None or ip_adapter_image_embeds is not None:
-            image_embeds = self.prepare_ip_adapter_image_embeds(
+        unet_kwargs = {
+            **self._unet_kwargs(batch_size, device, latents.dtype),
+            **self.ip_adapter_unet_kwargs(
                 ip_adapter_image, ip_adapter_image_embeds, device, batch_size, self.do_classifier_free_guidance
-            )
-            unet_kwargs["added_cond_kwargs"] = {"image_embeds": image_embeds}
+            ),
+        }
         self._denoise(
             tensors, num_inference_steps, unet_kwargs, self.prepare_extra_step_kwargs(generator, eta),
             callback_on_step_end, callback_on_step_end_tensor_inputs,

@@ -245,14 +245,15 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
             prompt_embeds, negative_prompt_embeds, output_type, return_dict,
             cross_attention_kwargs, clip_skip, callback_on_step_end,
             callback_on_step_end_tensor_inputs: as for :class:`StableDiffusionPipeline`.
-            ip_adapter_image, ip_adapter_image_embeds: refused (no IP-Adapter support yet).
+            ip_adapter_image, ip_adapter_image_embeds: an image prompt or its precomputed
+                embeddings, as for :class:`StableDiffusionPipeline` (needs ``load_ip_adapter``).
 
         Returns:
             ``.images`` and ``.nsfw_content_detected`` (or the tuple of both).
 
         Raises:
             PipelineInputError (and its subclasses): bad arguments, before any work.
-            UnsupportedFeatureError: IP-Adapter inputs.
+            ComponentError: an image prompt without an IP-Adapter loaded.
         """
         check_old_call_kwargs(kwargs, type(self).__name__)
         callback_on_step_end_tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
@@ -260,7 +261,6 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
             prompt, strength, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
             ip_adapter_image, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
         )
-        _refuse_ip_adapter(ip_adapter_image, ip_adapter_image_embeds, type(self).__name__)
         if image is None:
             raise errors.PipelineInputError(f"{type(self).__name__} needs an image to start from: pass image=...")
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
@@ -287,7 +287,13 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
             prompt_embeds.dtype, device, generator,
         )
         tensors = {"latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds}
-        unet_kwargs = self._unet_kwargs(batch_size * num_images_per_prompt, device, latents.dtype)
+        unet_kwargs = {
+            **self._unet_kwargs(batch_size * num_images_per_prompt, device, latents.dtype),
+            **self.ip_adapter_unet_kwargs(
+                ip_adapter_image, ip_adapter_image_embeds, device, batch_size * num_images_per_prompt,
+                self.do_classifier_free_guidance,
+            ),
+        }
         self._denoise(
             tensors, num_inference_steps, unet_kwargs, self.prepare_extra_step_kwargs(generator, eta),
             callback_on_step_end, callback_on_step_end_tensor_inputs, timesteps=timesteps,
@@ -312,10 +318,3 @@ def _repeat_to_batch(tensor: torch.Tensor, batch_size: int, what: str) -> torch.
             f"pass one {what} for all prompts, or a number of them that divides len(prompts) * num_images_per_prompt",
         )
     return torch.cat([tensor] * (batch_size // tensor.shape[0]), dim=0)
-
-
-def _refuse_ip_adapter(ip_adapter_image: Any, ip_adapter_image_embeds: Any, owner: str) -> None:
-    if ip_adapter_image is not None or ip_adapter_image_embeds is not None:
-        raise errors.UnsupportedFeatureError(
-            "__call__(ip_adapter_image=...)", owner, "IP-Adapter image prompts are not implemented; leave them unset",
-        )

@@ -34,7 +34,6 @@ from .sampling import retrieve_timesteps
 from .stable_diffusion import StableDiffusionPipeline, StepCallback
 from .stable_diffusion_img2img import (
     StableDiffusionImg2ImgPipeline,
-    _refuse_ip_adapter,
     _repeat_to_batch,
     check_old_call_kwargs,
     check_strength,
@@ -283,7 +282,8 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
                 many pixels (and to the output's aspect ratio), at full ``height`` x ``width``,
                 then paste it back into ``image``. Needs PIL ``image`` and ``mask_image`` and
                 ``output_type="pil"``.
-            the others: as for :class:`StableDiffusionPipeline`; IP-Adapter inputs are refused.
+            the others: as for :class:`StableDiffusionPipeline`, ``ip_adapter_image`` /
+                ``ip_adapter_image_embeds`` included (needs ``load_ip_adapter``).
 
         Returns:
             ``.images`` and ``.nsfw_content_detected`` (or the tuple of both).
@@ -291,7 +291,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
         Raises:
             PipelineInputError (and its subclasses): bad arguments, before any work.
             UnetChannelsError: a UNet with neither 4 nor 9 input channels.
-            UnsupportedFeatureError: IP-Adapter inputs.
+            ComponentError: an image prompt without an IP-Adapter loaded.
         """
         owner = type(self).__name__
         check_old_call_kwargs(kwargs, owner)
@@ -302,7 +302,6 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             negative_prompt_embeds, ip_adapter_image, ip_adapter_image_embeds, callback_on_step_end_tensor_inputs,
             padding_mask_crop,
         )
-        _refuse_ip_adapter(ip_adapter_image, ip_adapter_image_embeds, owner)
         if image is None or mask_image is None:
             raise errors.PipelineInputError(f"{owner} needs the image to inpaint and its mask: pass image= and mask_image=")
         check_output_type(output_type, LATENT_OUTPUT_TYPES)
@@ -355,8 +354,14 @@ class StableDiffusionInpaintPipeline(StableDiffusionPipeline):
             "latents": latents, "prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds,
             "mask": mask, "masked_image_latents": masked_image_latents,
         }
+        unet_kwargs = {
+            **self._unet_kwargs(total, device, latents.dtype),
+            **self.ip_adapter_unet_kwargs(
+                ip_adapter_image, ip_adapter_image_embeds, device, total, self.do_classifier_free_guidance
+            ),
+        }
         self._inpaint_loop(
-            tensors, timesteps, num_inference_steps, self._unet_kwargs(total, device, latents.dtype),
+            tensors, timesteps, num_inference_steps, unet_kwargs,
             self.prepare_extra_step_kwargs(generator, eta), image_latents, noise,
             callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
