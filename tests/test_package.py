@@ -110,3 +110,13 @@ def test_every_python_package_of_the_source_is_in_the_wheel():
     folders = {p.parent for p in (source / "pipeyard").rglob("*.py") if "_bundled" not in p.parts}
     found = {".".join(folder.relative_to(source).parts) for folder in folders}
     assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+
+
+def test_the_error_tree_in_the_docs_is_the_one_in_errors_py():
+    """docs/errors.md shows the tree errors.py draws (which another test keeps complete)."""
+    import textwrap
+
+    doc = errors.__doc__
+    drawn = doc[doc.index("::\n") + 3:].strip("\n").split("\n\n")[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    assert "```text\n" + textwrap.dedent(drawn) + "\n```" in page, "copy the tree of errors.py into docs/errors.md"

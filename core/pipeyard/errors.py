@@ -72,8 +72,8 @@ change.
     │   ├── UnknownOutputTypeError                  output_type not "pil", "np", "pt" (or "latent")
     │   └── StrengthError                           img2img / inpainting strength outside [0, 1]
     ├── UnsupportedFeatureError (NotImplementedError)  a diffusers pipeline feature pipeyard does not
-    │                                               have yet (LoRA / textual inversion / IP-Adapter
-    │                                               loading, single-file checkpoints, FreeU, ...)
+    │                                               have yet (LoRA / textual inversion loading,
+    │                                               single-file checkpoints, FreeU, ...)
     ├── CustomPipelineError                         the custom-pipeline host (resolve → import)
     │   ├── PipelineNotFoundError (LookupError)     no source matched a custom_pipeline value
     │   ├── InvalidPipelineNameError (ValueError)
