@@ -276,10 +276,6 @@ def _checked_download(repo_id: str, filename: str, revision: str | None, path: P
     return path
 
 
-def _is_commit(revision: str) -> bool:
-    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
-
-
 def download_dataset_file(repo_id: str, filename: str, options: HubOptions) -> tuple[str, Path]:
     """One file of a Hub *dataset* repo at ``options.revision`` (default ``main``): its commit and path.
 

@@ -189,8 +189,8 @@ def local_package_digest(path: str | os.PathLike[str]) -> str:
     if not os.path.isfile(text):
         raise errors.LocalPathError(text, "pipeline file to trust")
     folder, name = os.path.split(os.path.abspath(text))
-    fetched = fetch.collect_package(name, fetch.folder_reader(folder), origin=folder)
-    return cache.package_digest({file: cache.sha256(data) for file, data in fetched.items()})
+    files = fetch.collect_package(name, fetch.folder_reader(folder), origin=folder)
+    return cache.memory_package(files, name, folder).digest
 
 
 def _candidate(

@@ -39,12 +39,8 @@ def check_generators(generator: Generator, batch_size: int, batch_meaning: str =
 
 
 def unconditional_shape(unet: Any, batch_size: int) -> tuple[int, ...]:
-    """``(batch, channels, height, width)`` of the images an unconditional UNet makes.
-
-    Raises:
-        PipelineInputError: ``batch_size`` is not a whole number >= 1.
-    """
-    check_count("batch_size", batch_size)
+    """``(batch, channels, height, width)`` of the images an unconditional UNet makes
+    (``batch_size`` checked by the caller with :func:`check_count`)."""
     size = unet.config.sample_size
     spatial = (size, size) if isinstance(size, int) else tuple(size)
     return (batch_size, unet.config.in_channels, *spatial)

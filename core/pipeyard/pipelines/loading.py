@@ -63,9 +63,9 @@ def load_component(name: str, cls: type, source: FileSource, options: LoadOption
     pickles = [n for n in files if (m := _HF_WEIGHTS.match(n)) and m.group("ext") == "bin"]
     if pickles and not options.allow_pickle:
         raise errors.PickleWeightsError(f"{source.location}/{name}", [f"{name}/{n}" for n in pickles])
-    root = source.fetch(f"{name}/{n}" for n in files)
-    if source.is_local:  # the class reads its folder itself, any file of it: all must be inside
-        source.fetch(f"{name}/{n}" for n in names)
+    # The class reads its folder itself, any file of it: a local folder's files must all be
+    # inside (fetch checks them); from the Hub only the picked ones are downloaded.
+    root = source.fetch(f"{name}/{n}" for n in (names if source.is_local else files))
     return _foreign_from_pretrained(cls, root / name, name, options)
 
 
